@@ -1,0 +1,79 @@
+"""One settings object for the whole platform, read from the environment and `.env`.
+
+Every backing store is one setting: point it at PostgreSQL (or anything SQLAlchemy speaks)
+and nothing else changes. Defaults are embedded: SQLite files and local folders under one
+state folder (`MAESTRO_HOME`, default `<project>/.maestro`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Platform settings; every field is overridable as `MAESTRO_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAESTRO_", env_file=PROJECT_DIR / ".env", extra="ignore"
+    )
+
+    project_dir: Path = PROJECT_DIR
+    home: Path = PROJECT_DIR / ".maestro"
+    specs_dir: Path = PROJECT_DIR / "include" / "specs"
+    feature_repo: Path = PROJECT_DIR / "feature_repo"
+    # MLflow tracking + registry backend store (SQLAlchemy URL); default: SQLite in home.
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+    # Optuna storage: an SQLAlchemy URL, or empty for one journal file per study in home.
+    optuna_storage: str | None = None
+    # Feast registry: a file path or an SQLAlchemy URL; default: file in home.
+    feast_registry: str | None = None
+    # Parallel trial workers per tuning step (mapped Airflow tasks); a spec may override.
+    tune_workers: int = 2
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    def optuna_url(self, study: str) -> str:
+        return self.optuna_storage or f"journal://{self.home / 'optuna' / (study + '.journal')}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; `get_settings.cache_clear()` re-reads)."""
+    return Settings()
+
+
+def export_environment(settings: Settings) -> dict[str, str]:
+    """Environment for Airflow, MLflow and Feast processes started on these settings."""
+    env = {
+        "MAESTRO_HOME": str(settings.home),
+        "MAESTRO_PROJECT_DIR": str(settings.project_dir),
+        "AIRFLOW_HOME": str(settings.home / "airflow"),
+        "AIRFLOW_CONFIG": str(settings.project_dir / "airflow.cfg"),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MAESTRO_FEAST_DATA": str(settings.feast_dir / "data"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(settings.project_dir / "include"), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
+    }
+    return env

@@ -1,0 +1,254 @@
+"""Ingest: read a spec's source for a run's window into an immutable, content-addressed snapshot.
+
+Structural problems (no file, empty or unreadable file, missing or undeclared columns, values
+of the wrong type, a one-class target) stop here with one message naming the file and column;
+the statistical checks are the Great Expectations suite's job (`maestro.validation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from maestro.config import Settings
+from maestro.spec import CsvSource, DemoSource, ModelSpec, ParquetSource, SqlSource
+
+
+class DataError(ValueError):
+    """Source data that cannot be used; the message names the file or column and the problem."""
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """What a run trained on: the reference tasks pass instead of the data."""
+
+    model: str
+    hash: str
+    path: str
+    rows: int
+    start: str
+    end: str
+    source: str
+
+    def to_dict(self) -> dict[str, str | int]:
+        return asdict(self)
+
+
+def normalise_name(column: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
+
+
+def _describe_source(spec: ModelSpec, settings: Settings) -> str:
+    path = spec.source_path(settings)
+    if path is not None:
+        return str(path)
+    if isinstance(spec.source, SqlSource):
+        return f"sql query via ${spec.source.connection_env}"
+    return f"generated demo data (seed {spec.source.seed})"
+
+
+def read_source(spec: ModelSpec, settings: Settings) -> pd.DataFrame:
+    """The raw source table with normalised column names."""
+    source = spec.source
+    if isinstance(source, DemoSource):
+        from maestro.demo_data import generate
+
+        frame = generate(source.rows, source.seed, source.drift, source.bias, source.noise)
+    elif isinstance(source, SqlSource):
+        url = os.environ.get(source.connection_env)
+        if not url:
+            raise DataError(
+                f"source.connection_env: environment variable {source.connection_env} is not set"
+            )
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(url).connect() as conn:
+            frame = pd.read_sql_query(sqlalchemy.text(source.query), conn)
+    else:
+        frame = _read_file(spec.source_path(settings), source)
+    if frame.empty:
+        raise DataError(f"{_describe_source(spec, settings)}: the source has no rows")
+    frame.columns = [normalise_name(str(c)) for c in frame.columns]
+    return frame
+
+
+def _read_file(path: Path, source: CsvSource | ParquetSource) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: source file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: source file is empty")
+    try:
+        if isinstance(source, ParquetSource):
+            return pd.read_parquet(path)
+        return pd.read_csv(
+            path,
+            na_values=source.na_values,
+            skipinitialspace=True,
+            encoding=source.encoding,
+            low_memory=False,
+        )
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: cannot be decoded as {getattr(source, 'encoding', 'utf-8')} "
+            f"(byte {exc.start}); set source.encoding in the spec"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: source file has no columns or rows") from exc
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+
+
+def add_keys(frame: pd.DataFrame, spec: ModelSpec, origin: str) -> pd.DataFrame:
+    """Add (or synthesise) the entity key and the event timestamp the spec asks for."""
+    frame = frame.copy()
+    if spec.entity.synthesize:
+        frame[spec.entity.key] = range(1, len(frame) + 1)
+    elif spec.entity.key not in frame.columns:
+        raise DataError(f"{origin}: entity key column {spec.entity.key!r} is missing")
+    ts = spec.timestamp
+    if ts.synthesize_start:
+        start = pd.Timestamp(ts.synthesize_start, tz="UTC")
+        steps = pd.timedelta_range(start=0, periods=len(frame), freq=ts.synthesize_every)
+        frame[ts.column] = pd.Series(start + steps, index=frame.index)
+    elif ts.from_date:
+        for col in (ts.from_date, ts.from_hour):
+            if col and col not in frame.columns:
+                raise DataError(f"{origin}: timestamp column {col!r} is missing")
+        stamp = pd.to_datetime(frame[ts.from_date], errors="coerce", utc=True)
+        if ts.from_hour:
+            stamp = stamp + pd.to_timedelta(frame[ts.from_hour], unit="h")
+        frame[ts.column] = stamp
+    elif ts.column not in frame.columns:
+        raise DataError(f"{origin}: event timestamp column {ts.column!r} is missing")
+    frame[ts.column] = pd.to_datetime(frame[ts.column], errors="coerce", utc=True)
+    if frame[ts.column].isna().any():
+        bad = int(frame[ts.column].isna().sum())
+        raise DataError(f"{origin}: column {ts.column!r} has {bad} values that are not timestamps")
+    return frame
+
+
+def conform(frame: pd.DataFrame, spec: ModelSpec, origin: str) -> pd.DataFrame:
+    """Exactly the spec's columns, in order, with the spec's types; errors name the column."""
+    key, ts = spec.entity.key, spec.timestamp.column
+    used = {key, ts, spec.target.name, *spec.feature_names}
+    helpers = {spec.timestamp.from_date, spec.timestamp.from_hour} - {None}
+    missing = [c for c in [*spec.feature_names, spec.target.name] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{origin}: missing columns {missing} declared in the spec")
+    extra = [c for c in frame.columns if c not in used | helpers | set(spec.drop)]
+    if extra:
+        raise DataError(
+            f"{origin}: undeclared columns {extra}; add them to features or to drop in the spec"
+        )
+    out = frame[[key, ts, *spec.feature_names, spec.target.name]].copy()
+    for feature in spec.features:
+        column = out[feature.name]
+        if feature.type == "category":
+            out[feature.name] = column.astype("string").astype(object).where(column.notna(), None)
+            continue
+        numeric = pd.to_numeric(column, errors="coerce")
+        wrong = column.notna() & numeric.isna()
+        if wrong.any():
+            example = column[wrong].iloc[0]
+            raise DataError(
+                f"{origin}: column {feature.name!r} should be {feature.type} but has "
+                f"{int(wrong.sum())} non-numeric values (e.g. {example!r})"
+            )
+        if feature.type == "int" and numeric.notna().all() and (numeric % 1 == 0).all():
+            out[feature.name] = numeric.astype("int64")
+        else:
+            out[feature.name] = numeric.astype("float64")
+    out[spec.target.name] = encode_target(out[spec.target.name], spec, origin)
+    return out.sort_values([ts, key], kind="stable").reset_index(drop=True)
+
+
+def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
+    """Classification targets become 0/1 (1 = `target.positive`); regression targets floats."""
+    name = spec.target.name
+    if target.isna().any():
+        raise DataError(f"{origin}: target column {name!r} has {int(target.isna().sum())} nulls")
+    if spec.task == "regression":
+        numeric = pd.to_numeric(target, errors="coerce")
+        if numeric.isna().any():
+            raise DataError(f"{origin}: regression target {name!r} has non-numeric values")
+        return numeric.astype("float64")
+    labels = target.astype(str).str.strip().str.rstrip(".")
+    classes = sorted(labels.unique())
+    if len(classes) < 2:
+        raise DataError(f"{origin}: target {name!r} has a single class {classes}; need two")
+    if len(classes) > 2:
+        raise DataError(f"{origin}: target {name!r} has {len(classes)} classes {classes[:5]}; "
+                        "binary classification needs two")
+    positive = spec.target.positive if spec.target.positive is not None else classes[-1]
+    if positive not in classes:
+        raise DataError(f"{origin}: target.positive {positive!r} is not one of {classes}")
+    return (labels == positive).astype("int64")
+
+
+def window_bounds(spec: ModelSpec, run_end: pd.Timestamp | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The half-open [start, end) training window for a run ending at `run_end`."""
+    end = pd.Timestamp(spec.window.end, tz="UTC") if spec.window.end else None
+    if run_end is not None:
+        end = min(end, run_end) if end is not None else run_end
+    start = pd.Timestamp(spec.window.start, tz="UTC") if spec.window.start else None
+    if spec.window.lookback_days and end is not None:
+        lookback = end - pd.Timedelta(days=spec.window.lookback_days)
+        start = max(start, lookback) if start is not None else lookback
+    return start, end
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in frame.dtypes.items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_snapshot(frame: pd.DataFrame, spec: ModelSpec, settings: Settings, source: str) -> DataVersion:
+    """Write once: a snapshot with the same content is reused, never rewritten."""
+    digest = content_hash(frame)
+    folder = settings.snapshots_dir / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.parquet"
+    ts = frame[spec.timestamp.column]
+    version = DataVersion(
+        model=spec.name,
+        hash=digest,
+        path=str(path),
+        rows=len(frame),
+        start=ts.min().isoformat(),
+        end=ts.max().isoformat(),
+        source=source,
+    )
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(version.to_dict(), indent=2))
+    return version
+
+
+def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) -> DataVersion:
+    """Read, check and snapshot the rows of the run's window."""
+    origin = _describe_source(spec, settings)
+    frame = conform(add_keys(read_source(spec, settings), spec, origin), spec, origin)
+    ts = frame[spec.timestamp.column]
+    start, end = window_bounds(spec, run_end)
+    if start is not None:
+        frame = frame[ts >= start]
+    if end is not None:
+        frame = frame[frame[spec.timestamp.column] < end]
+    if frame.empty:
+        raise DataError(f"{origin}: no rows in the training window [{start}, {end})")
+    if spec.task == "binary_classification" and frame[spec.target.name].nunique() < 2:
+        raise DataError(f"{origin}: target {spec.target.name!r} has a single class in the window")
+    return write_snapshot(frame.reset_index(drop=True), spec, settings, origin)
+
+
+def load_snapshot(version: dict) -> pd.DataFrame:
+    return pd.read_parquet(version["path"])

@@ -1,0 +1,175 @@
+"""Features through Feast: definitions generated from the spec, apply, materialize, and
+point-in-time correct training sets.
+
+`feature_repo/<model>.py` is rendered from the spec by `render_definitions` and committed,
+following Feast's repository template (Entity -> Source -> FeatureView -> FeatureService);
+`check_definitions` fails when a file and its spec disagree. The offline source of a model
+is one parquet file in the state folder, rewritten from the run's snapshot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from maestro.config import Settings
+from maestro.spec import ModelSpec
+
+FEAST_TYPES = {"int": "Int64", "float": "Float64", "category": "String"}
+
+TEMPLATE = '''"""Feast definitions for the `{name}` model. Generated from include/specs/{name}.yaml by
+`maestro features generate`: edit the spec, not this file."""
+
+import os
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast.types import {types}
+
+# Entity: one {key} per row of the model's data.
+{name}_entity = Entity(name="{name}_{key}", join_keys=["{key}"], description="{key} of {name}")
+
+# Source: the latest snapshot of the model's data, written by the training DAG.
+{name}_source = FileSource(
+    name="{name}_source",
+    path=os.path.join(os.environ.get("MAESTRO_FEAST_DATA", "data"), "{name}.parquet"),
+    timestamp_field="{timestamp}",
+)
+
+# Feature view: the spec's features, point-in-time joined on {key} and {timestamp}.
+{name}_fv = FeatureView(
+    name="{view}",
+    entities=[{name}_entity],
+    ttl=timedelta(days=3650),
+    schema=[
+{fields}
+    ],
+    online=True,
+    source={name}_source,
+    tags={{"model": "{name}", "owner": "{owner}"}},
+)
+
+# Feature service: what training and serving of `{name}` both fetch.
+{name}_service = FeatureService(name="{service}", features=[{name}_fv])
+'''
+
+
+def render_definitions(spec: ModelSpec) -> str:
+    """The Feast definitions file for a spec, as committed in `feature_repo/`."""
+    fields = "\n".join(
+        f'        Field(name="{f.name}", dtype={FEAST_TYPES[f.type]}),' for f in spec.features
+    )
+    return TEMPLATE.format(
+        name=spec.name,
+        key=spec.entity.key,
+        timestamp=spec.timestamp.column,
+        view=spec.feature_view,
+        service=spec.feature_service,
+        owner=spec.owner,
+        fields=fields,
+        types=", ".join(sorted({FEAST_TYPES[f.type] for f in spec.features})),
+    )
+
+
+def definitions_path(spec: ModelSpec, settings: Settings) -> Path:
+    return settings.feature_repo / f"{spec.name}.py"
+
+
+def write_definitions(spec: ModelSpec, settings: Settings) -> Path:
+    path = definitions_path(spec, settings)
+    path.write_text(render_definitions(spec))
+    return path
+
+
+def check_definitions(spec: ModelSpec, settings: Settings) -> None:
+    """Raise when `feature_repo/<model>.py` is missing or differs from what the spec renders."""
+    path = definitions_path(spec, settings)
+    if not path.exists() or path.read_text() != render_definitions(spec):
+        raise ValueError(
+            f"{path}: Feast definitions do not match include/specs/{spec.name}.yaml; "
+            f"run `maestro features generate {spec.name}`"
+        )
+
+
+def offline_source_path(spec: ModelSpec, settings: Settings) -> Path:
+    return settings.feast_dir / "data" / f"{spec.name}.parquet"
+
+
+def feature_store(settings: Settings):
+    """The Feast store of `feature_repo/`, on this settings' state folder and registry."""
+    from feast import FeatureStore
+    from feast.repo_config import load_repo_config
+
+    os.environ["MAESTRO_HOME"] = str(settings.home)
+    os.environ["MAESTRO_FEAST_DATA"] = str(settings.feast_dir / "data")
+    (settings.feast_dir / "data").mkdir(parents=True, exist_ok=True)
+    config = load_repo_config(settings.feature_repo, settings.feature_repo / "feature_store.yaml")
+    if settings.feast_registry:
+        from feast.repo_config import RegistryConfig
+
+        kind = "sql" if "://" in settings.feast_registry else "file"
+        config.registry_config = RegistryConfig(registry_type=kind, path=settings.feast_registry)
+    return FeatureStore(config=config)
+
+
+def load_definitions(spec: ModelSpec, settings: Settings) -> list:
+    """The Feast objects declared in the model's definitions file."""
+    from feast import Entity, FeatureService, FeatureView, FileSource
+
+    check_definitions(spec, settings)
+    path = definitions_path(spec, settings)
+    module_spec = importlib.util.spec_from_file_location(f"feature_repo_{spec.name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    kinds = (Entity, FileSource, FeatureView, FeatureService)
+    return [v for v in vars(module).values() if isinstance(v, kinds)]
+
+
+def publish_snapshot(snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings) -> Path:
+    """Make the run's snapshot the model's offline source (atomic replace)."""
+    path = offline_source_path(spec, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    snapshot.drop(columns=[spec.target.name]).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def apply_and_materialize(
+    snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings, start: pd.Timestamp, end: pd.Timestamp
+) -> dict:
+    """`feast apply` of the model's definitions, then materialize [start, end] online."""
+    publish_snapshot(snapshot, spec, settings)
+    store = feature_store(settings)
+    store.apply(load_definitions(spec, settings))
+    store.materialize(
+        start_date=start.to_pydatetime(), end_date=end.to_pydatetime(), feature_views=[spec.feature_view]
+    )
+    return {
+        "feature_service": spec.feature_service,
+        "feature_views": [spec.feature_view],
+        "materialized_start": start.isoformat(),
+        "materialized_end": end.isoformat(),
+    }
+
+
+def historical_features(snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings) -> pd.DataFrame:
+    """Point-in-time correct features for the snapshot's entities, labels and timestamps."""
+    store = feature_store(settings)
+    key, ts, target = spec.entity.key, spec.timestamp.column, spec.target.name
+    entity_df = snapshot[[key, ts, target]]
+    service = store.get_feature_service(spec.feature_service)
+    frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    frame = frame.sort_values([ts, key], kind="stable").reset_index(drop=True)
+    return frame[[key, ts, *spec.feature_names, target]]
+
+
+def online_features(entity_ids: list, spec: ModelSpec, settings: Settings) -> pd.DataFrame:
+    """The latest materialized features for some entities, as serving reads them."""
+    store = feature_store(settings)
+    rows = [{spec.entity.key: i} for i in entity_ids]
+    service = store.get_feature_service(spec.feature_service)
+    return store.get_online_features(features=service, entity_rows=rows).to_df()

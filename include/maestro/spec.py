@@ -1,0 +1,274 @@
+"""Declarative model specs: a new model is one YAML file, validated field by field.
+
+Column names are normalised on ingest (lower case, runs of other characters become `_`),
+so `native-country` in a CSV is `native_country` in a spec.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from maestro.config import Settings
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvSource(_Strict):
+    format: Literal["csv"]
+    path: str
+    na_values: list[str] = []
+    encoding: str = "utf-8"
+
+
+class ParquetSource(_Strict):
+    format: Literal["parquet"]
+    path: str
+
+
+class SqlSource(_Strict):
+    format: Literal["sql"]
+    query: str
+    connection_env: str = Field(
+        description="Name of the environment variable holding the SQLAlchemy URL."
+    )
+
+
+class DemoSource(_Strict):
+    """The project's own synthetic data (see `maestro.demo_data`)."""
+
+    format: Literal["demo"]
+    rows: int = Field(20_000, ge=100)
+    seed: int = 7
+    drift: float = Field(0.0, ge=0.0, le=1.0)
+    bias: float = Field(0.0, ge=0.0, le=1.0)
+    noise: float = Field(0.0, ge=0.0, le=1.0)
+
+
+Source = Annotated[CsvSource | ParquetSource | SqlSource | DemoSource, Field(discriminator="format")]
+
+
+class EntitySpec(_Strict):
+    key: str
+    synthesize: bool = Field(False, description="Number rows 1..n when the data has no key.")
+
+
+class TimestampSpec(_Strict):
+    column: str = "event_timestamp"
+    # How to build the timestamp when the data has none: from a date and an hour column...
+    from_date: str | None = None
+    from_hour: str | None = None
+    # ...or by spacing rows evenly from a start (rows keep file order).
+    synthesize_start: str | None = None
+    synthesize_every: str = "1h"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TimestampSpec:
+        if self.from_hour and not self.from_date:
+            raise ValueError("from_hour needs from_date")
+        if self.from_date and self.synthesize_start:
+            raise ValueError("give either from_date or synthesize_start, not both")
+        return self
+
+
+class FeatureSpec(_Strict):
+    name: str
+    type: Literal["int", "float", "category"]
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.type == "category" and (self.min is not None or self.max is not None):
+            raise ValueError("min/max apply to numeric features only")
+        if self.type != "category" and self.allowed is not None:
+            raise ValueError("allowed applies to category features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+class TargetSpec(_Strict):
+    name: str
+    positive: str | None = Field(None, description="Positive class label (classification).")
+
+
+class MetricSpec(_Strict):
+    name: Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
+    direction: Literal["maximize", "minimize"]
+
+
+class ParamSpec(_Strict):
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _possible(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical parameter needs a non-empty choices list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} parameter needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"impossible range: low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        if self.type == "int" and int(self.low) != self.low:
+            raise ValueError(f"int parameter needs whole bounds, got low {self.low}")
+        return self
+
+
+Family = Literal["lightgbm", "logistic_regression", "ridge", "random_forest"]
+CLASSIFIERS = {"lightgbm", "logistic_regression", "random_forest"}
+REGRESSORS = {"lightgbm", "ridge", "random_forest"}
+CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "log_loss"}
+
+
+class SplitSpec(_Strict):
+    validation: float = Field(0.15, gt=0.0, lt=0.5)
+    test: float = Field(0.15, gt=0.0, lt=0.5)
+
+
+class WindowSpec(_Strict):
+    """Which rows a run trains on: absolute bounds and/or a look-back from the run's end."""
+
+    start: str | None = None
+    end: str | None = None
+    lookback_days: int | None = Field(None, gt=0)
+
+
+class DataChecks(_Strict):
+    min_rows: int = Field(100, ge=1)
+    max_rows: int | None = None
+
+
+class ModelSpec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    description: str = ""
+    owner: str = "maestro"
+    task: Literal["binary_classification", "regression"]
+    source: Source
+    entity: EntitySpec
+    timestamp: TimestampSpec = TimestampSpec()
+    features: list[FeatureSpec] = Field(min_length=1)
+    drop: list[str] = Field([], description="Source columns that must never be features.")
+    target: TargetSpec
+    protected_attributes: list[str] = []
+    metric: MetricSpec
+    search_space: dict[Family, dict[str, ParamSpec]] = Field(min_length=2)
+    trials: int = Field(20, ge=1)
+    workers: int | None = Field(None, ge=1, le=16)
+    timeout_minutes: int = Field(60, ge=1)
+    schedule: str | None = None
+    window: WindowSpec = WindowSpec()
+    split: SplitSpec = SplitSpec()
+    data_checks: DataChecks = DataChecks()
+    tags: list[str] = []
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        if self.target.name in names:
+            raise ValueError(f"target.name: {self.target.name!r} is also a feature")
+        leaked = sorted(set(self.drop) & set(names))
+        if leaked:
+            raise ValueError(f"features: {leaked} are listed in drop and must not be features")
+        unknown = sorted(set(self.protected_attributes) - set(names))
+        if unknown:
+            raise ValueError(f"protected_attributes: {unknown} are not features")
+        classification = self.task == "binary_classification"
+        if classification != (self.metric.name in CLASSIFICATION_METRICS):
+            raise ValueError(f"metric.name: {self.metric.name!r} does not fit task {self.task!r}")
+        allowed = CLASSIFIERS if classification else REGRESSORS
+        wrong = sorted(set(self.search_space) - allowed)
+        if wrong:
+            raise ValueError(f"search_space: families {wrong} do not support task {self.task!r}")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "category"]
+
+    @property
+    def feature_service(self) -> str:
+        return f"{self.name}_v1"
+
+    @property
+    def feature_view(self) -> str:
+        return f"{self.name}_features"
+
+    @property
+    def registered_name(self) -> str:
+        return self.name
+
+    def source_path(self, settings: Settings) -> Path | None:
+        """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project."""
+        if not isinstance(self.source, CsvSource | ParquetSource):
+            return None
+        path = Path(os.path.expandvars(self.source.path))
+        return path if path.is_absolute() else (settings.project_dir / path).resolve()
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"] if not re.fullmatch(r"[a-z]+-[a-z]+", str(p)))
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where or '(top level)'}: {msg}")
+    return f"{path}: invalid model spec: " + "; ".join(parts)
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate one spec file; raise `SpecError` naming the file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: model spec file not found") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a model spec must be a mapping of fields")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(path, exc)) from exc
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: name: {spec.name!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def spec_paths(settings: Settings) -> list[Path]:
+    return sorted(settings.specs_dir.glob("*.yaml"))
+
+
+def get_spec(name: str, settings: Settings) -> ModelSpec:
+    path = settings.specs_dir / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in spec_paths(settings)) or "none"
+        raise SpecError(f"{path}: no model spec named {name!r} (known: {known})")
+    return load_spec(path)
