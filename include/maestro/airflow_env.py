@@ -1,0 +1,110 @@
+"""Running Airflow on the platform's settings: environment, metadata database, DAG runs.
+
+Airflow reads its configuration when first imported, so `apply_environment` must run before
+anything imports `airflow` in a process that drives it (the CLI, the tests, the benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from maestro.config import Settings, export_environment
+
+
+def apply_environment(settings: Settings) -> dict[str, str]:
+    """Put the platform's environment into this process (and so into its children)."""
+    env = export_environment(settings)
+    os.environ.update(env)
+    (settings.home / "airflow").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def migrate_metadata_db(settings: Settings, log: Path) -> None:
+    """`airflow db migrate`: create or upgrade the metadata database (fast when current)."""
+    apply_environment(settings)
+    with log.open("a") as out:
+        subprocess.run([airflow_bin(), "db", "migrate"], check=True, stdout=out, stderr=out)
+
+
+def load_dag(dag_id: str, settings: Settings):
+    """Import the DAG files and return one DAG object by id."""
+    import importlib.util
+
+    for path in sorted((settings.project_dir / "dags").glob("*.py")):
+        module_spec = importlib.util.spec_from_file_location(f"maestro_dags_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        if dag_id in vars(module):
+            return vars(module)[dag_id]
+    raise KeyError(f"no DAG {dag_id!r} in {settings.project_dir / 'dags'}")
+
+
+def run_dag_test(dag_id: str, settings: Settings, conf: dict | None = None) -> tuple[str, str]:
+    """Run one DAG run in this process with `dag.test()`; return (state, run_id)."""
+    dag = load_dag(dag_id, settings)
+    run = dag.test(run_conf=conf or {})
+    return str(run.state), run.run_id
+
+
+def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
+    """The newest run of `dag_id` started after `since`: its id and (task, map index, state,
+    duration) rows in start order, read from the metadata database."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = (
+            session.query(DagRun)
+            .filter(DagRun.dag_id == dag_id)
+            .order_by(DagRun.id.desc())
+            .first()
+        )
+        if run is None or run.start_date is None or run.start_date.timestamp() < since - 5:
+            return None, []
+        rows = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+            .all()
+        )
+        rows = sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index))
+        return run.run_id, [(t.task_id, t.map_index, t.state, t.duration) for t in rows]
+
+
+REPORTED_STATES = ("running", "success", "failed", "upstream_failed", "up_for_retry")
+
+
+def watch_dag_test(dag_id: str, settings: Settings, conf: dict, log: Path, echo) -> int:
+    """Run `dag.test()` in a child process (its logs go to `log`) and report progress."""
+    import json
+
+    apply_environment(settings)
+    code = (
+        "import json, sys; from maestro.airflow_env import run_dag_test; "
+        "from maestro.config import get_settings; "
+        f"state, run_id = run_dag_test({dag_id!r}, get_settings(), json.loads(sys.argv[1])); "
+        "print('MAESTRO_RESULT', state, run_id); sys.exit(0 if state == 'success' else 1)"
+    )
+    started = time.time()
+    seen: dict[tuple[str, int], str | None] = {}
+    with log.open("a") as out:
+        child = subprocess.Popen([sys.executable, "-c", code, json.dumps(conf)], stdout=out, stderr=out)
+        while True:
+            done = child.poll() is not None
+            _, rows = task_states(dag_id, started)
+            for task_id, index, state, duration in rows:
+                if seen.get((task_id, index)) != state and state in REPORTED_STATES:
+                    label = task_id if index < 0 else f"{task_id}[{index}]"
+                    took = f" in {duration:.1f}s" if duration and state == "success" else ""
+                    echo(f"  {label:<24} {state}{took}")
+                    seen[(task_id, index)] = state
+            if done:
+                return child.returncode
+            time.sleep(1.0)

@@ -1,0 +1,176 @@
+"""`maestro`: the platform's command line.
+
+    maestro demo                 train the `demo` model end to end on embedded defaults
+    maestro train MODEL          run a model's training DAG once (dag.test) with progress
+    maestro up                   start Airflow (UI, scheduler, ...) and the MLflow UI
+    maestro validate [MODEL...]  check model specs and their Feast definitions
+    maestro features generate    (re)write feature_repo/<model>.py from the specs
+    maestro show MODEL           the model's challenger version, metrics and lineage
+    maestro env                  shell exports of the platform's environment
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from maestro.config import Settings, get_settings
+
+
+def echo(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.features import check_definitions
+    from maestro.spec import SpecError, get_spec, load_spec, spec_paths
+
+    paths = [settings.specs_dir / f"{m}.yaml" for m in args.models] or spec_paths(settings)
+    failed = 0
+    for path in paths:
+        try:
+            spec = load_spec(path) if path.exists() else get_spec(path.stem, settings)
+            check_definitions(spec, settings)
+            echo(f"ok      {path.name}")
+        except (SpecError, ValueError) as error:
+            failed += 1
+            echo(f"invalid {error}")
+    return 1 if failed else 0
+
+
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.features import write_definitions
+    from maestro.spec import get_spec, load_spec, spec_paths
+
+    specs = [get_spec(m, settings) for m in args.models] or [load_spec(p) for p in spec_paths(settings)]
+    for spec in specs:
+        echo(f"wrote {write_definitions(spec, settings)}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.config import export_environment
+
+    for key, value in export_environment(settings).items():
+        echo(f"export {key}='{value}'")
+    return 0
+
+
+def prepare(settings: Settings) -> None:
+    """Create the state folder and bring the Airflow metadata database up to date."""
+    from maestro.airflow_env import migrate_metadata_db
+
+    echo(f"state folder   {settings.home}")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    migrate_metadata_db(settings, settings.home / "airflow-setup.log")
+    echo(f"airflow db     ready ({time.perf_counter() - started:.1f}s)")
+
+
+def train(model: str, settings: Settings, conf: dict) -> int:
+    from maestro.airflow_env import watch_dag_test
+    from maestro.spec import get_spec
+
+    get_spec(model, settings)  # fail now, clearly, on a bad spec
+    prepare(settings)
+    log = settings.home / "logs" / f"train_{model}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"running DAG    train_{model} {conf or ''} (task logs: {log})")
+    started = time.perf_counter()
+    code = watch_dag_test(f"train_{model}", settings, conf, log, echo)
+    echo(f"finished in {time.perf_counter() - started:.0f}s: {'success' if code == 0 else 'FAILED'}")
+    if code != 0:
+        echo(f"see the task logs in {log}")
+        return code
+    return show(model, settings)
+
+
+def show(model: str, settings: Settings) -> int:
+    """Print the challenger version of `model`, its metrics, lineage and where to look."""
+    from maestro import tracking
+
+    mlc = tracking.client(settings)
+    version = mlc.get_model_version_by_alias(model, tracking.CHALLENGER)
+    run = mlc.get_run(version.run_id)
+    echo()
+    echo(f"registered     models:/{model}@challenger -> version {version.version}")
+    for key, value in sorted(run.data.metrics.items()):
+        echo(f"  {key:<22} {value:.4f}")
+    for key in ("data_version", "data_rows", "training_window_start", "training_window_end",
+                "feature_service", "best_family", "best_trial", "airflow_run_id", "code_version"):
+        echo(f"  {key:<22} {version.tags.get(key, '')}")
+    pipeline = version.tags.get("pipeline_run_id", "")
+    echo(f"artifacts      {run.info.artifact_uri}")
+    echo(f"data docs      {mlc.get_run(pipeline).info.artifact_uri}/data_validation/index.html")
+    echo(f"tracking store {settings.tracking_uri}")
+    echo()
+    echo("look at it:    .venv/bin/maestro up   # Airflow UI http://localhost:8080, MLflow UI "
+         "http://localhost:5000")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    return train("demo", settings, {"trials": args.trials} if args.trials else {})
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    conf = {k: v for k, v in (("trials", args.trials), ("workers", args.workers)) if v}
+    return train(args.model, settings, conf)
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    return show(args.model, settings)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.services import run_platform
+
+    prepare(settings)
+    return run_platform(settings, args.airflow_port, args.mlflow_port, echo)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maestro", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="train the demo model end to end")
+    demo.add_argument("--trials", type=int)
+    demo.set_defaults(func=cmd_demo)
+    tr = sub.add_parser("train", help="run a model's training DAG once")
+    tr.add_argument("model")
+    tr.add_argument("--trials", type=int)
+    tr.add_argument("--workers", type=int)
+    tr.set_defaults(func=cmd_train)
+    up = sub.add_parser("up", help="start the Airflow UI and scheduler and the MLflow UI")
+    up.add_argument("--airflow-port", type=int, default=8080)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.set_defaults(func=cmd_up)
+    val = sub.add_parser("validate", help="check model specs and Feast definitions")
+    val.add_argument("models", nargs="*")
+    val.set_defaults(func=cmd_validate)
+    feat = sub.add_parser("features", help="Feast definitions")
+    feat.add_argument("action", choices=["generate"])
+    feat.add_argument("models", nargs="*")
+    feat.set_defaults(func=cmd_features)
+    sh = sub.add_parser("show", help="the challenger version of a model")
+    sh.add_argument("model")
+    sh.set_defaults(func=cmd_show)
+    env = sub.add_parser("env", help="shell exports of the platform's environment")
+    env.set_defaults(func=cmd_env)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from maestro.spec import SpecError
+
+    try:
+        return args.func(args, get_settings())
+    except SpecError as error:
+        echo(f"error: {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Model families, their preprocessing, and the metrics a spec can ask for.
+
+Every family is a scikit-learn `Pipeline` from the raw feature frame to a prediction, so
+the logged model scores exactly what the feature service returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from maestro.spec import ModelSpec, ParamSpec
+
+# Scores are probabilities of the positive class for classifiers, values for regressors.
+HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "log_loss": False,
+                    "rmse": False, "mae": False, "r2": True}
+
+
+def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Draw one configuration of `family` from its search space (names prefixed by family)."""
+    params: dict[str, Any] = {}
+    for name, p in space.items():
+        key = f"{family}.{name}"
+        if p.type == "categorical":
+            params[name] = trial.suggest_categorical(key, p.choices)
+        elif p.type == "int":
+            params[name] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log)
+        else:
+            params[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
+    return params
+
+
+def _preprocessor(spec: ModelSpec, scale: bool):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    numeric = [f.name for f in spec.features if f.type != "category"]
+    categorical = spec.categorical_features
+    if scale:
+        num = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        cat = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value="missing"),
+            OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
+        )
+    else:
+        num = "passthrough"
+        cat = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+        )
+    transformer = ColumnTransformer(
+        [("num", num, numeric), ("cat", cat, categorical)], verbose_feature_names_out=False
+    )
+    return transformer.set_output(transform="pandas")
+
+
+def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], threads: int = 1):
+    """An unfitted pipeline of `family` with `params`."""
+    from sklearn.pipeline import Pipeline
+
+    classification = spec.task == "binary_classification"
+    seed = {"random_state": 0}
+    if family == "lightgbm":
+        import lightgbm as lgb
+
+        cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
+        model = cls(**params, **seed, n_jobs=threads, verbose=-1)
+        n_num = len(spec.features) - len(spec.categorical_features)
+        steps = [("prep", _preprocessor(spec, scale=False)), ("model", model)]
+        pipe = Pipeline(steps)
+        cat_idx = list(range(n_num, len(spec.features)))
+        return pipe.set_params(model__categorical_feature=cat_idx) if cat_idx else pipe
+    if family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if classification else RandomForestRegressor
+        return Pipeline([("prep", _preprocessor(spec, scale=False)),
+                         ("model", cls(**params, **seed, n_jobs=threads))])
+    if family == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(**params, max_iter=2000)
+    elif family == "ridge":
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(**params)
+    else:
+        raise ValueError(f"unknown model family {family!r}")
+    return Pipeline([("prep", _preprocessor(spec, scale=True)), ("model", model)])
+
+
+def scores(model, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
+    """Positive-class probabilities (classification) or predictions (regression)."""
+    if spec.task == "binary_classification":
+        return model.predict_proba(features)[:, 1]
+    return model.predict(features)
+
+
+def evaluate(spec: ModelSpec, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
+    """Every metric of the spec's task."""
+    from sklearn import metrics as m
+
+    if spec.task == "binary_classification":
+        labels = (y_score >= 0.5).astype(int)
+        return {
+            "roc_auc": float(m.roc_auc_score(y_true, y_score)),
+            "accuracy": float(m.accuracy_score(y_true, labels)),
+            "f1": float(m.f1_score(y_true, labels, zero_division=0)),
+            "log_loss": float(m.log_loss(y_true, np.clip(y_score, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        }
+    return {
+        "rmse": float(np.sqrt(m.mean_squared_error(y_true, y_score))),
+        "mae": float(m.mean_absolute_error(y_true, y_score)),
+        "r2": float(m.r2_score(y_true, y_score)),
+    }

@@ -1,0 +1,256 @@
+"""The training pipeline's stages, one function per Airflow task.
+
+Each stage takes and returns a small JSON-able dict (the run's "handle": model name, run
+ids, paths), never data, so the stages map one-to-one onto tasks passing XComs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from maestro import tracking
+from maestro.config import Settings
+from maestro.spec import ModelSpec, get_spec
+
+Handle = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who asked for the run: the Airflow DAG and run, and where its window ends."""
+
+    dag_id: str
+    run_id: str
+    window_end: str | None = None
+
+
+def _spec(handle: Handle, settings: Settings) -> ModelSpec:
+    return get_spec(handle["model"], settings)
+
+
+def ingest(model: str, run: RunInfo, settings: Settings) -> Handle:
+    """Snapshot the source for the run's window and open the run's MLflow record."""
+    from maestro import data
+
+    spec = get_spec(model, settings)
+    end = pd.Timestamp(run.window_end) if run.window_end else None
+    version = data.ingest(spec, settings, end)
+    run_id = tracking.pipeline_run(settings, model, run.dag_id, run.run_id)
+    mlc = tracking.client(settings)
+    for key, value in {"data_version": version.hash, "data_rows": version.rows,
+                       "data_start": version.start, "data_end": version.end,
+                       "data_source": version.source}.items():
+        mlc.set_tag(run_id, key, str(value))
+    return {"model": model, "dag_id": run.dag_id, "airflow_run_id": run.run_id,
+            "pipeline_run_id": run_id, "data": version.to_dict()}
+
+
+def validate_data(handle: Handle, settings: Settings) -> Handle:
+    """Run the spec's expectation suite; publish Data Docs; stop the run on any failure."""
+    from maestro import data, validation
+
+    spec = _spec(handle, settings)
+    frame = data.load_snapshot(handle["data"])
+    mlc = tracking.client(settings)
+    with tempfile.TemporaryDirectory(prefix="maestro-gx-") as tmp:
+        report = validation.validate(frame, spec, Path(tmp))
+        mlc.log_artifacts(handle["pipeline_run_id"], str(report.docs_dir), "data_validation")
+    mlc.log_metric(handle["pipeline_run_id"], "data_expectations_failed", len(report.failed))
+    mlc.set_tag(handle["pipeline_run_id"], "data_validation", "passed" if report.success else "failed")
+    if not report.success:
+        raise validation.ValidationFailed(f"{spec.name}: data validation failed: {report.summary()}")
+    return {**handle, "validation": report.summary()}
+
+
+def materialize_features(handle: Handle, settings: Settings) -> Handle:
+    """Apply the model's Feast definitions and materialize the window online."""
+    from maestro import data, features
+
+    spec = _spec(handle, settings)
+    frame = data.load_snapshot(handle["data"])
+    start = pd.Timestamp(handle["data"]["start"])
+    end = pd.Timestamp(handle["data"]["end"]) + pd.Timedelta(seconds=1)
+    result = features.apply_and_materialize(frame, spec, settings, start, end)
+    mlc = tracking.client(settings)
+    mlc.set_tag(handle["pipeline_run_id"], "feature_service", result["feature_service"])
+    mlc.set_tag(handle["pipeline_run_id"], "feature_views", ",".join(result["feature_views"]))
+    return {**handle, "features": result}
+
+
+def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFrame]:
+    """Oldest rows train, then validation, newest test (frame is in time order)."""
+    n = len(frame)
+    n_test = max(1, int(n * spec.split.test))
+    n_valid = max(1, int(n * spec.split.validation))
+    n_train = n - n_valid - n_test
+    if n_train < 1:
+        raise ValueError(f"{spec.name}: {n} rows are too few to split into train/validation/test")
+    return {"train": frame.iloc[:n_train], "valid": frame.iloc[n_train:n_train + n_valid],
+            "test": frame.iloc[n_train + n_valid:]}
+
+
+def build_training_set(handle: Handle, settings: Settings) -> Handle:
+    """Point-in-time features from Feast, split by time, saved as parquet and as artifacts."""
+    from maestro import data, features
+
+    spec = _spec(handle, settings)
+    snapshot = data.load_snapshot(handle["data"])
+    frame = features.historical_features(snapshot, spec, settings)
+    folder = settings.home / "training_sets" / spec.name / handle["data"]["hash"]
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name, part in split_by_time(frame, spec).items():
+        part.to_parquet(folder / f"{name}.parquet", index=False)
+        sizes[name] = len(part)
+    (folder / "splits.json").write_text(json.dumps(sizes))
+    mlc = tracking.client(settings)
+    mlc.log_artifacts(handle["pipeline_run_id"], str(folder), "training_set")
+    return {**handle, "training_set": str(folder), "splits": sizes}
+
+
+def load_split(handle: Handle, name: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(handle["training_set"]) / f"{name}.parquet")
+
+
+def start_tuning(handle: Handle, settings: Settings, trials: int, workers: int) -> Handle:
+    """Create the study and the tuning run; the study is named after the Airflow run."""
+    from maestro import tune
+
+    spec = _spec(handle, settings)
+    study = f"{spec.name}-{handle['pipeline_run_id']}"
+    tune.open_study(spec, settings, study)
+    mlc = tracking.client(settings)
+    found = mlc.search_runs(
+        [tracking.experiment_id(settings, spec.name)],
+        filter_string=f"tags.`maestro.stage` = 'tune' and tags.`mlflow.parentRunId` = "
+        f"'{handle['pipeline_run_id']}'",
+        max_results=1,
+    )
+    tune_run = found[0].info.run_id if found else tracking.child_run(
+        settings, handle["pipeline_run_id"], "tune", "tune")
+    mlc.log_param(tune_run, "trial_budget", trials)
+    mlc.log_param(tune_run, "workers", workers)
+    return {**handle, "study": study, "tune_run_id": tune_run, "budget": trials, "workers": workers}
+
+
+def tune_worker(handle: Handle, worker: int, settings: Settings) -> int:
+    """One parallel slot: run trials of the shared study until its budget is spent."""
+    from maestro import tune
+
+    spec = _spec(handle, settings)
+    return tune.run_worker(
+        spec, settings, handle["study"], handle["budget"], load_split(handle, "train"),
+        load_split(handle, "valid"), handle["tune_run_id"],
+        tracking.experiment_id(settings, spec.name), worker,
+    )
+
+
+def finish_tuning(handle: Handle, settings: Settings) -> Handle:
+    """Pick the best trial; log it and the study's plots on the tuning run."""
+    from maestro import tune
+
+    spec = _spec(handle, settings)
+    best = tune.best_configuration(spec, settings, handle["study"])
+    mlc = tracking.client(settings)
+    run = handle["tune_run_id"]
+    mlc.log_param(run, "best_family", best["family"])
+    for key, value in best["params"].items():
+        mlc.log_param(run, f"best.{key}", value)
+    mlc.log_metric(run, f"best_val_{spec.metric.name}", best["value"])
+    mlc.set_tag(run, "best_trial", str(best["number"]))
+    with tempfile.TemporaryDirectory(prefix="maestro-plots-") as tmp:
+        tune.log_study_plots(spec, settings, handle["study"], Path(tmp))
+        mlc.log_artifacts(run, tmp, "plots")
+    mlc.set_terminated(run)
+    return {**handle, "best": best}
+
+
+def train_final(handle: Handle, settings: Settings) -> Handle:
+    """Refit the best configuration on train+validation; log the model and test metrics."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from maestro.modeling import build_estimator, evaluate, scores
+
+    spec = _spec(handle, settings)
+    best = handle["best"]
+    fit = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
+    test = load_split(handle, "test")
+    X, y = fit[spec.feature_names], fit[spec.target.name].to_numpy()
+    model = build_estimator(spec, best["family"], best["params"], threads=2).fit(X, y)
+    test_scores = scores(model, spec, test[spec.feature_names])
+    metrics = {f"test_{k}": v for k, v in evaluate(spec, test[spec.target.name].to_numpy(),
+                                                      test_scores).items()}
+    run_id = tracking.child_run(settings, handle["pipeline_run_id"], "train_final", "train")
+    example = X.head(5)
+    classification = spec.task == "binary_classification"
+    output = model.predict_proba(example) if classification else model.predict(example)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({"family": best["family"], **best["params"]})
+        mlflow.log_metrics(metrics)
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, output),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba" if classification else "predict",
+            skops_trusted_types=own_types(model),
+            pip_requirements=serving_requirements(),
+        )
+    return {**handle, "model_run_id": run_id, "test_metrics": metrics}
+
+
+def serving_requirements() -> list[str]:
+    """Pins of what loading the model needs, taken from this environment (no inference run)."""
+    from importlib.metadata import version
+
+    packages = ["mlflow", "scikit-learn", "lightgbm", "pandas", "numpy", "skops", "cloudpickle"]
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def own_types(model) -> list[str]:
+    """The types skops must trust to load `model`: exactly those our own pipeline contains."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+def lineage_tags(handle: Handle, settings: Settings) -> dict[str, str]:
+    data = handle["data"]
+    return {
+        "data_version": data["hash"],
+        "data_rows": str(data["rows"]),
+        "data_source": data["source"],
+        "training_window_start": data["start"],
+        "training_window_end": data["end"],
+        "feature_service": handle["features"]["feature_service"],
+        "feature_views": ",".join(handle["features"]["feature_views"]),
+        "airflow_dag_id": handle["dag_id"],
+        "airflow_run_id": handle["airflow_run_id"],
+        "code_version": tracking.code_version(settings),
+        "best_trial": str(handle["best"]["number"]),
+        "best_family": handle["best"]["family"],
+        "pipeline_run_id": handle["pipeline_run_id"],
+        "optuna_study": handle["study"],
+    }
+
+
+def register(handle: Handle, settings: Settings) -> Handle:
+    """Register the model (once per Airflow run), tag its lineage, then alias it challenger."""
+    spec = _spec(handle, settings)
+    tags = lineage_tags(handle, settings)
+    version = tracking.register(settings, spec.registered_name,
+                                f"runs:/{handle['model_run_id']}/model", tags)
+    tracking.set_alias(settings, spec.registered_name, tracking.CHALLENGER, version)
+    mlc = tracking.client(settings)
+    mlc.set_tag(handle["pipeline_run_id"], "registered_version", version)
+    mlc.set_terminated(handle["pipeline_run_id"])
+    return {"model": spec.registered_name, "version": str(version), "alias": tracking.CHALLENGER,
+            "model_uri": f"models:/{spec.registered_name}@{tracking.CHALLENGER}",
+            "test_metrics": handle["test_metrics"], "pipeline_run_id": handle["pipeline_run_id"]}

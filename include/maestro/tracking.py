@@ -1,0 +1,120 @@
+"""MLflow as the system of record: experiments, the pipeline run of each Airflow run, and the
+model registry (aliases, never the deprecated stages)."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+
+from maestro.config import Settings
+
+CHALLENGER = "challenger"
+
+
+def client(settings: Settings):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def experiment_id(settings: Settings, model: str) -> str:
+    """The model's experiment, created on first use with its artifacts under the artifact root."""
+    mlc = client(settings)
+    found = mlc.get_experiment_by_name(model)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlc.create_experiment(model, artifact_location=f"{settings.artifact_root}/{model}")
+    except Exception:  # created meanwhile by a parallel task: use that one
+        found = mlc.get_experiment_by_name(model)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def pipeline_run(settings: Settings, model: str, dag_id: str, run_id: str) -> str:
+    """The MLflow run that records one Airflow run; a retried or re-run task reuses it."""
+    mlc = client(settings)
+    exp = experiment_id(settings, model)
+    found = mlc.search_runs(
+        [exp],
+        filter_string=f"tags.`maestro.stage` = 'pipeline' and tags.airflow_run_id = '{run_id}' "
+        f"and tags.airflow_dag_id = '{dag_id}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = mlc.create_run(
+        exp,
+        run_name=f"{dag_id} {run_id}",
+        tags={"maestro.stage": "pipeline", "airflow_dag_id": dag_id, "airflow_run_id": run_id,
+              "code_version": code_version(settings)},
+    )
+    return run.info.run_id
+
+
+def child_run(settings: Settings, parent_run_id: str, name: str, stage: str) -> str:
+    mlc = client(settings)
+    parent = mlc.get_run(parent_run_id)
+    run = mlc.create_run(
+        parent.info.experiment_id,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent_run_id, "maestro.stage": stage,
+              **{k: v for k, v in parent.data.tags.items() if k.startswith("airflow_")}},
+    )
+    return run.info.run_id
+
+
+def code_version(settings: Settings) -> str:
+    """The git commit of the project (with `-dirty` for uncommitted changes), else `unknown`."""
+    return _git_commit(str(settings.project_dir))
+
+
+@lru_cache(maxsize=4)
+def _git_commit(project_dir: str) -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", project_dir, "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", project_dir, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def version_of_run(settings: Settings, model: str, dag_id: str, run_id: str):
+    """The model version an Airflow run already registered, if any."""
+    mlc = client(settings)
+    found = mlc.search_model_versions(
+        f"name = '{model}' and tags.airflow_run_id = '{run_id}' and tags.airflow_dag_id = '{dag_id}'"
+    )
+    return found[0] if found else None
+
+
+def register(settings: Settings, model: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register `model_uri` as a new version of `model`, with tags, and return the version.
+
+    Tags go on before any alias moves, so a version without lineage never serves.
+    """
+    mlc = client(settings)
+    existing = version_of_run(settings, model, tags["airflow_dag_id"], tags["airflow_run_id"])
+    if existing is not None:
+        return existing.version
+    try:
+        mlc.create_registered_model(model)
+    except Exception:  # already registered
+        mlc.get_registered_model(model)
+    run_id = model_uri.removeprefix("runs:/").split("/")[0]
+    version = mlc.create_model_version(model, model_uri, run_id=run_id, tags=tags)
+    return version.version
+
+
+def set_alias(settings: Settings, model: str, alias: str, version: str) -> None:
+    client(settings).set_registered_model_alias(model, alias, version)

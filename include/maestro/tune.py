@@ -1,0 +1,166 @@
+"""Hyperparameter search: one Optuna study (TPE, median pruner) shared by parallel workers.
+
+Each worker (a mapped Airflow task) runs trials until the study's budget is spent, so more
+workers finish the same budget sooner. Every trial is a nested MLflow run under the tuning run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from maestro.config import Settings
+from maestro.modeling import build_estimator, evaluate, scores, suggest
+from maestro.spec import ModelSpec
+
+# LightGBM's own name of each spec metric, for pruning on its validation curve (None: no pruning).
+LIGHTGBM_METRIC = {"roc_auc": "auc", "accuracy": "auc", "f1": "auc", "log_loss": "binary_logloss",
+                   "rmse": "rmse", "mae": "l1", "r2": None}
+
+
+def storage(settings: Settings, study_name: str):
+    """Optuna storage from the settings' URL: a journal file by default, or an RDB URL."""
+    import optuna
+
+    url = settings.optuna_url(study_name)
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.RDBStorage(url)
+
+
+def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int = 0):
+    import optuna
+
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage(settings, study_name),
+        direction=spec.metric.direction,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=10),
+        load_if_exists=True,
+    )
+
+
+def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
+    """The objective: fit a drawn family and configuration, score it on the validation split."""
+    import optuna
+    from optuna_integration import LightGBMPruningCallback
+
+    X, y = train[spec.feature_names], train[spec.target.name].to_numpy()
+    Xv, yv = valid[spec.feature_names], valid[spec.target.name].to_numpy()
+    families = sorted(spec.search_space)
+
+    def objective(trial: optuna.Trial) -> float:
+        family = trial.suggest_categorical("family", families)
+        params = suggest(trial, family, spec.search_space[family])
+        model = build_estimator(spec, family, params)
+        fit_params: dict[str, Any] = {}
+        lgb_metric = LIGHTGBM_METRIC[spec.metric.name]
+        if family == "lightgbm" and lgb_metric:
+            prep = model[:-1].fit(X, y)
+            fit_params = {
+                "model__eval_set": [(prep.transform(Xv), yv)],
+                "model__eval_metric": lgb_metric,
+                "model__callbacks": [LightGBMPruningCallback(trial, lgb_metric)],
+            }
+        started = time.perf_counter()
+        model.fit(X, y, **fit_params)
+        trial.set_user_attr("family", family)
+        trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
+        return evaluate(spec, yv, scores(model, spec, Xv))[spec.metric.name]
+
+    return objective
+
+
+def budget_left(study, budget: int) -> bool:
+    return len(study.get_trials(deepcopy=False)) < budget
+
+
+def run_worker(
+    spec: ModelSpec,
+    settings: Settings,
+    study_name: str,
+    budget: int,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    parent_run_id: str,
+    experiment_id: str,
+    worker: int = 0,
+) -> int:
+    """Run trials until the study holds `budget` of them; return how many this worker ran."""
+    import mlflow
+    import optuna
+    from optuna_integration.mlflow import MLflowCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(spec, settings, study_name, seed=worker)
+    objective = make_objective(spec, train, valid)
+    tracker = MLflowCallback(
+        tracking_uri=settings.tracking_uri,
+        metric_name=f"val_{spec.metric.name}",
+        create_experiment=False,
+        mlflow_kwargs={"experiment_id": experiment_id, "nested": True,
+                       "tags": {"maestro.worker": str(worker)}},
+    )
+    ran = 0
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(run_id=parent_run_id):
+        while budget_left(study, budget):
+            trial = study.ask()
+            if trial.number >= budget:  # another worker took the last slot meanwhile
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                break
+            state, value = _run_trial(objective, trial)
+            frozen = study.tell(trial, value, state=state)
+            tracker(study, frozen)
+            ran += 1
+    return ran
+
+
+def _run_trial(objective, trial) -> tuple:
+    import optuna
+
+    try:
+        return optuna.trial.TrialState.COMPLETE, objective(trial)
+    except optuna.TrialPruned:
+        return optuna.trial.TrialState.PRUNED, None
+
+
+def best_configuration(spec: ModelSpec, settings: Settings, study_name: str) -> dict[str, Any]:
+    """The best completed trial: family, its parameters, value and number."""
+    study = open_study(spec, settings, study_name)
+    best = study.best_trial
+    family = best.params["family"]
+    prefix = f"{family}."
+    params = {k.removeprefix(prefix): v for k, v in best.params.items() if k.startswith(prefix)}
+    return {"family": family, "params": params, "value": best.value, "number": best.number,
+            "trials": len(study.trials)}
+
+
+def log_study_plots(spec: ModelSpec, settings: Settings, study_name: str, folder: Path) -> list[Path]:
+    """Optimization history and, per family, parameter importances, as HTML files."""
+    import optuna
+    from optuna.visualization import plot_optimization_history, plot_param_importances
+
+    study = open_study(spec, settings, study_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "optimization_history.html"]
+    plot_optimization_history(study).write_html(written[0], include_plotlyjs="cdn")
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for family in sorted(spec.search_space):
+        trials = [t for t in done if t.params["family"] == family]
+        if len(trials) < 2 or len(spec.search_space[family]) < 1:
+            continue
+        sub = optuna.create_study(direction=spec.metric.direction)
+        sub.add_trials(trials)
+        path = folder / f"param_importances_{family}.html"
+        plot_param_importances(sub).write_html(path, include_plotlyjs="cdn")
+        written.append(path)
+    return written
