@@ -4,11 +4,13 @@
 import os
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Int64, String
 
 # Entity: one person_id per row of the model's data.
-adult_income_entity = Entity(name="adult_income_person_id", join_keys=["person_id"], description="person_id of adult_income")
+adult_income_entity = Entity(
+    name="adult_income_person_id", join_keys=["person_id"], value_type=ValueType.INT64, description="person_id of adult_income"
+)
 
 # Source: the latest snapshot of the model's data, written by the training DAG.
 adult_income_source = FileSource(

@@ -4,11 +4,13 @@
 import os
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
 # Entity: one instant per row of the model's data.
-bike_demand_entity = Entity(name="bike_demand_instant", join_keys=["instant"], description="instant of bike_demand")
+bike_demand_entity = Entity(
+    name="bike_demand_instant", join_keys=["instant"], value_type=ValueType.INT64, description="instant of bike_demand"
+)
 
 # Source: the latest snapshot of the model's data, written by the training DAG.
 bike_demand_source = FileSource(

@@ -4,11 +4,13 @@
 import os
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
 # Entity: one customer_id per row of the model's data.
-demo_entity = Entity(name="demo_customer_id", join_keys=["customer_id"], description="customer_id of demo")
+demo_entity = Entity(
+    name="demo_customer_id", join_keys=["customer_id"], value_type=ValueType.INT64, description="customer_id of demo"
+)
 
 # Source: the latest snapshot of the model's data, written by the training DAG.
 demo_source = FileSource(

@@ -26,11 +26,13 @@ TEMPLATE = '''"""Feast definitions for the `{name}` model. Generated from includ
 import os
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import {types}
 
 # Entity: one {key} per row of the model's data.
-{name}_entity = Entity(name="{name}_{key}", join_keys=["{key}"], description="{key} of {name}")
+{name}_entity = Entity(
+    name="{name}_{key}", join_keys=["{key}"], value_type=ValueType.{key_type}, description="{key} of {name}"
+)
 
 # Source: the latest snapshot of the model's data, written by the training DAG.
 {name}_source = FileSource(
@@ -65,6 +67,7 @@ def render_definitions(spec: ModelSpec) -> str:
     return TEMPLATE.format(
         name=spec.name,
         key=spec.entity.key,
+        key_type="INT64" if spec.entity.type == "int" else "STRING",
         timestamp=spec.timestamp.column,
         view=spec.feature_view,
         service=spec.feature_service,

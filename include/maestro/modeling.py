@@ -68,11 +68,7 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
 
         cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
         model = cls(**params, **seed, n_jobs=threads, verbose=-1)
-        n_num = len(spec.features) - len(spec.categorical_features)
-        steps = [("prep", _preprocessor(spec, scale=False)), ("model", model)]
-        pipe = Pipeline(steps)
-        cat_idx = list(range(n_num, len(spec.features)))
-        return pipe.set_params(model__categorical_feature=cat_idx) if cat_idx else pipe
+        return Pipeline([("prep", _preprocessor(spec, scale=False)), ("model", model)])
     if family == "random_forest":
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -90,6 +86,18 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
     else:
         raise ValueError(f"unknown model family {family!r}")
     return Pipeline([("prep", _preprocessor(spec, scale=True)), ("model", model)])
+
+
+def fit_params(spec: ModelSpec, family: str) -> dict[str, Any]:
+    """Arguments `Pipeline.fit` needs for `family`: LightGBM is told which columns are categories."""
+    if family == "lightgbm" and spec.categorical_features:
+        return {"model__categorical_feature": spec.categorical_features}
+    return {}
+
+
+def fit(model, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray, **extra: Any):
+    """Fit a pipeline from `build_estimator` with the arguments its family needs."""
+    return model.fit(X, y, **fit_params(spec, family), **extra)
 
 
 def scores(model, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:

@@ -176,14 +176,15 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
     import mlflow
     from mlflow.models import infer_signature
 
-    from maestro.modeling import build_estimator, evaluate, scores
+    from maestro.modeling import build_estimator, evaluate, fit, scores
 
     spec = _spec(handle, settings)
     best = handle["best"]
-    fit = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
+    seen = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
     test = load_split(handle, "test")
-    X, y = fit[spec.feature_names], fit[spec.target.name].to_numpy()
-    model = build_estimator(spec, best["family"], best["params"], threads=2).fit(X, y)
+    X, y = seen[spec.feature_names], seen[spec.target.name].to_numpy()
+    model = fit(build_estimator(spec, best["family"], best["params"], threads=2), spec,
+                best["family"], X, y)
     test_scores = scores(model, spec, test[spec.feature_names])
     metrics = {f"test_{k}": v for k, v in evaluate(spec, test[spec.target.name].to_numpy(),
                                                       test_scores).items()}
@@ -194,7 +195,7 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({"family": best["family"], **best["params"]})
         mlflow.log_metrics(metrics)
-        mlflow.sklearn.log_model(
+        logged = mlflow.sklearn.log_model(
             model,
             name="model",
             signature=infer_signature(example, output),
@@ -203,7 +204,8 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
             skops_trusted_types=own_types(model),
             pip_requirements=serving_requirements(),
         )
-    return {**handle, "model_run_id": run_id, "test_metrics": metrics}
+    return {**handle, "model_run_id": run_id, "logged_model_uri": logged.model_uri,
+            "test_metrics": metrics}
 
 
 def serving_requirements() -> list[str]:
@@ -245,8 +247,7 @@ def register(handle: Handle, settings: Settings) -> Handle:
     """Register the model (once per Airflow run), tag its lineage, then alias it challenger."""
     spec = _spec(handle, settings)
     tags = lineage_tags(handle, settings)
-    version = tracking.register(settings, spec.registered_name,
-                                f"runs:/{handle['model_run_id']}/model", tags)
+    version = tracking.register(settings, spec.registered_name, handle["logged_model_uri"], tags)
     tracking.set_alias(settings, spec.registered_name, tracking.CHALLENGER, version)
     mlc = tracking.client(settings)
     mlc.set_tag(handle["pipeline_run_id"], "registered_version", version)

@@ -61,6 +61,7 @@ Source = Annotated[CsvSource | ParquetSource | SqlSource | DemoSource, Field(dis
 
 class EntitySpec(_Strict):
     key: str
+    type: Literal["int", "string"] = "int"
     synthesize: bool = Field(False, description="Number rows 1..n when the data has no key.")
 
 

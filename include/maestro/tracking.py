@@ -99,21 +99,16 @@ def version_of_run(settings: Settings, model: str, dag_id: str, run_id: str):
 
 
 def register(settings: Settings, model: str, model_uri: str, tags: dict[str, str]) -> str:
-    """Register `model_uri` as a new version of `model`, with tags, and return the version.
+    """Register `model_uri` as a new version of `model` (once per Airflow run), with tags.
 
     Tags go on before any alias moves, so a version without lineage never serves.
     """
-    mlc = client(settings)
+    import mlflow
+
     existing = version_of_run(settings, model, tags["airflow_dag_id"], tags["airflow_run_id"])
     if existing is not None:
         return existing.version
-    try:
-        mlc.create_registered_model(model)
-    except Exception:  # already registered
-        mlc.get_registered_model(model)
-    run_id = model_uri.removeprefix("runs:/").split("/")[0]
-    version = mlc.create_model_version(model, model_uri, run_id=run_id, tags=tags)
-    return version.version
+    return mlflow.register_model(model_uri, model, tags=tags).version
 
 
 def set_alias(settings: Settings, model: str, alias: str, version: str) -> None:

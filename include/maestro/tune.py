@@ -1,7 +1,8 @@
 """Hyperparameter search: one Optuna study (TPE, median pruner) shared by parallel workers.
 
 Each worker (a mapped Airflow task) runs trials until the study's budget is spent, so more
-workers finish the same budget sooner. Every trial is a nested MLflow run under the tuning run.
+workers finish the same budget sooner. Every trial is a nested MLflow run under the tuning run;
+LightGBM trials are pruned on their validation curve (optuna-integration's callback).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from maestro.config import Settings
-from maestro.modeling import build_estimator, evaluate, scores, suggest
+from maestro.modeling import build_estimator, evaluate, fit, scores, suggest
 from maestro.spec import ModelSpec
 
 # LightGBM's own name of each spec metric, for pruning on its validation curve (None: no pruning).
@@ -61,17 +62,18 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
         family = trial.suggest_categorical("family", families)
         params = suggest(trial, family, spec.search_space[family])
         model = build_estimator(spec, family, params)
-        fit_params: dict[str, Any] = {}
+        pruning: dict[str, Any] = {}
         lgb_metric = LIGHTGBM_METRIC[spec.metric.name]
         if family == "lightgbm" and lgb_metric:
             prep = model[:-1].fit(X, y)
-            fit_params = {
-                "model__eval_set": [(prep.transform(Xv), yv)],
+            pruning = {
+                "model__eval_X": prep.transform(Xv),
+                "model__eval_y": yv,
                 "model__eval_metric": lgb_metric,
                 "model__callbacks": [LightGBMPruningCallback(trial, lgb_metric)],
             }
         started = time.perf_counter()
-        model.fit(X, y, **fit_params)
+        fit(model, spec, family, X, y, **pruning)
         trial.set_user_attr("family", family)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
         return evaluate(spec, yv, scores(model, spec, Xv))[spec.metric.name]
@@ -95,33 +97,54 @@ def run_worker(
     worker: int = 0,
 ) -> int:
     """Run trials until the study holds `budget` of them; return how many this worker ran."""
-    import mlflow
     import optuna
-    from optuna_integration.mlflow import MLflowCallback
+
+    from maestro.tracking import client
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)
     objective = make_objective(spec, train, valid)
-    tracker = MLflowCallback(
-        tracking_uri=settings.tracking_uri,
-        metric_name=f"val_{spec.metric.name}",
-        create_experiment=False,
-        mlflow_kwargs={"experiment_id": experiment_id, "nested": True,
-                       "tags": {"maestro.worker": str(worker)}},
-    )
+    mlc = client(settings)
     ran = 0
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    with mlflow.start_run(run_id=parent_run_id):
-        while budget_left(study, budget):
-            trial = study.ask()
-            if trial.number >= budget:  # another worker took the last slot meanwhile
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                break
-            state, value = _run_trial(objective, trial)
-            frozen = study.tell(trial, value, state=state)
-            tracker(study, frozen)
-            ran += 1
+    while budget_left(study, budget):
+        trial = study.ask()
+        if trial.number >= budget:  # another worker took the last slot meanwhile
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        state, value = _run_trial(objective, trial)
+        frozen = study.tell(trial, value, state=state)
+        log_trial(mlc, experiment_id, parent_run_id, frozen, f"val_{spec.metric.name}", worker)
+        ran += 1
     return ran
+
+
+def log_trial(mlc, experiment_id: str, parent_run_id: str, trial, metric: str, worker: int) -> None:
+    """Record a finished trial as a nested MLflow run (params, value, state, timing).
+
+    Written through the client rather than Optuna's deprecated MLflowCallback, so parallel
+    workers never share MLflow's process-global active-run stack.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    run = mlc.create_run(
+        experiment_id,
+        run_name=f"trial-{trial.number}",
+        tags={"mlflow.parentRunId": parent_run_id, "maestro.stage": "trial"},
+    )
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric, trial.value, now, 0)] if trial.value is not None else []
+    metrics += [Metric(f"{metric}_step", v, now, step)
+                for step, v in sorted(trial.intermediate_values.items())]
+    if "fit_seconds" in trial.user_attrs:
+        metrics.append(Metric("fit_seconds", trial.user_attrs["fit_seconds"], now, 0))
+    mlc.log_batch(
+        run.info.run_id,
+        metrics=metrics,
+        params=[Param(k, str(v)) for k, v in trial.params.items()],
+        tags=[RunTag("trial_number", str(trial.number)), RunTag("trial_state", trial.state.name),
+              RunTag("worker", str(worker))],
+    )
+    mlc.set_terminated(run.info.run_id, "FINISHED" if trial.value is not None else "KILLED")
 
 
 def _run_trial(objective, trial) -> tuple:

@@ -1,0 +1,86 @@
+"""Test-wide set-up: one state folder per session, set before anything imports Airflow.
+
+Airflow reads its configuration once per process, so its metadata database stays the
+session's; MLflow, Feast and Optuna follow `MAESTRO_HOME`, which tests may move per test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
+
+os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
+os.environ.pop("MAESTRO_SPECS_DIR", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+from maestro.airflow_env import apply_environment  # noqa: E402
+from maestro.config import get_settings  # noqa: E402
+
+get_settings.cache_clear()
+apply_environment(get_settings())
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{SESSION_HOME}/airflow/airflow.db"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        check=True, capture_output=True,
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Fresh MLflow/Feast/Optuna state for one test (Airflow's database stays the session's)."""
+    monkeypatch.setenv("MAESTRO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
+    """Copies of the shipped specs with some fields changed (e.g. a smaller demo); a mapping
+    is merged into the spec's own, unless it changes the source's format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (PROJECT / "include" / "specs").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        for key, value in overrides.get(path.stem, {}).items():
+            old = raw.get(key)
+            same_kind = isinstance(old, dict) and value.get("format", old.get("format")) == old.get("format")
+            if isinstance(value, dict) and same_kind:
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+        (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+@pytest.fixture
+def small_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
+    """Specs sized for tests: a 3,000-row demo; settings re-read to use them."""
+    folder = write_specs(tmp_path / "specs", {"demo": {"source": {"rows": 3000}}})
+    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def needs_shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared reference datasets are not beside the project")
+    return path

@@ -1,0 +1,80 @@
+"""Every DAG file imports cleanly, is cheap to parse and follows the house rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maestro.config import get_settings
+from maestro.spec import load_spec, spec_paths
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+HEAVY = ["mlflow", "feast", "great_expectations", "evidently", "optuna", "sklearn", "pandas",
+         "numpy", "lightgbm", "fairlearn", "shap", "scipy"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_dag_files_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert dagbag.dags, "no DAG was found"
+
+
+def test_one_training_dag_per_spec(dagbag):
+    names = {load_spec(p).name for p in spec_paths(get_settings())}
+    assert {d for d in dagbag.dag_ids if d.startswith("train_")} == {f"train_{n}" for n in names}
+
+
+def test_dags_have_tags_retries_docs_and_one_active_run(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.tags, f"{dag.dag_id} has no tags"
+        assert dag.doc_md and len(dag.doc_md) > 100, f"{dag.dag_id} has no doc_md"
+        assert dag.max_active_runs == 1, dag.dag_id
+        for task in dag.tasks:
+            assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+            assert task.retry_exponential_backoff, f"{dag.dag_id}.{task.task_id} has no backoff"
+
+
+def test_tuning_is_mapped_over_worker_slots(dagbag):
+    dag = dagbag.get_dag("train_demo")
+    tune = dag.get_task("tune")
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(tune, MappedOperator)
+    assert [t.task_id for t in dag.get_task("register").upstream_list] == ["train_final"]
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_dag_file_imports_nothing_heavy(path: Path):
+    code = (
+        "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_broken_spec_hides_only_itself(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import write_specs
+
+    folder = write_specs(tmp_path / "specs", {"bike_demand": {"trials": 0}})
+    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        bag = DagBag(dag_folder=str(DAGS))
+    finally:
+        get_settings.cache_clear()
+    assert bag.import_errors == {}
+    assert "train_demo" in bag.dag_ids and "train_bike_demand" not in bag.dag_ids

@@ -1,0 +1,71 @@
+"""Model specs: the shipped ones load; bad ones fail with the file and field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from maestro.spec import SpecError, load_spec, spec_paths
+
+SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"
+
+
+def write(tmp_path: Path, name: str, change) -> Path:
+    raw = yaml.safe_load((SPECS / "demo.yaml").read_text())
+    change(raw)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_specs_load(settings):
+    names = {load_spec(p).name for p in spec_paths(settings)}
+    assert names == {"demo", "adult_income", "bike_demand"}
+
+
+def test_bike_spec_keeps_leaking_columns_out():
+    spec = load_spec(SPECS / "bike_demand.yaml")
+    assert {"casual", "registered"} <= set(spec.drop)
+    assert not {"casual", "registered"} & set(spec.feature_names)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda r: r.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        (lambda r: r["search_space"]["lightgbm"].update(num_leaves={"type": "int", "low": 64, "high": 8}),
+         "search_space.lightgbm.num_leaves: impossible range: low 64.0 > high 8.0"),
+        (lambda r: r["search_space"]["lightgbm"].update(learning_rate={"type": "float", "low": 0, "high": 1, "log": True}),
+         "learning_rate: log scale needs low > 0"),
+        (lambda r: r.update(metric={"name": "rmse", "direction": "minimize"}),
+         "metric.name: 'rmse' does not fit task 'binary_classification'"),
+        (lambda r: r["features"].append({"name": "age", "type": "int"}), "duplicate names ['age']"),
+        (lambda r: r.update(protected_attributes=["gender"]), "protected_attributes: ['gender'] are not features"),
+        (lambda r: r.update(trials=0), "trials: Input should be greater than or equal to 1"),
+        (lambda r: r["features"][0].update(type="integer"), "features.0.type"),
+        (lambda r: r.update(search_space={"ridge": {}}), "search_space"),
+    ],
+)
+def test_bad_spec_names_file_and_field(tmp_path, change, expected):
+    path = write(tmp_path, "demo", change)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_spec_name_must_match_file(tmp_path):
+    path = write(tmp_path, "other", lambda r: None)
+    with pytest.raises(SpecError, match="must match the file name 'other'"):
+        load_spec(path)
+
+
+def test_missing_and_malformed_spec_files(tmp_path):
+    with pytest.raises(SpecError, match="model spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)

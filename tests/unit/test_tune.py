@@ -1,0 +1,64 @@
+"""Tuning: parallel workers share one study and its budget; every trial is a nested run."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import optuna
+import pytest
+
+from maestro import pipeline, tracking
+from maestro.config import get_settings
+
+
+@pytest.fixture
+def handle(small_specs):
+    run = pipeline.RunInfo("train_demo", "unit_tune")
+    h = pipeline.ingest("demo", run, small_specs)
+    h = pipeline.materialize_features(h, small_specs)
+    return pipeline.build_training_set(h, small_specs)
+
+
+def _worker(args) -> int:
+    handle, worker = args
+    return pipeline.tune_worker(handle, worker, get_settings())
+
+
+def test_two_workers_spend_exactly_the_budget(handle, small_specs):
+    started = pipeline.start_tuning(handle, small_specs, trials=8, workers=2)
+    with ProcessPoolExecutor(2) as pool:
+        ran = list(pool.map(_worker, [(started, 0), (started, 1)]))
+    assert sum(ran) == 8 and min(ran) >= 1, ran
+    from maestro import tune
+
+    study = tune.open_study(tracking_spec(small_specs), small_specs, started["study"])
+    finished = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    assert len(finished) == 8
+    assert {t.params["family"] for t in finished} <= {"lightgbm", "logistic_regression"}
+    children = tracking.client(small_specs).search_runs(
+        [tracking.experiment_id(small_specs, "demo")],
+        filter_string=f"tags.`mlflow.parentRunId` = '{started['tune_run_id']}'")
+    assert len(children) == 8
+    assert all("val_roc_auc" in r.data.metrics or r.data.tags.get("trial_state") == "PRUNED"
+               for r in children)
+    # A second pass over the same study (a retried task) runs nothing more.
+    assert _worker((started, 0)) == 0
+
+
+def test_best_configuration_and_plots(handle, small_specs, tmp_path):
+    from maestro import tune
+
+    started = pipeline.start_tuning(handle, small_specs, trials=8, workers=1)
+    pipeline.tune_worker(started, 0, small_specs)
+    best = tune.best_configuration(tracking_spec(small_specs), small_specs, started["study"])
+    assert best["family"] in {"lightgbm", "logistic_regression"}
+    assert 0.5 < best["value"] <= 1.0
+    written = tune.log_study_plots(tracking_spec(small_specs), small_specs, started["study"], tmp_path)
+    assert written[0].name == "optimization_history.html"
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def tracking_spec(settings):
+    from maestro.spec import get_spec
+
+    return get_spec("demo", settings)
