@@ -16,7 +16,13 @@ from maestro.config import Settings, export_environment
 
 
 def apply_environment(settings: Settings) -> dict[str, str]:
-    """Put the platform's environment into this process (and so into its children)."""
+    """Put the platform's environment into this process (and so into its children).
+
+    `.env` in the project fills in what the environment does not set (e.g. AIRFLOW__ keys).
+    """
+    from dotenv import load_dotenv
+
+    load_dotenv(settings.project_dir / ".env", override=False)
     env = export_environment(settings)
     os.environ.update(env)
     (settings.home / "airflow").mkdir(parents=True, exist_ok=True)

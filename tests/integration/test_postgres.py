@@ -1,0 +1,81 @@
+"""The training pipeline with Airflow's metadata, MLflow's tracking/registry store and Optuna's
+storage all on a real PostgreSQL server: one setting each, nothing else changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_specs
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+SERVER = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def admin_connection():
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL at {SERVER} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}")
+        pytest.skip(f"no PostgreSQL server answers at {SERVER}; set MAESTRO_REQUIRE_POSTGRES to fail instead")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def databases():
+    """Three fresh, uniquely named databases, dropped afterwards."""
+    conn = admin_connection()
+    suffix = uuid.uuid4().hex[:10]
+    names = {role: f"maestro_test_{role}_{suffix}" for role in ("airflow", "mlflow", "optuna")}
+    with conn.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'CREATE DATABASE "{name}"')
+    yield {role: f"{SERVER}/{name}" for role, name in names.items()}
+    with conn.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def test_training_pipeline_on_postgres(databases, tmp_path: Path):
+    specs = write_specs(tmp_path / "specs", {"demo": {"source": {"rows": 3000}}})
+    airflow_url = databases["airflow"].replace("postgresql://", "postgresql+psycopg2://")
+    env = {
+        **os.environ,
+        "MAESTRO_HOME": str(tmp_path / "home"),
+        "MAESTRO_SPECS_DIR": str(specs),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url,
+        "MAESTRO_MLFLOW_TRACKING_URI": databases["mlflow"],
+        "MAESTRO_OPTUNA_STORAGE": databases["optuna"],
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    maestro = str(Path(sys.executable).with_name("maestro"))
+    done = subprocess.run([maestro, "train", "demo", "--trials", "4"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "registered     models:/demo@challenger -> version 1" in done.stdout
+
+    import optuna
+    import psycopg2
+    from mlflow import MlflowClient
+
+    version = MlflowClient(databases["mlflow"], databases["mlflow"]).get_model_version_by_alias(
+        "demo", "challenger")
+    assert version.tags["airflow_dag_id"] == "train_demo"
+    study = optuna.load_study(study_name=version.tags["optuna_study"], storage=databases["optuna"])
+    assert len(study.trials) == 4
+    with psycopg2.connect(databases["airflow"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'train_demo'")
+        assert cur.fetchall() == [(version.tags["airflow_run_id"], "success")]
+    assert not (tmp_path / "home" / "mlflow.db").exists()
+    assert not (tmp_path / "home" / "airflow" / "airflow.db").exists()
