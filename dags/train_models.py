@@ -23,8 +23,8 @@ import logging
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
-
 from maestro.config import get_settings
+from maestro.errors import fail_fast
 from maestro.spec import ModelSpec, SpecError, load_spec, spec_paths
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ def build_training_dag(spec: ModelSpec):
         tags=["maestro", "training", spec.name, *spec.tags],
         params={
             "trials": Param(spec.trials, type="integer", minimum=1, description="Trial budget"),
-            "workers": Param(workers, type="integer", minimum=1, maximum=16,
-                             description="Parallel trial workers"),
+            "workers": Param(
+                workers, type="integer", minimum=1, maximum=16, description="Parallel trial workers"
+            ),
         },
     )
     def training():
@@ -68,35 +69,42 @@ def build_training_dag(spec: ModelSpec):
 
             end = data_interval_end.isoformat() if data_interval_end else None
             run = pipeline.RunInfo(dag_run.dag_id, dag_run.run_id, end)
-            return pipeline.ingest(spec.name, run, get_settings())
+            with fail_fast():
+                return pipeline.ingest(spec.name, run, get_settings())
 
         @task
         def validate_data(handle: dict) -> dict:
             """Run the spec's Great Expectations suite; stop on failure."""
             from maestro import pipeline
 
-            return pipeline.validate_data(handle, get_settings())
+            with fail_fast():
+                return pipeline.validate_data(handle, get_settings())
 
         @task
         def materialize_features(handle: dict) -> dict:
             """Feast apply and materialize the window online."""
             from maestro import pipeline
 
-            return pipeline.materialize_features(handle, get_settings())
+            with fail_fast():
+                return pipeline.materialize_features(handle, get_settings())
 
         @task
         def build_training_set(handle: dict) -> dict:
             """Point-in-time features from Feast, split by time."""
             from maestro import pipeline
 
-            return pipeline.build_training_set(handle, get_settings())
+            with fail_fast():
+                return pipeline.build_training_set(handle, get_settings())
 
         @task
         def start_tuning(handle: dict, params=None) -> dict:
             """Create the Optuna study and the MLflow tuning run."""
             from maestro import pipeline
 
-            return pipeline.start_tuning(handle, get_settings(), params["trials"], params["workers"])
+            with fail_fast():
+                return pipeline.start_tuning(
+                    handle, get_settings(), params["trials"], params["workers"]
+                )
 
         @task
         def worker_slots(handle: dict) -> list[int]:
@@ -108,28 +116,32 @@ def build_training_dag(spec: ModelSpec):
             """Run trials of the shared study until its budget is spent."""
             from maestro import pipeline
 
-            return pipeline.tune_worker(handle, worker, get_settings())
+            with fail_fast():
+                return pipeline.tune_worker(handle, worker, get_settings())
 
         @task
         def finish_tuning(handle: dict) -> dict:
             """Pick the best trial; log plots."""
             from maestro import pipeline
 
-            return pipeline.finish_tuning(handle, get_settings())
+            with fail_fast():
+                return pipeline.finish_tuning(handle, get_settings())
 
         @task
         def train_final(handle: dict) -> dict:
             """Refit the best configuration and log the model."""
             from maestro import pipeline
 
-            return pipeline.train_final(handle, get_settings())
+            with fail_fast():
+                return pipeline.train_final(handle, get_settings())
 
         @task
         def register(handle: dict) -> dict:
             """Register the version, tag its lineage, alias it challenger."""
             from maestro import pipeline
 
-            return pipeline.register(handle, get_settings())
+            with fail_fast():
+                return pipeline.register(handle, get_settings())
 
         study = start_tuning(build_training_set(materialize_features(validate_data(ingest()))))
         trials = tune.partial(handle=study).expand(worker=worker_slots(study))

@@ -35,7 +35,8 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 def pytest_sessionstart(session: pytest.Session) -> None:
     subprocess.run(
         [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -61,7 +62,9 @@ def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
         raw = yaml.safe_load(path.read_text())
         for key, value in overrides.get(path.stem, {}).items():
             old = raw.get(key)
-            same_kind = isinstance(old, dict) and value.get("format", old.get("format")) == old.get("format")
+            same_kind = isinstance(old, dict) and value.get("format", old.get("format")) == old.get(
+                "format"
+            )
             if isinstance(value, dict) and same_kind:
                 raw[key] = {**raw[key], **value}
             else:

@@ -68,10 +68,7 @@ def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
 
     with create_session() as session:
         run = (
-            session.query(DagRun)
-            .filter(DagRun.dag_id == dag_id)
-            .order_by(DagRun.id.desc())
-            .first()
+            session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
         )
         if run is None or run.start_date is None or run.start_date.timestamp() < since - 5:
             return None, []
@@ -101,7 +98,9 @@ def watch_dag_test(dag_id: str, settings: Settings, conf: dict, log: Path, echo)
     started = time.time()
     seen: dict[tuple[str, int], str | None] = {}
     with log.open("a") as out:
-        child = subprocess.Popen([sys.executable, "-c", code, json.dumps(conf)], stdout=out, stderr=out)
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(conf)], stdout=out, stderr=out
+        )
         while True:
             done = child.poll() is not None
             _, rows = task_states(dag_id, started)

@@ -1,12 +1,12 @@
 """`maestro`: the platform's command line.
 
-    maestro demo                 train the `demo` model end to end on embedded defaults
-    maestro train MODEL          run a model's training DAG once (dag.test) with progress
-    maestro up                   start Airflow (UI, scheduler, ...) and the MLflow UI
-    maestro validate [MODEL...]  check model specs and their Feast definitions
-    maestro features generate    (re)write feature_repo/<model>.py from the specs
-    maestro show MODEL           the model's challenger version, metrics and lineage
-    maestro env                  shell exports of the platform's environment
+maestro demo                 train the `demo` model end to end on embedded defaults
+maestro train MODEL          run a model's training DAG once (dag.test) with progress
+maestro up                   start Airflow (UI, scheduler, ...) and the MLflow UI
+maestro validate [MODEL...]  check model specs and their Feast definitions
+maestro features generate    (re)write feature_repo/<model>.py from the specs
+maestro show MODEL           the model's challenger version, metrics and lineage
+maestro env                  shell exports of the platform's environment
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.features import write_definitions
     from maestro.spec import get_spec, load_spec, spec_paths
 
-    specs = [get_spec(m, settings) for m in args.models] or [load_spec(p) for p in spec_paths(settings)]
+    specs = [get_spec(m, settings) for m in args.models] or [
+        load_spec(p) for p in spec_paths(settings)
+    ]
     for spec in specs:
         echo(f"wrote {write_definitions(spec, settings)}")
     return 0
@@ -79,7 +81,9 @@ def train(model: str, settings: Settings, conf: dict) -> int:
     echo(f"running DAG    train_{model} {conf or ''} (task logs: {log})")
     started = time.perf_counter()
     code = watch_dag_test(f"train_{model}", settings, conf, log, echo)
-    echo(f"finished in {time.perf_counter() - started:.0f}s: {'success' if code == 0 else 'FAILED'}")
+    echo(
+        f"finished in {time.perf_counter() - started:.0f}s: {'success' if code == 0 else 'FAILED'}"
+    )
     if code != 0:
         echo(f"see the task logs in {log}")
         return code
@@ -97,16 +101,27 @@ def show(model: str, settings: Settings) -> int:
     echo(f"registered     models:/{model}@challenger -> version {version.version}")
     for key, value in sorted(run.data.metrics.items()):
         echo(f"  {key:<22} {value:.4f}")
-    for key in ("data_version", "data_rows", "training_window_start", "training_window_end",
-                "feature_service", "best_family", "best_trial", "airflow_run_id", "code_version"):
+    for key in (
+        "data_version",
+        "data_rows",
+        "training_window_start",
+        "training_window_end",
+        "feature_service",
+        "best_family",
+        "best_trial",
+        "airflow_run_id",
+        "code_version",
+    ):
         echo(f"  {key:<22} {version.tags.get(key, '')}")
     pipeline = version.tags.get("pipeline_run_id", "")
     echo(f"artifacts      {run.info.artifact_uri}")
     echo(f"data docs      {mlc.get_run(pipeline).info.artifact_uri}/data_validation/index.html")
     echo(f"tracking store {settings.tracking_uri}")
     echo()
-    echo("look at it:    .venv/bin/maestro up   # Airflow UI http://localhost:8080, MLflow UI "
-         "http://localhost:5000")
+    echo(
+        "look at it:    .venv/bin/maestro up   # Airflow UI http://localhost:8080, MLflow UI "
+        "http://localhost:5000"
+    )
     return 0
 
 
@@ -131,8 +146,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maestro", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="maestro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train the demo model end to end")
     demo.add_argument("--trials", type=int)

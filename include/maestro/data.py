@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-
 from maestro.config import Settings
+from maestro.errors import BadInput
 from maestro.spec import CsvSource, DemoSource, ModelSpec, ParquetSource, SqlSource
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """Source data that cannot be used; the message names the file or column and the problem."""
 
 
@@ -183,15 +183,19 @@ def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
     if len(classes) < 2:
         raise DataError(f"{origin}: target {name!r} has a single class {classes}; need two")
     if len(classes) > 2:
-        raise DataError(f"{origin}: target {name!r} has {len(classes)} classes {classes[:5]}; "
-                        "binary classification needs two")
+        raise DataError(
+            f"{origin}: target {name!r} has {len(classes)} classes {classes[:5]}; "
+            "binary classification needs two"
+        )
     positive = spec.target.positive if spec.target.positive is not None else classes[-1]
     if positive not in classes:
         raise DataError(f"{origin}: target.positive {positive!r} is not one of {classes}")
     return (labels == positive).astype("int64")
 
 
-def window_bounds(spec: ModelSpec, run_end: pd.Timestamp | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+def window_bounds(
+    spec: ModelSpec, run_end: pd.Timestamp | None
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """The half-open [start, end) training window for a run ending at `run_end`."""
     end = pd.Timestamp(spec.window.end, tz="UTC") if spec.window.end else None
     if run_end is not None:
@@ -209,7 +213,9 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_snapshot(frame: pd.DataFrame, spec: ModelSpec, settings: Settings, source: str) -> DataVersion:
+def write_snapshot(
+    frame: pd.DataFrame, spec: ModelSpec, settings: Settings, source: str
+) -> DataVersion:
     """Write once: a snapshot with the same content is reused, never rewritten."""
     digest = content_hash(frame)
     folder = settings.snapshots_dir / spec.name

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-
 from maestro.config import Settings
 from maestro.spec import ModelSpec
 
@@ -142,14 +141,20 @@ def publish_snapshot(snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings
 
 
 def apply_and_materialize(
-    snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings, start: pd.Timestamp, end: pd.Timestamp
+    snapshot: pd.DataFrame,
+    spec: ModelSpec,
+    settings: Settings,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
 ) -> dict:
     """`feast apply` of the model's definitions, then materialize [start, end] online."""
     publish_snapshot(snapshot, spec, settings)
     store = feature_store(settings)
     store.apply(load_definitions(spec, settings))
     store.materialize(
-        start_date=start.to_pydatetime(), end_date=end.to_pydatetime(), feature_views=[spec.feature_view]
+        start_date=start.to_pydatetime(),
+        end_date=end.to_pydatetime(),
+        feature_views=[spec.feature_view],
     )
     return {
         "feature_service": spec.feature_service,
@@ -159,7 +164,9 @@ def apply_and_materialize(
     }
 
 
-def historical_features(snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings) -> pd.DataFrame:
+def historical_features(
+    snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings
+) -> pd.DataFrame:
     """Point-in-time correct features for the snapshot's entities, labels and timestamps."""
     store = feature_store(settings)
     key, ts, target = spec.entity.key, spec.timestamp.column, spec.target.name

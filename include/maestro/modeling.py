@@ -10,12 +10,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from maestro.spec import ModelSpec, ParamSpec
 
 # Scores are probabilities of the positive class for classifiers, values for regressors.
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "log_loss": False,
-                    "rmse": False, "mae": False, "r2": True}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
 
 
 def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -73,8 +79,12 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestClassifier if classification else RandomForestRegressor
-        return Pipeline([("prep", _preprocessor(spec, scale=False)),
-                         ("model", cls(**params, **seed, n_jobs=threads))])
+        return Pipeline(
+            [
+                ("prep", _preprocessor(spec, scale=False)),
+                ("model", cls(**params, **seed, n_jobs=threads)),
+            ]
+        )
     if family == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
 

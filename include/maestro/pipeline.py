@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from maestro import tracking
 from maestro.config import Settings
+from maestro.errors import BadInput
 from maestro.spec import ModelSpec, get_spec
 
 Handle = dict[str, Any]
@@ -43,12 +43,21 @@ def ingest(model: str, run: RunInfo, settings: Settings) -> Handle:
     version = data.ingest(spec, settings, end)
     run_id = tracking.pipeline_run(settings, model, run.dag_id, run.run_id)
     mlc = tracking.client(settings)
-    for key, value in {"data_version": version.hash, "data_rows": version.rows,
-                       "data_start": version.start, "data_end": version.end,
-                       "data_source": version.source}.items():
+    for key, value in {
+        "data_version": version.hash,
+        "data_rows": version.rows,
+        "data_start": version.start,
+        "data_end": version.end,
+        "data_source": version.source,
+    }.items():
         mlc.set_tag(run_id, key, str(value))
-    return {"model": model, "dag_id": run.dag_id, "airflow_run_id": run.run_id,
-            "pipeline_run_id": run_id, "data": version.to_dict()}
+    return {
+        "model": model,
+        "dag_id": run.dag_id,
+        "airflow_run_id": run.run_id,
+        "pipeline_run_id": run_id,
+        "data": version.to_dict(),
+    }
 
 
 def validate_data(handle: Handle, settings: Settings) -> Handle:
@@ -62,9 +71,14 @@ def validate_data(handle: Handle, settings: Settings) -> Handle:
         report = validation.validate(frame, spec, Path(tmp))
         mlc.log_artifacts(handle["pipeline_run_id"], str(report.docs_dir), "data_validation")
     mlc.log_metric(handle["pipeline_run_id"], "data_expectations_failed", len(report.failed))
-    mlc.set_tag(handle["pipeline_run_id"], "data_validation", "passed" if report.success else "failed")
+    mlc.set_tag(
+        handle["pipeline_run_id"], "data_validation", "passed" if report.success else "failed"
+    )
     if not report.success:
-        raise validation.ValidationFailed(f"{spec.name}: data validation failed: {report.summary()}")
+        mlc.set_terminated(handle["pipeline_run_id"], "FAILED")
+        raise validation.ValidationFailed(
+            f"{spec.name}: data validation failed: {report.summary()}"
+        )
     return {**handle, "validation": report.summary()}
 
 
@@ -90,9 +104,12 @@ def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFram
     n_valid = max(1, int(n * spec.split.validation))
     n_train = n - n_valid - n_test
     if n_train < 1:
-        raise ValueError(f"{spec.name}: {n} rows are too few to split into train/validation/test")
-    return {"train": frame.iloc[:n_train], "valid": frame.iloc[n_train:n_train + n_valid],
-            "test": frame.iloc[n_train + n_valid:]}
+        raise BadInput(f"{spec.name}: {n} rows are too few to split into train/validation/test")
+    return {
+        "train": frame.iloc[:n_train],
+        "valid": frame.iloc[n_train : n_train + n_valid],
+        "test": frame.iloc[n_train + n_valid :],
+    }
 
 
 def build_training_set(handle: Handle, settings: Settings) -> Handle:
@@ -132,8 +149,11 @@ def start_tuning(handle: Handle, settings: Settings, trials: int, workers: int) 
         f"'{handle['pipeline_run_id']}'",
         max_results=1,
     )
-    tune_run = found[0].info.run_id if found else tracking.child_run(
-        settings, handle["pipeline_run_id"], "tune", "tune")
+    tune_run = (
+        found[0].info.run_id
+        if found
+        else tracking.child_run(settings, handle["pipeline_run_id"], "tune", "tune")
+    )
     mlc.log_param(tune_run, "trial_budget", trials)
     mlc.log_param(tune_run, "workers", workers)
     return {**handle, "study": study, "tune_run_id": tune_run, "budget": trials, "workers": workers}
@@ -145,9 +165,15 @@ def tune_worker(handle: Handle, worker: int, settings: Settings) -> int:
 
     spec = _spec(handle, settings)
     return tune.run_worker(
-        spec, settings, handle["study"], handle["budget"], load_split(handle, "train"),
-        load_split(handle, "valid"), handle["tune_run_id"],
-        tracking.experiment_id(settings, spec.name), worker,
+        spec,
+        settings,
+        handle["study"],
+        handle["budget"],
+        load_split(handle, "train"),
+        load_split(handle, "valid"),
+        handle["tune_run_id"],
+        tracking.experiment_id(settings, spec.name),
+        worker,
     )
 
 
@@ -174,20 +200,22 @@ def finish_tuning(handle: Handle, settings: Settings) -> Handle:
 def train_final(handle: Handle, settings: Settings) -> Handle:
     """Refit the best configuration on train+validation; log the model and test metrics."""
     import mlflow
-    from mlflow.models import infer_signature
-
     from maestro.modeling import build_estimator, evaluate, fit, scores
+    from mlflow.models import infer_signature
 
     spec = _spec(handle, settings)
     best = handle["best"]
     seen = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
     test = load_split(handle, "test")
     X, y = seen[spec.feature_names], seen[spec.target.name].to_numpy()
-    model = fit(build_estimator(spec, best["family"], best["params"], threads=2), spec,
-                best["family"], X, y)
+    model = fit(
+        build_estimator(spec, best["family"], best["params"], threads=2), spec, best["family"], X, y
+    )
     test_scores = scores(model, spec, test[spec.feature_names])
-    metrics = {f"test_{k}": v for k, v in evaluate(spec, test[spec.target.name].to_numpy(),
-                                                      test_scores).items()}
+    metrics = {
+        f"test_{k}": v
+        for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
+    }
     run_id = tracking.child_run(settings, handle["pipeline_run_id"], "train_final", "train")
     example = X.head(5)
     classification = spec.task == "binary_classification"
@@ -204,8 +232,12 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
             skops_trusted_types=own_types(model),
             pip_requirements=serving_requirements(),
         )
-    return {**handle, "model_run_id": run_id, "logged_model_uri": logged.model_uri,
-            "test_metrics": metrics}
+    return {
+        **handle,
+        "model_run_id": run_id,
+        "logged_model_uri": logged.model_uri,
+        "test_metrics": metrics,
+    }
 
 
 def serving_requirements() -> list[str]:
@@ -252,6 +284,11 @@ def register(handle: Handle, settings: Settings) -> Handle:
     mlc = tracking.client(settings)
     mlc.set_tag(handle["pipeline_run_id"], "registered_version", version)
     mlc.set_terminated(handle["pipeline_run_id"])
-    return {"model": spec.registered_name, "version": str(version), "alias": tracking.CHALLENGER,
-            "model_uri": f"models:/{spec.registered_name}@{tracking.CHALLENGER}",
-            "test_metrics": handle["test_metrics"], "pipeline_run_id": handle["pipeline_run_id"]}
+    return {
+        "model": spec.registered_name,
+        "version": str(version),
+        "alias": tracking.CHALLENGER,
+        "model_uri": f"models:/{spec.registered_name}@{tracking.CHALLENGER}",
+        "test_metrics": handle["test_metrics"],
+        "pipeline_run_id": handle["pipeline_run_id"],
+    }

@@ -13,16 +13,25 @@ from maestro.config import Settings
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
-def platform_commands(settings: Settings, airflow_port: int, mlflow_port: int) -> dict[str, list[str]]:
+def platform_commands(
+    settings: Settings, airflow_port: int, mlflow_port: int
+) -> dict[str, list[str]]:
     """The processes of a local platform: Airflow's components and the MLflow server."""
     commands = {name: [airflow_bin(), name] for name in AIRFLOW_COMPONENTS}
     commands["api-server"] += ["--port", str(airflow_port)]
     commands["mlflow"] = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", settings.tracking_uri,
-        "--default-artifact-root", settings.artifact_root,
-        "--host", "127.0.0.1", "--port", str(mlflow_port),
-        "--workers", "1",
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--default-artifact-root",
+        settings.artifact_root,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(mlflow_port),
+        "--workers",
+        "1",
     ]
     return commands
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from maestro.config import Settings
+from maestro.errors import BadInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from maestro.config import Settings
 
-
-class SpecError(ValueError):
+class SpecError(BadInput):
     """A model spec that cannot be used; the message names the file and the field."""
 
 
@@ -56,7 +56,9 @@ class DemoSource(_Strict):
     noise: float = Field(0.0, ge=0.0, le=1.0)
 
 
-Source = Annotated[CsvSource | ParquetSource | SqlSource | DemoSource, Field(discriminator="format")]
+Source = Annotated[
+    CsvSource | ParquetSource | SqlSource | DemoSource, Field(discriminator="format")
+]
 
 
 class EntitySpec(_Strict):

@@ -50,8 +50,12 @@ def pipeline_run(settings: Settings, model: str, dag_id: str, run_id: str) -> st
     run = mlc.create_run(
         exp,
         run_name=f"{dag_id} {run_id}",
-        tags={"maestro.stage": "pipeline", "airflow_dag_id": dag_id, "airflow_run_id": run_id,
-              "code_version": code_version(settings)},
+        tags={
+            "maestro.stage": "pipeline",
+            "airflow_dag_id": dag_id,
+            "airflow_run_id": run_id,
+            "code_version": code_version(settings),
+        },
     )
     return run.info.run_id
 
@@ -62,8 +66,11 @@ def child_run(settings: Settings, parent_run_id: str, name: str, stage: str) -> 
     run = mlc.create_run(
         parent.info.experiment_id,
         run_name=name,
-        tags={"mlflow.parentRunId": parent_run_id, "maestro.stage": stage,
-              **{k: v for k, v in parent.data.tags.items() if k.startswith("airflow_")}},
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            "maestro.stage": stage,
+            **{k: v for k, v in parent.data.tags.items() if k.startswith("airflow_")},
+        },
     )
     return run.info.run_id
 
@@ -78,11 +85,17 @@ def _git_commit(project_dir: str) -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", project_dir, "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", project_dir, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

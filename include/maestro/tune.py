@@ -12,14 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from maestro.config import Settings
 from maestro.modeling import build_estimator, evaluate, fit, scores, suggest
 from maestro.spec import ModelSpec
 
 # LightGBM's own name of each spec metric, for pruning on its validation curve (None: no pruning).
-LIGHTGBM_METRIC = {"roc_auc": "auc", "accuracy": "auc", "f1": "auc", "log_loss": "binary_logloss",
-                   "rmse": "rmse", "mae": "l1", "r2": None}
+LIGHTGBM_METRIC = {
+    "roc_auc": "auc",
+    "accuracy": "auc",
+    "f1": "auc",
+    "log_loss": "binary_logloss",
+    "rmse": "rmse",
+    "mae": "l1",
+    "r2": None,
+}
 
 
 def storage(settings: Settings, study_name: str):
@@ -82,7 +88,11 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
 
 
 def budget_left(study, budget: int) -> bool:
-    return len(study.get_trials(deepcopy=False)) < budget
+    """Whether the study has started fewer than `budget` trials (enqueued ones wait, uncounted)."""
+    from optuna.trial import TrialState
+
+    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=started)) < budget
 
 
 def run_worker(
@@ -98,22 +108,48 @@ def run_worker(
 ) -> int:
     """Run trials until the study holds `budget` of them; return how many this worker ran."""
     import optuna
-
     from maestro.tracking import client
+    from threadpoolctl import threadpool_limits
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)
     objective = make_objective(spec, train, valid)
     mlc = client(settings)
+    # Parallelism comes from workers: one thread each, so two workers never fight over BLAS.
+    with threadpool_limits(limits=1):
+        return _run_until_spent(
+            study,
+            budget,
+            objective,
+            mlc,
+            experiment_id,
+            parent_run_id,
+            f"val_{spec.metric.name}",
+            worker,
+        )
+
+
+def _run_until_spent(
+    study,
+    budget: int,
+    objective,
+    mlc,
+    experiment_id: str,
+    parent_run_id: str,
+    metric: str,
+    worker: int,
+) -> int:
+    import optuna
+
     ran = 0
     while budget_left(study, budget):
         trial = study.ask()
         if trial.number >= budget:  # another worker took the last slot meanwhile
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
-        state, value = _run_trial(objective, trial)
+        state, value = _run_trial(study, objective, trial)
         frozen = study.tell(trial, value, state=state)
-        log_trial(mlc, experiment_id, parent_run_id, frozen, f"val_{spec.metric.name}", worker)
+        log_trial(mlc, experiment_id, parent_run_id, frozen, metric, worker)
         ran += 1
     return ran
 
@@ -133,27 +169,37 @@ def log_trial(mlc, experiment_id: str, parent_run_id: str, trial, metric: str, w
     )
     now = int(time.time() * 1000)
     metrics = [Metric(metric, trial.value, now, 0)] if trial.value is not None else []
-    metrics += [Metric(f"{metric}_step", v, now, step)
-                for step, v in sorted(trial.intermediate_values.items())]
+    metrics += [
+        Metric(f"{metric}_step", v, now, step)
+        for step, v in sorted(trial.intermediate_values.items())
+    ]
     if "fit_seconds" in trial.user_attrs:
         metrics.append(Metric("fit_seconds", trial.user_attrs["fit_seconds"], now, 0))
     mlc.log_batch(
         run.info.run_id,
         metrics=metrics,
         params=[Param(k, str(v)) for k, v in trial.params.items()],
-        tags=[RunTag("trial_number", str(trial.number)), RunTag("trial_state", trial.state.name),
-              RunTag("worker", str(worker))],
+        tags=[
+            RunTag("trial_number", str(trial.number)),
+            RunTag("trial_state", trial.state.name),
+            RunTag("worker", str(worker)),
+        ],
     )
     mlc.set_terminated(run.info.run_id, "FINISHED" if trial.value is not None else "KILLED")
 
 
-def _run_trial(objective, trial) -> tuple:
+def _run_trial(study, objective, trial) -> tuple:
+    """(state, value) of one trial; a trial that raises is recorded as failed, then re-raised
+    so the task fails (and retries) rather than the study keeping a trial forever running."""
     import optuna
 
     try:
         return optuna.trial.TrialState.COMPLETE, objective(trial)
     except optuna.TrialPruned:
         return optuna.trial.TrialState.PRUNED, None
+    except Exception:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
 
 
 def best_configuration(spec: ModelSpec, settings: Settings, study_name: str) -> dict[str, Any]:
@@ -163,11 +209,18 @@ def best_configuration(spec: ModelSpec, settings: Settings, study_name: str) -> 
     family = best.params["family"]
     prefix = f"{family}."
     params = {k.removeprefix(prefix): v for k, v in best.params.items() if k.startswith(prefix)}
-    return {"family": family, "params": params, "value": best.value, "number": best.number,
-            "trials": len(study.trials)}
+    return {
+        "family": family,
+        "params": params,
+        "value": best.value,
+        "number": best.number,
+        "trials": len(study.trials),
+    }
 
 
-def log_study_plots(spec: ModelSpec, settings: Settings, study_name: str, folder: Path) -> list[Path]:
+def log_study_plots(
+    spec: ModelSpec, settings: Settings, study_name: str, folder: Path
+) -> list[Path]:
     """Optimization history and, per family, parameter importances, as HTML files."""
     import optuna
     from optuna.visualization import plot_optimization_history, plot_param_importances

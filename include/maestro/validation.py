@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
+from maestro.errors import BadInput
 from maestro.spec import ModelSpec
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(BadInput):
     """The data broke the suite; the message lists every failed expectation in one line."""
 
 
@@ -28,7 +28,9 @@ class ValidationReport:
     def summary(self) -> str:
         if self.success:
             return f"all {self.evaluated} expectations passed"
-        return f"{len(self.failed)} of {self.evaluated} expectations failed: " + "; ".join(self.failed)
+        return f"{len(self.failed)} of {self.evaluated} expectations failed: " + "; ".join(
+            self.failed
+        )
 
 
 def build_expectations(spec: ModelSpec) -> list:
@@ -51,7 +53,11 @@ def build_expectations(spec: ModelSpec) -> list:
         out.append(E.ExpectColumnDistinctValuesToEqualSet(column=target, value_set=[0, 1]))
     for feature in spec.features:
         name = feature.name
-        kinds = {"int": ["int64", "Int64"], "float": ["float64", "int64"], "category": ["object", "str"]}
+        kinds = {
+            "int": ["int64", "Int64"],
+            "float": ["float64", "int64"],
+            "category": ["object", "str"],
+        }
         out.append(E.ExpectColumnValuesToBeInTypeList(column=name, type_list=kinds[feature.type]))
         out.append(
             E.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - feature.max_null_fraction)

@@ -8,13 +8,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from maestro.config import get_settings
 from maestro.spec import load_spec, spec_paths
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-HEAVY = ["mlflow", "feast", "great_expectations", "evidently", "optuna", "sklearn", "pandas",
-         "numpy", "lightgbm", "fairlearn", "shap", "scipy"]
+HEAVY = [
+    "mlflow",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "optuna",
+    "sklearn",
+    "pandas",
+    "numpy",
+    "lightgbm",
+    "fairlearn",
+    "shap",
+    "scipy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +70,9 @@ def test_dag_file_imports_nothing_heavy(path: Path):
         "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 

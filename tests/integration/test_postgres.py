@@ -25,8 +25,12 @@ def admin_connection():
         conn = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
     except psycopg2.OperationalError as error:
         if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL at {SERVER} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}")
-        pytest.skip(f"no PostgreSQL server answers at {SERVER}; set MAESTRO_REQUIRE_POSTGRES to fail instead")
+            pytest.fail(
+                f"PostgreSQL at {SERVER} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}"
+            )
+        pytest.skip(
+            f"no PostgreSQL server answers at {SERVER}; set MAESTRO_REQUIRE_POSTGRES to fail instead"
+        )
     conn.autocommit = True
     return conn
 
@@ -60,8 +64,13 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     maestro = str(Path(sys.executable).with_name("maestro"))
-    done = subprocess.run([maestro, "train", "demo", "--trials", "4"], env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [maestro, "train", "demo", "--trials", "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "registered     models:/demo@challenger -> version 1" in done.stdout
 
@@ -70,7 +79,8 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     from mlflow import MlflowClient
 
     version = MlflowClient(databases["mlflow"], databases["mlflow"]).get_model_version_by_alias(
-        "demo", "challenger")
+        "demo", "challenger"
+    )
     assert version.tags["airflow_dag_id"] == "train_demo"
     study = optuna.load_study(study_name=version.tags["optuna_study"], storage=databases["optuna"])
     assert len(study.trials) == 4

@@ -7,19 +7,31 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
 from maestro import pipeline, tracking
 from maestro.airflow_env import load_dag
 from maestro.config import get_settings
 from maestro.modeling import evaluate
 from maestro.spec import get_spec
+
 from tests.conftest import needs_shared_data, write_specs
 
 pytestmark = pytest.mark.slow
 
-LINEAGE = ["data_version", "data_rows", "training_window_start", "training_window_end",
-           "feature_service", "feature_views", "airflow_dag_id", "airflow_run_id", "code_version",
-           "best_trial", "best_family", "pipeline_run_id", "optuna_study"]
+LINEAGE = [
+    "data_version",
+    "data_rows",
+    "training_window_start",
+    "training_window_end",
+    "feature_service",
+    "feature_views",
+    "airflow_dag_id",
+    "airflow_run_id",
+    "code_version",
+    "best_trial",
+    "best_family",
+    "pipeline_run_id",
+    "optuna_study",
+]
 
 
 def run_training(model: str, settings, trials: int = 4):
@@ -50,8 +62,10 @@ def assert_traceable_challenger(model: str, settings, dag_run) -> dict:
     assert again == pytest.approx(logged, rel=1e-9)
     artifacts = {a.path for a in mlc.list_artifacts(pipeline_run)}
     assert {"data_validation", "training_set"} <= artifacts
-    tune_runs = mlc.search_runs([mlc.get_run(pipeline_run).info.experiment_id],
-                                filter_string="tags.`maestro.stage` = 'tune'")
+    tune_runs = mlc.search_runs(
+        [mlc.get_run(pipeline_run).info.experiment_id],
+        filter_string="tags.`maestro.stage` = 'tune'",
+    )
     plots = {a.path for r in tune_runs for a in mlc.list_artifacts(r.info.run_id, "plots")}
     assert "plots/optimization_history.html" in plots
     return {"version": version.version, "metric": logged}
@@ -66,9 +80,13 @@ def test_demo_dag_registers_a_traceable_challenger(small_specs):
 
 def test_rerunning_a_run_registers_one_version(small_specs):
     run = pipeline.RunInfo("train_demo", "manual__rerun")
-    h = pipeline.build_training_set(pipeline.materialize_features(
-        pipeline.validate_data(pipeline.ingest("demo", run, small_specs), small_specs),
-        small_specs), small_specs)
+    h = pipeline.build_training_set(
+        pipeline.materialize_features(
+            pipeline.validate_data(pipeline.ingest("demo", run, small_specs), small_specs),
+            small_specs,
+        ),
+        small_specs,
+    )
     h = pipeline.start_tuning(h, small_specs, trials=3, workers=1)
     pipeline.tune_worker(h, 0, small_specs)
     h = pipeline.finish_tuning(h, small_specs)
@@ -90,8 +108,9 @@ def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path
     broken.loc[:99, "age"] = 150  # outside the spec's range
     source = tmp_path / "broken.csv"
     broken.to_csv(source, index=False)
-    folder = write_specs(tmp_path / "broken_specs",
-                         {"demo": {"source": {"format": "csv", "path": str(source)}}})
+    folder = write_specs(
+        tmp_path / "broken_specs", {"demo": {"source": {"format": "csv", "path": str(source)}}}
+    )
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     settings = get_settings()
@@ -99,13 +118,17 @@ def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states["validate_data"] == "failed"
+    tried = {ti.task_id: ti.try_number for ti in dag_run.get_task_instances()}
+    assert tried["validate_data"] == 1  # bad data is not retried
     assert states["start_tuning"] == "upstream_failed" and states["register"] == "upstream_failed"
     assert mlc.get_model_version_by_alias("demo", "challenger").version == before
     assert len(mlc.search_model_versions("name = 'demo'")) == 1
     failed_run = mlc.search_runs(
         [tracking.experiment_id(settings, "demo")],
-        filter_string=f"tags.airflow_run_id = '{dag_run.run_id}'")[0]
+        filter_string=f"tags.airflow_run_id = '{dag_run.run_id}'",
+    )[0]
     assert failed_run.data.tags["data_validation"] == "failed"
+    assert failed_run.info.status == "FAILED"
     assert "data_validation" in {a.path for a in mlc.list_artifacts(failed_run.info.run_id)}
 
 

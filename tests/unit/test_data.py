@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from maestro import data
 from maestro.demo_data import generate
 from maestro.spec import get_spec
+
 from tests.conftest import write_specs
 
-COLUMNS = ["customer_id", "event_timestamp", "age", "income", "tenure_months", "num_products",
-           "balance", "support_calls", "region", "plan", "group", "churned"]
+COLUMNS = [
+    "customer_id",
+    "event_timestamp",
+    "age",
+    "income",
+    "tenure_months",
+    "num_products",
+    "balance",
+    "support_calls",
+    "region",
+    "plan",
+    "group",
+    "churned",
+]
 
 
 @pytest.fixture
@@ -21,7 +33,9 @@ def csv_spec(tmp_path, monkeypatch, settings):
     from maestro.config import get_settings
 
     path = tmp_path / "source.csv"
-    folder = write_specs(tmp_path / "specs", {"demo": {"source": {"format": "csv", "path": str(path)}}})
+    folder = write_specs(
+        tmp_path / "specs", {"demo": {"source": {"format": "csv", "path": str(path)}}}
+    )
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     s = get_settings()
@@ -80,7 +94,9 @@ def test_wrong_type(csv_spec):
     frame["age"] = frame["age"].astype(str)
     frame.loc[3, "age"] = "forty"
     frame.to_csv(path, index=False)
-    assert "column 'age' should be int but has 1 non-numeric values (e.g. 'forty')" in ingest_error(spec, s)
+    assert "column 'age' should be int but has 1 non-numeric values (e.g. 'forty')" in ingest_error(
+        spec, s
+    )
 
 
 def test_target_with_one_class(csv_spec):
@@ -135,3 +151,27 @@ def test_adult_data_loads_with_missing_values(settings):
     assert frame["workclass"].isna().sum() > 1000  # '?' became missing
     assert set(frame["class"].unique()) == {0, 1}
     assert frame["person_id"].is_unique
+
+
+def test_sql_source(tmp_path, monkeypatch, settings):
+    """A spec whose source is a SQL query, read through SQLAlchemy from the URL in an env var."""
+    import sqlalchemy
+
+    from maestro.config import get_settings
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    good_frame(300).assign(event_timestamp=lambda f: f.event_timestamp.astype(str)).to_sql(
+        "customers", sqlalchemy.create_engine(url), index=False)
+    folder = write_specs(tmp_path / "specs", {"demo": {"source": {
+        "format": "sql", "query": "SELECT * FROM customers WHERE age >= 30",
+        "connection_env": "WAREHOUSE_URL"}}})
+    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
+    get_settings.cache_clear()
+    spec = get_spec("demo", get_settings())
+    with pytest.raises(data.DataError, match="environment variable WAREHOUSE_URL is not set"):
+        data.ingest(spec, get_settings(), None)
+    monkeypatch.setenv("WAREHOUSE_URL", url)
+    version = data.ingest(spec, get_settings(), None)
+    frame = pd.read_parquet(version.path)
+    assert version.rows == (good_frame(300)["age"] >= 30).sum() == len(frame)
+    assert str(frame["event_timestamp"].dtype) == "datetime64[ns, UTC]"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from maestro import data, features
 from maestro.spec import get_spec, load_spec, spec_paths
 
@@ -16,6 +15,7 @@ def test_committed_definitions_match_specs(settings):
 
 def test_a_spec_change_is_caught(settings, tmp_path, monkeypatch):
     from maestro.config import get_settings
+
     from tests.conftest import write_specs
 
     spec_dir = write_specs(tmp_path / "specs", {})
@@ -43,9 +43,14 @@ def test_point_in_time_join_never_sees_the_future(small_specs):
     later["event_timestamp"] += pd.Timedelta(days=30)
     later["income"] = 999_999.0
     history = pd.concat([snapshot, later], ignore_index=True)
-    start, end = history.event_timestamp.min(), history.event_timestamp.max() + pd.Timedelta(seconds=1)
+    start, end = (
+        history.event_timestamp.min(),
+        history.event_timestamp.max() + pd.Timedelta(seconds=1),
+    )
     features.apply_and_materialize(history, spec, small_specs, start, end)
-    asked = snapshot.iloc[[0]].assign(event_timestamp=snapshot.event_timestamp.iloc[0] + pd.Timedelta(days=1))
+    asked = snapshot.iloc[[0]].assign(
+        event_timestamp=snapshot.event_timestamp.iloc[0] + pd.Timedelta(days=1)
+    )
     got = features.historical_features(asked, spec, small_specs)
     assert got["income"].iloc[0] == snapshot["income"].iloc[0]
     online = features.online_features([int(snapshot.customer_id.iloc[0])], spec, small_specs)

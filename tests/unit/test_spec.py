@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from maestro.spec import SpecError, load_spec, spec_paths
 
 SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"
@@ -35,14 +34,27 @@ def test_bike_spec_keeps_leaking_columns_out():
     ("change", "expected"),
     [
         (lambda r: r.update(colour="blue"), "colour: Extra inputs are not permitted"),
-        (lambda r: r["search_space"]["lightgbm"].update(num_leaves={"type": "int", "low": 64, "high": 8}),
-         "search_space.lightgbm.num_leaves: impossible range: low 64.0 > high 8.0"),
-        (lambda r: r["search_space"]["lightgbm"].update(learning_rate={"type": "float", "low": 0, "high": 1, "log": True}),
-         "learning_rate: log scale needs low > 0"),
-        (lambda r: r.update(metric={"name": "rmse", "direction": "minimize"}),
-         "metric.name: 'rmse' does not fit task 'binary_classification'"),
+        (
+            lambda r: r["search_space"]["lightgbm"].update(
+                num_leaves={"type": "int", "low": 64, "high": 8}
+            ),
+            "search_space.lightgbm.num_leaves: impossible range: low 64.0 > high 8.0",
+        ),
+        (
+            lambda r: r["search_space"]["lightgbm"].update(
+                learning_rate={"type": "float", "low": 0, "high": 1, "log": True}
+            ),
+            "learning_rate: log scale needs low > 0",
+        ),
+        (
+            lambda r: r.update(metric={"name": "rmse", "direction": "minimize"}),
+            "metric.name: 'rmse' does not fit task 'binary_classification'",
+        ),
         (lambda r: r["features"].append({"name": "age", "type": "int"}), "duplicate names ['age']"),
-        (lambda r: r.update(protected_attributes=["gender"]), "protected_attributes: ['gender'] are not features"),
+        (
+            lambda r: r.update(protected_attributes=["gender"]),
+            "protected_attributes: ['gender'] are not features",
+        ),
         (lambda r: r.update(trials=0), "trials: Input should be greater than or equal to 1"),
         (lambda r: r["features"][0].update(type="integer"), "features.0.type"),
         (lambda r: r.update(search_space={"ridge": {}}), "search_space"),

@@ -6,7 +6,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import optuna
 import pytest
-
 from maestro import pipeline, tracking
 from maestro.config import get_settings
 
@@ -37,10 +36,13 @@ def test_two_workers_spend_exactly_the_budget(handle, small_specs):
     assert {t.params["family"] for t in finished} <= {"lightgbm", "logistic_regression"}
     children = tracking.client(small_specs).search_runs(
         [tracking.experiment_id(small_specs, "demo")],
-        filter_string=f"tags.`mlflow.parentRunId` = '{started['tune_run_id']}'")
+        filter_string=f"tags.`mlflow.parentRunId` = '{started['tune_run_id']}'",
+    )
     assert len(children) == 8
-    assert all("val_roc_auc" in r.data.metrics or r.data.tags.get("trial_state") == "PRUNED"
-               for r in children)
+    assert all(
+        "val_roc_auc" in r.data.metrics or r.data.tags.get("trial_state") == "PRUNED"
+        for r in children
+    )
     # A second pass over the same study (a retried task) runs nothing more.
     assert _worker((started, 0)) == 0
 
@@ -53,7 +55,9 @@ def test_best_configuration_and_plots(handle, small_specs, tmp_path):
     best = tune.best_configuration(tracking_spec(small_specs), small_specs, started["study"])
     assert best["family"] in {"lightgbm", "logistic_regression"}
     assert 0.5 < best["value"] <= 1.0
-    written = tune.log_study_plots(tracking_spec(small_specs), small_specs, started["study"], tmp_path)
+    written = tune.log_study_plots(
+        tracking_spec(small_specs), small_specs, started["study"], tmp_path
+    )
     assert written[0].name == "optimization_history.html"
     assert all(p.stat().st_size > 1000 for p in written)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from maestro import data
 from maestro.spec import get_spec
 from maestro.validation import validate
@@ -27,18 +26,20 @@ def test_clean_snapshot_passes_and_writes_data_docs(demo, tmp_path):
 def test_each_broken_rule_is_named(demo, tmp_path):
     spec, frame = demo
     frame = frame.copy()
-    frame.loc[:9, "age"] = 150                     # out of range
-    frame.loc[:4, "region"] = "mars"               # not an allowed category
-    frame.loc[:2, "income"] = None                 # nulls where none are allowed
+    frame.loc[:9, "age"] = 150  # out of range
+    frame.loc[:4, "region"] = "mars"  # not an allowed category
+    frame.loc[:2, "income"] = None  # nulls where none are allowed
     frame.loc[5, "customer_id"] = frame.loc[6, "customer_id"]
     frame.loc[5, "event_timestamp"] = frame.loc[6, "event_timestamp"]  # duplicate entity + time
     report = validate(frame, spec, tmp_path)
     assert not report.success
     summary = report.summary()
-    for part in ["expect_column_values_to_be_between(age) 10 unexpected values",
-                 "expect_column_values_to_be_in_set(region) 5 unexpected values",
-                 "expect_column_values_to_not_be_null(income) 3 unexpected values",
-                 "expect_compound_columns_to_be_unique(['customer_id', 'event_timestamp'])"]:
+    for part in [
+        "expect_column_values_to_be_between(age) 10 unexpected values",
+        "expect_column_values_to_be_in_set(region) 5 unexpected values",
+        "expect_column_values_to_not_be_null(income) 3 unexpected values",
+        "expect_compound_columns_to_be_unique(['customer_id', 'event_timestamp'])",
+    ]:
         assert part in summary, summary
     assert summary.startswith("4 of ")
 
@@ -58,14 +59,19 @@ def test_null_fraction_within_spec_passes(settings, tmp_path):
     assert frame["occupation"].isna().mean() > 0.05  # '?' in the real data
     assert validate(frame, spec, tmp_path).success
     frame.loc[: len(frame) // 5, "occupation"] = None  # 20% > max_null_fraction 0.1
-    assert "expect_column_values_to_not_be_null(occupation)" in validate(
-        frame, spec, tmp_path / "again").summary()
+    assert (
+        "expect_column_values_to_not_be_null(occupation)"
+        in validate(frame, spec, tmp_path / "again").summary()
+    )
 
 
 def test_types_are_checked(demo, tmp_path):
     spec, frame = demo
     frame = frame.assign(income=frame["income"].astype(str))
-    assert "expect_column_values_to_be_in_type_list(income)" in validate(frame, spec, tmp_path).summary()
+    assert (
+        "expect_column_values_to_be_in_type_list(income)"
+        in validate(frame, spec, tmp_path).summary()
+    )
 
 
 def test_frame_fixture_is_time_ordered(demo):

@@ -1,0 +1,92 @@
+"""Tuning speed-up from one to two parallel trial workers on the same study.
+
+Builds the demo's training set (50,000 rows), draws one list of configurations, and runs it
+twice through the platform's own worker (`maestro.pipeline.tune_worker`, the body of the mapped
+`tune` task): once with one worker process, once with two processes sharing the study. Both
+runs evaluate the same enqueued configurations, so the ratio measures the parallel machinery,
+not luck in sampling. Goal: at least 1.7x.
+
+    .venv/bin/python bench/tuning_speedup.py [--rows 50000] [--trials 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from _setup import scratch_platform
+
+
+def _work(args) -> int:
+    from maestro import pipeline
+    from maestro.config import get_settings
+
+    handle, worker = args
+    return pipeline.tune_worker(handle, worker, get_settings())
+
+
+def configurations(spec, count: int) -> list[dict]:
+    """`count` configurations drawn at random from the spec's search space (seeded)."""
+    import optuna
+    from maestro.modeling import suggest
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    drawn = []
+    for _ in range(count):
+        trial = study.ask()
+        family = trial.suggest_categorical("family", sorted(spec.search_space))
+        suggest(trial, family, spec.search_space[family])
+        drawn.append(trial.params)
+        study.tell(trial, 0.0)
+    return drawn
+
+
+def timed_study(handle: dict, settings, spec, drawn: list[dict], workers: int, tag: str) -> float:
+    from maestro import pipeline, tune
+
+    run = pipeline.start_tuning(
+        {**handle, "pipeline_run_id": f"{handle['pipeline_run_id']}-{tag}"},
+        settings,
+        trials=len(drawn),
+        workers=workers,
+    )
+    run["tune_run_id"] = handle["tune_run_id"]
+    study = tune.open_study(spec, settings, run["study"])
+    for params in drawn:
+        study.enqueue_trial(params)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        ran = list(pool.map(_work, [(run, w) for w in range(workers)]))
+    elapsed = time.perf_counter() - started
+    assert sum(ran) == len(drawn), ran
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    scratch_platform(demo_rows=args.rows, trials=args.trials)
+
+    from maestro import pipeline
+    from maestro.config import get_settings
+    from maestro.spec import get_spec
+
+    settings = get_settings()
+    spec = get_spec("demo", settings)
+    handle = pipeline.ingest("demo", pipeline.RunInfo("bench", "tuning_speedup"), settings)
+    handle = pipeline.build_training_set(pipeline.materialize_features(handle, settings), settings)
+    handle = pipeline.start_tuning(handle, settings, trials=args.trials, workers=1)
+    drawn = configurations(spec, args.trials)
+    one = timed_study(handle, settings, spec, drawn, workers=1, tag="one")
+    two = timed_study(handle, settings, spec, drawn, workers=2, tag="two")
+    print(f"\n{args.trials} trials on {args.rows} rows (same configurations in both runs)")
+    print(f"one worker   {one:7.2f}s")
+    print(f"two workers  {two:7.2f}s")
+    print(f"speed-up     {one / two:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
