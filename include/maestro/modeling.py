@@ -38,7 +38,13 @@ def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
     return params
 
 
-def _preprocessor(spec: ModelSpec, scale: bool):
+# Trees take ordinal-encoded categories as they are; linear models want one-hot and scaling.
+SCALED = {"logistic_regression", "ridge"}
+
+
+def preprocessor(spec: ModelSpec, family: str):
+    """The unfitted preprocessing step of `family`'s pipeline (raw features to model input)."""
+    scale = family in SCALED
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
@@ -74,17 +80,13 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
 
         cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
         model = cls(**params, **seed, n_jobs=threads, verbose=-1)
-        return Pipeline([("prep", _preprocessor(spec, scale=False)), ("model", model)])
+        return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
     if family == "random_forest":
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestClassifier if classification else RandomForestRegressor
-        return Pipeline(
-            [
-                ("prep", _preprocessor(spec, scale=False)),
-                ("model", cls(**params, **seed, n_jobs=threads)),
-            ]
-        )
+        model = cls(**params, **seed, n_jobs=threads)
+        return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
     if family == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
 
@@ -95,19 +97,20 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
         model = Ridge(**params)
     else:
         raise ValueError(f"unknown model family {family!r}")
-    return Pipeline([("prep", _preprocessor(spec, scale=True)), ("model", model)])
+    return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
 
 
-def fit_params(spec: ModelSpec, family: str) -> dict[str, Any]:
-    """Arguments `Pipeline.fit` needs for `family`: LightGBM is told which columns are categories."""
+def estimator_fit_params(spec: ModelSpec, family: str) -> dict[str, Any]:
+    """Arguments the final estimator's `fit` needs: LightGBM is told which columns are categories."""
     if family == "lightgbm" and spec.categorical_features:
-        return {"model__categorical_feature": spec.categorical_features}
+        return {"categorical_feature": spec.categorical_features}
     return {}
 
 
-def fit(model, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray, **extra: Any):
+def fit(model, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray):
     """Fit a pipeline from `build_estimator` with the arguments its family needs."""
-    return model.fit(X, y, **fit_params(spec, family), **extra)
+    params = {f"model__{k}": v for k, v in estimator_fit_params(spec, family).items()}
+    return model.fit(X, y, **params)
 
 
 def scores(model, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:

@@ -154,8 +154,8 @@ def start_tuning(handle: Handle, settings: Settings, trials: int, workers: int) 
         if found
         else tracking.child_run(settings, handle["pipeline_run_id"], "tune", "tune")
     )
-    mlc.log_param(tune_run, "trial_budget", trials)
-    mlc.log_param(tune_run, "workers", workers)
+    mlc.set_tag(tune_run, "trial_budget", str(trials))  # tags: a re-run may change them
+    mlc.set_tag(tune_run, "workers", str(workers))
     return {**handle, "study": study, "tune_run_id": tune_run, "budget": trials, "workers": workers}
 
 

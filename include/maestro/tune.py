@@ -13,7 +13,15 @@ from typing import Any
 
 import pandas as pd
 from maestro.config import Settings
-from maestro.modeling import build_estimator, evaluate, fit, scores, suggest
+from maestro.modeling import (
+    SCALED,
+    build_estimator,
+    estimator_fit_params,
+    evaluate,
+    preprocessor,
+    scores,
+    suggest,
+)
 from maestro.spec import ModelSpec
 
 # LightGBM's own name of each spec metric, for pruning on its validation curve (None: no pruning).
@@ -56,33 +64,45 @@ def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int =
 
 
 def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
-    """The objective: fit a drawn family and configuration, score it on the validation split."""
+    """The objective: fit a drawn family and configuration, score it on the validation split.
+
+    Preprocessing does not depend on a trial's hyperparameters, so each kind is fitted once
+    per worker and trials fit only the estimator: the same result, at a fraction of the cost.
+    """
     import optuna
     from optuna_integration import LightGBMPruningCallback
 
     X, y = train[spec.feature_names], train[spec.target.name].to_numpy()
     Xv, yv = valid[spec.feature_names], valid[spec.target.name].to_numpy()
     families = sorted(spec.search_space)
+    prepared: dict[bool, tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+    def features_for(family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        kind = family in SCALED
+        if kind not in prepared:
+            prep = preprocessor(spec, family).fit(X, y)
+            prepared[kind] = (prep.transform(X), prep.transform(Xv))
+        return prepared[kind]
 
     def objective(trial: optuna.Trial) -> float:
         family = trial.suggest_categorical("family", families)
         params = suggest(trial, family, spec.search_space[family])
-        model = build_estimator(spec, family, params)
-        pruning: dict[str, Any] = {}
+        estimator = build_estimator(spec, family, params)[-1]
+        Xt, Xvt = features_for(family)
+        extra: dict[str, Any] = estimator_fit_params(spec, family)
         lgb_metric = LIGHTGBM_METRIC[spec.metric.name]
         if family == "lightgbm" and lgb_metric:
-            prep = model[:-1].fit(X, y)
-            pruning = {
-                "model__eval_X": prep.transform(Xv),
-                "model__eval_y": yv,
-                "model__eval_metric": lgb_metric,
-                "model__callbacks": [LightGBMPruningCallback(trial, lgb_metric)],
+            extra |= {
+                "eval_X": Xvt,
+                "eval_y": yv,
+                "eval_metric": lgb_metric,
+                "callbacks": [LightGBMPruningCallback(trial, lgb_metric, report_interval=10)],
             }
         started = time.perf_counter()
-        fit(model, spec, family, X, y, **pruning)
+        estimator.fit(Xt, y, **extra)
         trial.set_user_attr("family", family)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-        return evaluate(spec, yv, scores(model, spec, Xv))[spec.metric.name]
+        return evaluate(spec, yv, scores(estimator, spec, Xvt))[spec.metric.name]
 
     return objective
 
