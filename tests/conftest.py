@@ -23,8 +23,8 @@ SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
 os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
 os.environ.pop("MAESTRO_SPECS_DIR", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
-from maestro.airflow_env import apply_environment  # noqa: E402
-from maestro.config import get_settings  # noqa: E402
+from maestro.airflow_env import apply_environment
+from maestro.config import get_settings
 
 get_settings.cache_clear()
 apply_environment(get_settings())

@@ -26,7 +26,40 @@ def apply_environment(settings: Settings) -> dict[str, str]:
     env = export_environment(settings)
     os.environ.update(env)
     (settings.home / "airflow").mkdir(parents=True, exist_ok=True)
+    for key, value in airflow_secrets(settings).items():
+        env[key] = os.environ.setdefault(key, value)
     return env
+
+
+def airflow_secrets(settings: Settings) -> dict[str, str]:
+    """Airflow's signing and encryption keys for this state folder, made once and kept there.
+
+    Every component must share them (the scheduler's task tokens are checked by the
+    api-server), and none may be committed: they live in `<home>/airflow/secrets.json`
+    (mode 600) unless the environment or `.env` sets them.
+    """
+    import base64
+    import json
+    import secrets
+    import tempfile
+
+    path = settings.home / "airflow" / "secrets.json"
+    if not path.exists():
+        keys = {
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+        fd, draft = tempfile.mkstemp(dir=path.parent)  # mode 600
+        with os.fdopen(fd, "w") as out:
+            json.dump(keys, out)
+        try:
+            os.link(draft, path)  # atomic: of two processes racing, one set of keys wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    return json.loads(path.read_text())
 
 
 def airflow_bin() -> str:

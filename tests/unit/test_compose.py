@@ -16,8 +16,14 @@ def test_services_share_postgres_stores_and_hold_no_secret():
     compose = yaml.safe_load(text)
     services = compose["services"]
     platform = [n for n in services if n.startswith("airflow-") or n == "mlflow"]
-    assert {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-triggerer", "airflow-init", "mlflow"} <= set(platform)
+    assert {
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-init",
+        "mlflow",
+    } <= set(platform)
     for name in platform:
         env = services[name]["environment"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")

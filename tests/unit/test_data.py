@@ -134,7 +134,7 @@ def test_window_keeps_rows_before_the_run_end(csv_spec):
 def test_demo_data_is_deterministic_and_has_knobs():
     assert generate(2000, seed=3).equals(generate(2000, seed=3))
     fair, biased = generate(20000, seed=3), generate(20000, seed=3, bias=0.8)
-    gap = lambda f: f.groupby("group")["churned"].mean().diff().iloc[-1]  # noqa: E731
+    gap = lambda f: f.groupby("group")["churned"].mean().diff().iloc[-1]
     assert abs(gap(fair)) < 0.03 and gap(biased) > 0.2
     drifted = generate(20000, seed=3, drift=1.0)
     assert drifted["income"].tail(2000).mean() > 1.3 * drifted["income"].head(2000).mean()
@@ -156,15 +156,24 @@ def test_adult_data_loads_with_missing_values(settings):
 def test_sql_source(tmp_path, monkeypatch, settings):
     """A spec whose source is a SQL query, read through SQLAlchemy from the URL in an env var."""
     import sqlalchemy
-
     from maestro.config import get_settings
 
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     good_frame(300).assign(event_timestamp=lambda f: f.event_timestamp.astype(str)).to_sql(
-        "customers", sqlalchemy.create_engine(url), index=False)
-    folder = write_specs(tmp_path / "specs", {"demo": {"source": {
-        "format": "sql", "query": "SELECT * FROM customers WHERE age >= 30",
-        "connection_env": "WAREHOUSE_URL"}}})
+        "customers", sqlalchemy.create_engine(url), index=False
+    )
+    folder = write_specs(
+        tmp_path / "specs",
+        {
+            "demo": {
+                "source": {
+                    "format": "sql",
+                    "query": "SELECT * FROM customers WHERE age >= 30",
+                    "connection_env": "WAREHOUSE_URL",
+                }
+            }
+        },
+    )
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     spec = get_spec("demo", get_settings())
