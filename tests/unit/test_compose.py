@@ -30,6 +30,8 @@ def test_services_share_postgres_stores_and_hold_no_secret():
         assert env["MAESTRO_MLFLOW_TRACKING_URI"].startswith("postgresql://")
         assert env["MAESTRO_OPTUNA_STORAGE"].startswith("postgresql://")
         assert services[name]["image"] == "maestro-ml:latest"
+        for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"):
+            assert env[key] == f"${{{key}:?set it in .env}}", key  # one value, from .env
     # Passwords only ever come from the environment (.env), never as literals.
     for url in re.findall(r"postgresql(?:\+psycopg2)?://[^\s\"']+", text):
         assert ":${POSTGRES_PASSWORD" in url, url
