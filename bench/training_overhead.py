@@ -93,7 +93,7 @@ def _label(task_id: str, map_index: int) -> str:
 
 
 def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 def _free_port() -> int:

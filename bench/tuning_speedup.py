@@ -16,15 +16,21 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
+import yaml
 from _setup import scratch_platform
 
 
 def _work(args) -> int:
+    import os
+
     from maestro import pipeline
     from maestro.config import get_settings
 
-    handle, worker = args
+    handle, worker, specs_dir = args
+    os.environ["MAESTRO_SPECS_DIR"] = specs_dir
+    get_settings.cache_clear()
     return pipeline.tune_worker(handle, worker, get_settings())
 
 
@@ -44,7 +50,9 @@ def configurations(spec, count: int) -> list[dict]:
     return drawn
 
 
-def timed_study(handle: dict, settings, spec, drawn: list[dict], workers: int, tag: str) -> tuple:
+def timed_study(
+    handle: dict, settings, spec, specs_dir: Path, drawn: list[dict], workers: int, tag: str
+) -> tuple:
     """(seconds for the whole step, seconds from the first trial's start to the last one's end,
     boosting rounds run, trials pruned)."""
     from maestro import tune
@@ -55,14 +63,33 @@ def timed_study(handle: dict, settings, spec, drawn: list[dict], workers: int, t
         study.enqueue_trial(params)
     started = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        ran = list(pool.map(_work, [(run, w) for w in range(workers)]))
+        ran = list(pool.map(_work, [(run, w, str(specs_dir)) for w in range(workers)]))
     elapsed = time.perf_counter() - started
     assert sum(ran) == len(drawn), ran
     trials = tune.open_study(spec, settings, run["study"]).trials
     phase = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
-    rounds = sum(max(t.intermediate_values, default=0) for t in trials)
+    rounds = sum(_boosting_rounds(t) for t in trials)
     pruned = sum(t.state.name == "PRUNED" for t in trials)
     return elapsed, phase.total_seconds(), rounds, pruned
+
+
+def _boosting_rounds(trial) -> int:
+    """LightGBM rounds a trial ran: up to its last report if pruned, else all it asked for."""
+    if trial.state.name == "PRUNED":
+        return max(trial.intermediate_values, default=0)
+    return trial.params.get("lightgbm.n_estimators", 0)
+
+
+def without_pruning(specs_dir: Path) -> Path:
+    """A copy of the specs whose demo turns pruning off."""
+    folder = specs_dir.with_name("specs-no-pruning")
+    folder.mkdir(exist_ok=True)
+    for path in specs_dir.glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if raw["name"] == "demo":
+            raw["pruning"] = False
+        (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
 
 
 def main() -> None:
@@ -82,18 +109,28 @@ def main() -> None:
     handle = pipeline.build_training_set(pipeline.materialize_features(handle, settings), settings)
     handle = pipeline.start_tuning(handle, settings, trials=args.trials, workers=1)
     drawn = configurations(spec, args.trials)
-    one = timed_study(handle, settings, spec, drawn, workers=1, tag="one")
-    two = timed_study(handle, settings, spec, drawn, workers=2, tag="two")
-    print(f"\n{args.trials} trials on {args.rows} rows (same configurations in both runs)")
-    print(f"{'':<14}{'whole step':>12}{'trials only':>13}{'boosting rounds':>17}{'pruned':>8}")
-    for name, (whole, trials, rounds, pruned) in (("one worker", one), ("two workers", two)):
-        print(f"{name:<14}{whole:>11.2f}s{trials:>12.2f}s{rounds:>17}{pruned:>8}")
-    print(f"{'speed-up':<14}{one[0] / two[0]:>11.2f}x{one[1] / two[1]:>12.2f}x")
-    # Parallel trials see fewer finished trials when the pruner judges them, so they prune less
-    # and do more work: throughput (boosting rounds per second of the trial phase) separates
-    # the parallel machinery from that effect.
-    rate = (two[2] / two[1]) / (one[2] / one[1])
-    print(f"throughput speed-up (boosting rounds per second): {rate:.2f}x")
+    plain_specs = without_pruning(settings.specs_dir)
+    plain = spec.model_copy(update={"pruning": False})
+    results = {
+        "pruning (the spec's default)": [
+            timed_study(handle, settings, spec, settings.specs_dir, drawn, n, f"p{n}")
+            for n in (1, 2)
+        ],
+        "no pruning (the same work)": [
+            timed_study(handle, settings, plain, plain_specs, drawn, n, f"n{n}") for n in (1, 2)
+        ],
+    }
+    print(f"\n{args.trials} trials on {args.rows} rows (same configurations in every run)")
+    for title, (one, two) in results.items():
+        print(f"\n{title}")
+        print(f"{'':<14}{'whole step':>12}{'trials only':>13}{'boosting rounds':>17}{'pruned':>8}")
+        for name, (whole, trials, rounds, pruned) in (("one worker", one), ("two workers", two)):
+            print(f"{name:<14}{whole:>11.2f}s{trials:>12.2f}s{rounds:>17}{pruned:>8}")
+        print(f"{'speed-up':<14}{one[0] / two[0]:>11.2f}x{one[1] / two[1]:>12.2f}x")
+        # Parallel trials see fewer finished trials when the pruner judges them, so they may
+        # prune less and do more work: throughput (rounds per second) separates that effect.
+        rate = (two[2] / two[1]) / (one[2] / one[1])
+        print(f"throughput speed-up (boosting rounds per second): {rate:.2f}x")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,9 @@ class ModelSpec(_Strict):
     search_space: dict[Family, dict[str, ParamSpec]] = Field(min_length=2)
     trials: int = Field(20, ge=1)
     workers: int | None = Field(None, ge=1, le=16)
+    pruning: bool = Field(
+        True, description="Stop unpromising LightGBM trials early (Optuna's median pruner)."
+    )
     timeout_minutes: int = Field(60, ge=1)
     schedule: str | None = None
     window: WindowSpec = WindowSpec()

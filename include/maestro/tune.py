@@ -53,12 +53,17 @@ def storage(settings: Settings, study_name: str):
 def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int = 0):
     import optuna
 
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=10)
+        if spec.pruning
+        else optuna.pruners.NopPruner()
+    )
     return optuna.create_study(
         study_name=study_name,
         storage=storage(settings, study_name),
         direction=spec.metric.direction,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=10),
+        pruner=pruner,
         load_if_exists=True,
     )
 
@@ -91,7 +96,7 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
         Xt, Xvt = features_for(family)
         extra: dict[str, Any] = estimator_fit_params(spec, family)
         lgb_metric = LIGHTGBM_METRIC[spec.metric.name]
-        if family == "lightgbm" and lgb_metric:
+        if family == "lightgbm" and lgb_metric and spec.pruning:
             extra |= {
                 "eval_X": Xvt,
                 "eval_y": yv,

@@ -66,3 +66,38 @@ def tracking_spec(settings):
     from maestro.spec import get_spec
 
     return get_spec("demo", settings)
+
+
+LIGHTGBM_TRIAL = {
+    "family": "lightgbm",
+    "lightgbm.n_estimators": 60,
+    "lightgbm.num_leaves": 16,
+    "lightgbm.learning_rate": 0.1,
+    "lightgbm.min_child_samples": 20,
+}
+
+
+@pytest.mark.parametrize("pruning", [True, False])
+def test_pruning_follows_the_spec(handle, small_specs, tmp_path, monkeypatch, pruning):
+    """With pruning on, LightGBM trials report their validation curve so the median pruner
+    can stop them; with `pruning: false` they report nothing and always run to the end."""
+    from maestro import tune
+
+    from tests.conftest import write_specs
+
+    folder = write_specs(
+        tmp_path / f"specs-{pruning}",
+        {"demo": {"source": {"rows": 3000}, "pruning": pruning}},
+    )
+    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
+    get_settings.cache_clear()
+    settings = get_settings()
+    spec = tracking_spec(settings)
+    started = pipeline.start_tuning(handle, settings, trials=1, workers=1)
+    tune.open_study(spec, settings, started["study"]).enqueue_trial(LIGHTGBM_TRIAL)
+    assert pipeline.tune_worker(started, 0, settings) == 1
+    study = tune.open_study(spec, settings, started["study"])
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner) is pruning
+    assert (max(trial.intermediate_values, default=0) >= 50) is pruning
