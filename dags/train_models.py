@@ -12,7 +12,13 @@ registered, traceable MLflow model version with alias `challenger`:
 4. **build_training_set**: point-in-time features, time-ordered train/validation/test;
 5. **tune**: an Optuna study shared by `workers` mapped tasks until `trials` are spent;
 6. **train_final**: refit the best configuration, log model, signature and test metrics;
-7. **register** the version with its lineage tags and alias it `challenger`.
+7. **register** the version with its lineage tags and alias it `challenger`;
+8. **evaluation**: value and champion-change thresholds, sliced metrics and fairness gates,
+   a serving check in a fresh process, SHAP importance, the model card and the verdict tags;
+9. **request_approval** (only if every gate passed): the model's approvers approve or reject in
+   Required Actions, or by the version's `approval` tag (`maestro approve`); a timeout rejects;
+10. **promote**: `champion` moves to the version, the former champion becomes `previous`, and
+   the asset `{model}_champion` gets an event.
 
 Tasks hand each other references (paths, run ids), never data.
 """
@@ -22,7 +28,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, TaskGroup, dag, task
+from maestro.approval import ModelApprovalOperator
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.spec import ModelSpec, SpecError, load_spec, spec_paths
@@ -143,11 +150,94 @@ def build_training_dag(spec: ModelSpec):
             with fail_fast():
                 return pipeline.register(handle, get_settings())
 
+        @task
+        def evaluate(handle: dict) -> dict:
+            """Metrics, champion comparison, sliced metrics and fairness on the test split."""
+            from maestro import governance
+
+            with fail_fast():
+                return governance.evaluate(handle, get_settings())
+
+        @task
+        def validate_serving(handle: dict) -> dict:
+            """Load the version as serving will, in a fresh process; compare and time it."""
+            from maestro import governance
+
+            with fail_fast():
+                return governance.validate_serving(handle, get_settings())
+
+        @task
+        def explain(handle: dict) -> dict:
+            """Global SHAP importance (table and plot)."""
+            from maestro import governance
+
+            with fail_fast():
+                return governance.explain(handle, get_settings())
+
+        @task
+        def verdict(handle: dict, checked: dict, explained: dict) -> dict:
+            """Verdict tags, model card and description on the version."""
+            from maestro import governance
+
+            with fail_fast():
+                return governance.verdict(handle, get_settings())
+
+        @task.branch
+        def gate(handle: dict) -> str:
+            """Ask a human only when every gate passed."""
+            return "request_approval" if handle["validation_status"] == "passed" else "not_promoted"
+
+        @task
+        def not_promoted(handle: dict) -> None:
+            """The version failed a gate: no approval is requested, no alias moves."""
+            log.warning(
+                "%s version %s not promoted: failed %s",
+                handle["model"],
+                handle["version"],
+                ", ".join(handle["failed_checks"]),
+            )
+
+        champion = Asset(name=f"{spec.name}_champion", uri=f"mlflow-model://{spec.name}/champion")
+
+        @task(outlets=[champion])
+        def promote(handle: dict, outlet_events=None) -> dict:
+            """Move champion to the approved version; tell subscribers (deployment)."""
+            from maestro import governance
+
+            settings = get_settings()
+            with fail_fast():
+                decision = governance.decision_of(settings, handle["model"], handle["version"])
+                done = governance.promote(
+                    settings,
+                    handle["model"],
+                    handle["version"],
+                    decision["by"],
+                    decision["comment"],
+                )
+            outlet_events[champion].extra = done
+            return done
+
         study = start_tuning(build_training_set(materialize_features(validate_data(ingest()))))
         trials = tune.partial(handle=study).expand(worker=worker_slots(study))
         best = finish_tuning(study)
         trials >> best
-        register(train_final(best))
+        registered = register(train_final(best))
+        with TaskGroup("evaluation"):
+            evaluated = evaluate(registered)
+            judged = verdict(evaluated, validate_serving(evaluated), explain(evaluated))
+        pulled = "ti.xcom_pull(task_ids='evaluation.verdict')"
+        approval = ModelApprovalOperator(
+            task_id="request_approval",
+            subject=f"Promote {spec.name} version {{{{ {pulled}['version'] }}}} to champion?",
+            body=f"{{{{ {pulled}['approval_request'] }}}}",
+            model=spec.name,
+            version=f"{{{{ {pulled}['version'] }}}}",
+            approvers=spec.governance.approvers,
+            response_timeout=timedelta(hours=spec.governance.approval_timeout_hours),
+            poke_interval=settings.approval_poll_seconds,
+        )
+        gate(judged) >> [approval, not_promoted(judged)]
+        approval >> promote(judged)
 
     return training()
 

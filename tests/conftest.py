@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Fresh MLflow/Feast/Optuna state for one test (Airflow's database stays the session's)."""
     monkeypatch.setenv("MAESTRO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAESTRO_APPROVAL_POLL_SECONDS", "0.5")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
     yield get_settings()
@@ -87,3 +90,35 @@ def needs_shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared reference datasets are not beside the project")
     return path
+
+
+@contextmanager
+def deciding(settings, model: str, decision: str = "approved", by: str = "admin"):
+    """Play the approver: answer by tag, as `maestro approve|reject` does, every version of
+    `model` that passed its gates and waits for a decision, while the block runs."""
+    from maestro import governance, tracking
+
+    tracking.client(settings).search_registered_models()  # import MLflow's stores here, not
+    stop = threading.Event()  # in the thread: two threads importing at once can deadlock
+    errors: list[Exception] = []
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                for v in tracking.client(settings).search_model_versions(f"name = '{model}'"):
+                    if v.tags.get("validation_status") == "passed" and "approval" not in v.tags:
+                        governance.record_decision(
+                            settings, model, v.version, decision, by, "decided by the test", "cli"
+                        )
+            except Exception as error:  # noqa: BLE001 - reported when the block ends
+                errors.append(error)
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors

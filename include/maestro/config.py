@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     feast_registry: str | None = None
     # Parallel trial workers per tuning step (mapped Airflow tasks); a spec may override.
     tune_workers: int = 2
+    # How often a waiting approval looks for a decision by tag (seconds).
+    approval_poll_seconds: float = 5.0
 
     @property
     def tracking_uri(self) -> str:

@@ -291,4 +291,5 @@ def register(handle: Handle, settings: Settings) -> Handle:
         "model_uri": f"models:/{spec.registered_name}@{tracking.CHALLENGER}",
         "test_metrics": handle["test_metrics"],
         "pipeline_run_id": handle["pipeline_run_id"],
+        "training_set": handle["training_set"],
     }

@@ -142,6 +142,7 @@ Family = Literal["lightgbm", "logistic_regression", "ridge", "random_forest"]
 CLASSIFIERS = {"lightgbm", "logistic_regression", "random_forest"}
 REGRESSORS = {"lightgbm", "ridge", "random_forest"}
 CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2"}
 
 
 class SplitSpec(_Strict):
@@ -155,6 +156,62 @@ class WindowSpec(_Strict):
     start: str | None = None
     end: str | None = None
     lookback_days: int | None = Field(None, gt=0)
+
+
+class Bound(_Strict):
+    """A value threshold on one metric: at least `min` and/or at most `max`."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"impossible threshold: min {self.min} > max {self.max}")
+        return self
+
+
+class SliceSpec(_Strict):
+    """An extra slice for sliced metrics: a feature, cut into bands when numeric."""
+
+    feature: str
+    bins: list[float] | None = Field(None, min_length=2, description="Band edges (numeric).")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> SliceSpec:
+        if self.bins is not None and sorted(set(self.bins)) != self.bins:
+            raise ValueError(f"bins must be strictly increasing, got {self.bins}")
+        return self
+
+
+class FairnessSpec(_Strict):
+    """Fairness gates, per protected attribute (groups smaller than `min_group_size` are
+    reported but not judged: their rates are too noisy to gate on)."""
+
+    demographic_parity_difference_max: float = Field(0.1, ge=0.0, le=1.0)
+    equalized_odds_difference_max: float = Field(0.1, ge=0.0, le=1.0)
+    selection_rate_ratio_min: float = Field(0.8, ge=0.0, le=1.0)  # the four-fifths rule
+    error_ratio_max: float = Field(1.25, ge=1.0)  # regression: worst group's error / overall
+    min_group_size: int = Field(30, ge=1)
+
+
+class GovernanceSpec(_Strict):
+    """What a challenger must pass before a human is asked, and who that human is."""
+
+    intended_use: str = ""
+    thresholds: dict[str, Bound] = {}
+    tolerance: float = Field(
+        0.01, ge=0.0, description="How much worse than the champion the primary metric may be."
+    )
+    slices: list[SliceSpec] = []
+    fairness: FairnessSpec = FairnessSpec()
+    decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    latency_budget_ms: float = Field(50.0, gt=0.0)
+    approvers: list[str] = Field([], description="Airflow users who may decide; empty: any.")
+    approval_timeout_hours: float = Field(72.0, gt=0.0)
+    keep_versions: int = Field(5, ge=2, description="Versions kept before older ones are archived.")
 
 
 class DataChecks(_Strict):
@@ -186,6 +243,7 @@ class ModelSpec(_Strict):
     window: WindowSpec = WindowSpec()
     split: SplitSpec = SplitSpec()
     data_checks: DataChecks = DataChecks()
+    governance: GovernanceSpec = GovernanceSpec()
     tags: list[str] = []
 
     @model_validator(mode="after")
@@ -209,6 +267,16 @@ class ModelSpec(_Strict):
         wrong = sorted(set(self.search_space) - allowed)
         if wrong:
             raise ValueError(f"search_space: families {wrong} do not support task {self.task!r}")
+        metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
+        unknown = sorted(set(self.governance.thresholds) - metrics)
+        if unknown:
+            raise ValueError(
+                f"governance.thresholds: {unknown} are not metrics of {self.task!r} "
+                f"(known: {sorted(metrics)})"
+            )
+        unsliceable = sorted({s.feature for s in self.governance.slices} - set(names))
+        if unsliceable:
+            raise ValueError(f"governance.slices: {unsliceable} are not features")
         return self
 
     @property

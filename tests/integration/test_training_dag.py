@@ -13,7 +13,7 @@ from maestro.config import get_settings
 from maestro.modeling import evaluate
 from maestro.spec import get_spec
 
-from tests.conftest import needs_shared_data, write_specs
+from tests.conftest import deciding, needs_shared_data, write_specs
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,10 @@ LINEAGE = [
 
 
 def run_training(model: str, settings, trials: int = 4):
+    """One run; a version that passes its gates is approved by tag, so no run waits."""
     dag = load_dag(f"train_{model}", settings)
-    return dag.test(run_conf={"trials": trials, "workers": 2})
+    with deciding(settings, model, "approved"):
+        return dag.test(run_conf={"trials": trials, "workers": 2})
 
 
 def assert_traceable_challenger(model: str, settings, dag_run) -> dict:

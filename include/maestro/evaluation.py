@@ -1,0 +1,246 @@
+"""Evaluation gates: may this challenger replace the champion?
+
+Everything is computed on the run's held-out test split: value thresholds from the spec, the
+change against the champion scored on the same rows, sliced metrics (fairlearn's MetricFrame)
+for every protected attribute and configured slice, and fairness gates. Each gate is a `Check`;
+the verdict passes only when every check does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from maestro.modeling import evaluate
+from maestro.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate: its name (kind:subject), whether it passed, the value and the limit."""
+
+    name: str
+    passed: bool
+    value: float | None
+    limit: str
+    detail: str = ""
+
+    def line(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.4g}"
+        verdict = "pass" if self.passed else "FAIL"
+        return f"{verdict} {self.name}: {shown} (limit {self.limit}){' - ' + self.detail if self.detail else ''}"
+
+
+def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[Check]:
+    checks = []
+    for metric, bound in spec.governance.thresholds.items():
+        value = metrics[metric]
+        if bound.min is not None:
+            checks.append(
+                Check(f"threshold:{metric}", value >= bound.min, value, f">= {bound.min}")
+            )
+        if bound.max is not None:
+            checks.append(
+                Check(f"threshold:{metric}", value <= bound.max, value, f"<= {bound.max}")
+            )
+    return checks
+
+
+def champion_check(
+    spec: ModelSpec, metrics: dict[str, float], champion: dict[str, float] | None
+) -> list[Check]:
+    """The primary metric may be worse than the champion's, on the same rows, by the tolerance."""
+    if champion is None:
+        return []
+    name, tolerance = spec.metric.name, spec.governance.tolerance
+    ours, theirs = metrics[name], champion[name]
+    if spec.metric.direction == "maximize":
+        return [
+            Check(
+                f"champion:{name}",
+                ours >= theirs - tolerance,
+                ours,
+                f">= {theirs - tolerance:.4g}",
+                f"champion {theirs:.4g}, tolerance {tolerance}",
+            )
+        ]
+    return [
+        Check(
+            f"champion:{name}",
+            ours <= theirs + tolerance,
+            ours,
+            f"<= {theirs + tolerance:.4g}",
+            f"champion {theirs:.4g}, tolerance {tolerance}",
+        )
+    ]
+
+
+def slice_columns(spec: ModelSpec, test: pd.DataFrame) -> dict[str, pd.Series]:
+    """Every protected attribute and configured slice as a column of group labels."""
+    columns = {
+        name: test[name].astype("string").fillna("(missing)") for name in spec.protected_attributes
+    }
+    for extra in spec.governance.slices:
+        values = test[extra.feature]
+        if extra.bins is not None:
+            bands = pd.cut(values, bins=extra.bins, right=False)
+            label = f"{extra.feature}_band"
+            columns[label] = bands.astype("string").fillna("(out of bands)")
+        else:
+            columns[extra.feature] = values.astype("string").fillna("(missing)")
+    return columns
+
+
+def _safe_auc(y_true, y_score) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y_true, y_score)) if len(np.unique(y_true)) == 2 else float("nan")
+
+
+def sliced_metrics(
+    spec: ModelSpec, y: np.ndarray, y_score: np.ndarray, groups: pd.Series
+) -> pd.DataFrame:
+    """One row per group: size and the task's metrics (fairlearn MetricFrame)."""
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+    from sklearn import metrics as m
+
+    if spec.task == "binary_classification":
+        labels = (y_score >= spec.governance.decision_threshold).astype(int)
+        frame = MetricFrame(
+            metrics={
+                "count": count,
+                "accuracy": m.accuracy_score,
+                "selection_rate": selection_rate,
+                "true_positive_rate": true_positive_rate,
+                "false_positive_rate": false_positive_rate,
+            },
+            y_true=y,
+            y_pred=labels,
+            sensitive_features=groups.to_numpy(),
+        )
+        table = frame.by_group
+        auc = MetricFrame(
+            metrics=_safe_auc, y_true=y, y_pred=y_score, sensitive_features=groups.to_numpy()
+        )
+        table["roc_auc"] = auc.by_group
+    else:
+        frame = MetricFrame(
+            metrics={
+                "count": count,
+                "rmse": lambda t, p: float(np.sqrt(m.mean_squared_error(t, p))),
+                "mae": m.mean_absolute_error,
+            },
+            y_true=y,
+            y_pred=y_score,
+            sensitive_features=groups.to_numpy(),
+        )
+        table = frame.by_group
+    table.index.name = "group"
+    return table.reset_index()
+
+
+def fairness_checks(
+    spec: ModelSpec, attribute: str, y: np.ndarray, y_score: np.ndarray, groups: pd.Series
+) -> tuple[dict[str, float], list[Check]]:
+    """Fairness metrics for one protected attribute, over groups big enough to judge."""
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+    )
+
+    rules = spec.governance.fairness
+    sizes = groups.value_counts()
+    judged = groups.isin(sizes[sizes >= rules.min_group_size].index).to_numpy()
+    skipped = sorted(sizes[sizes < rules.min_group_size].index)
+    detail = f"groups under {rules.min_group_size} rows not judged: {skipped}" if skipped else ""
+    if judged.sum() == 0 or groups[judged].nunique() < 2:
+        return {}, [
+            Check(
+                f"fairness:{attribute}",
+                False,
+                None,
+                "two groups to compare",
+                f"fewer than two groups of {rules.min_group_size}+ rows",
+            )
+        ]
+    y, y_score, g = y[judged], y_score[judged], groups[judged].to_numpy()
+    if spec.task == "binary_classification":
+        labels = (y_score >= spec.governance.decision_threshold).astype(int)
+        values = {
+            "demographic_parity_difference": float(
+                demographic_parity_difference(y, labels, sensitive_features=g)
+            ),
+            "equalized_odds_difference": float(
+                equalized_odds_difference(y, labels, sensitive_features=g)
+            ),
+            "selection_rate_ratio": float(
+                demographic_parity_ratio(y, labels, sensitive_features=g)
+            ),
+        }
+        limits = {
+            "demographic_parity_difference": ("<=", rules.demographic_parity_difference_max),
+            "equalized_odds_difference": ("<=", rules.equalized_odds_difference_max),
+            "selection_rate_ratio": (">=", rules.selection_rate_ratio_min),
+        }
+    else:
+        overall = float(np.sqrt(np.mean((y - y_score) ** 2)))
+        worst = max(
+            float(np.sqrt(np.mean((y[g == group] - y_score[g == group]) ** 2)))
+            for group in np.unique(g)
+        )
+        values = {"error_ratio": worst / overall if overall > 0 else 1.0}
+        limits = {"error_ratio": ("<=", rules.error_ratio_max)}
+    checks = []
+    for name, value in values.items():
+        op, limit = limits[name]
+        ok = value <= limit if op == "<=" else value >= limit
+        if np.isnan(value):
+            ok = False
+        checks.append(
+            Check(f"fairness:{attribute}:{name}", bool(ok), value, f"{op} {limit}", detail)
+        )
+    return values, checks
+
+
+def evaluate_challenger(
+    spec: ModelSpec,
+    test: pd.DataFrame,
+    y_score: np.ndarray,
+    champion_score: np.ndarray | None,
+) -> dict[str, Any]:
+    """Every gate on the test split: metrics, champion comparison, slices and fairness."""
+    y = test[spec.target.name].to_numpy()
+    metrics = evaluate(spec, y, y_score)
+    champion = evaluate(spec, y, champion_score) if champion_score is not None else None
+    checks = threshold_checks(spec, metrics) + champion_check(spec, metrics, champion)
+    slices, fairness = {}, {}
+    for name, groups in slice_columns(spec, test).items():
+        slices[name] = sliced_metrics(spec, y, y_score, groups).to_dict(orient="records")
+        if name in spec.protected_attributes:
+            fairness[name], found = fairness_checks(spec, name, y, y_score, groups)
+            checks += found
+    return {
+        "metrics": metrics,
+        "champion_metrics": champion,
+        "slices": slices,
+        "fairness": fairness,
+        "checks": [asdict(c) for c in checks],
+        "rows": len(test),
+    }
+
+
+def passed(checks: list[dict]) -> bool:
+    return all(c["passed"] for c in checks)
+
+
+def failed_names(checks: list[dict]) -> list[str]:
+    return [c["name"] for c in checks if not c["passed"]]

@@ -1,0 +1,75 @@
+"""Global feature importance as mean absolute SHAP values, per raw feature.
+
+Exact SHAP values without another dependency: LightGBM computes TreeSHAP itself
+(`pred_contrib=True`); for linear models the SHAP value of a column is its coefficient times
+the column's deviation from its mean (the linear explainer's independent-features case).
+Columns one feature was encoded into (one-hot) are summed back to that feature, as SHAP
+values add up. Random forests fall back to permutation importance, and say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from maestro.modeling import SCALED
+from maestro.spec import ModelSpec
+
+
+def _raw_feature(column: str, features: list[str]) -> str:
+    """The raw feature an encoded column came from (the longest name it starts with)."""
+    if column in features:
+        return column
+    owners = [f for f in features if column.startswith(f + "_")]
+    return max(owners, key=len)
+
+
+def column_contributions(model, family: str, X: pd.DataFrame) -> pd.DataFrame:
+    """SHAP values per encoded column, one row per row of X."""
+    prep, estimator = model[:-1], model[-1]
+    encoded = prep.transform(X)
+    if family == "lightgbm":
+        values = estimator.booster_.predict(encoded, pred_contrib=True)[:, :-1]
+    elif family in SCALED:
+        coef = np.ravel(estimator.coef_)
+        values = (encoded.to_numpy(dtype=float) - encoded.to_numpy(dtype=float).mean(axis=0)) * coef
+    else:
+        raise ValueError(f"no exact SHAP values for family {family!r}")
+    return pd.DataFrame(values, columns=list(encoded.columns), index=X.index)
+
+
+def shap_importance(model, spec: ModelSpec, family: str, X: pd.DataFrame, y) -> pd.DataFrame:
+    """Mean |SHAP| per raw feature, largest first (`method` says how it was computed)."""
+    if family == "random_forest":
+        from sklearn.inspection import permutation_importance
+
+        found = permutation_importance(model, X, y, n_repeats=5, random_state=0)
+        table = pd.DataFrame({"feature": list(X.columns), "importance": found.importances_mean})
+        table["method"] = "permutation"
+    else:
+        columns = column_contributions(model, family, X)
+        owners = [_raw_feature(c, spec.feature_names) for c in columns.columns]
+        per_feature = columns.T.groupby(owners).sum().T  # SHAP values add up across encodings
+        table = pd.DataFrame(
+            {"feature": per_feature.columns, "importance": per_feature.abs().mean().to_numpy()}
+        )
+        table["method"] = "mean |SHAP|"
+    return table.sort_values("importance", ascending=False, ignore_index=True)
+
+
+def plot_importance(table: pd.DataFrame, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table.head(20).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.2))
+    ax.barh(shown["feature"], shown["importance"], color="#3b6ea5")
+    ax.set_xlabel(f"{table['method'].iloc[0]} (global importance)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
