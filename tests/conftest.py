@@ -79,7 +79,10 @@ def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
 @pytest.fixture
 def small_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
     """Specs sized for tests: a 3,000-row demo; settings re-read to use them."""
-    folder = write_specs(tmp_path / "specs", {"demo": {"source": {"rows": 3000}}})
+    folder = write_specs(
+        tmp_path / "specs",
+        {"demo": {"source": {"rows": 3000}, "governance": {"latency_budget_ms": 500}}},
+    )
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     return get_settings()

@@ -60,6 +60,16 @@ class AirflowClient:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
         return self.call(path)["task_instances"]
 
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
+    ) -> dict:
+        """Answer a human-in-the-loop task (what the Required Actions page does)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+            f"{task_id}/{map_index}/hitlDetails"
+        )
+        return self.call(path, "PATCH", {"chosen_options": options, "params_input": {}})
+
     def wait(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict:
         """Poll a run until it succeeds or fails; return it (raises TimeoutError)."""
         deadline = time.monotonic() + timeout

@@ -114,11 +114,22 @@ def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
         return run.run_id, [(t.task_id, t.map_index, t.state, t.duration) for t in rows]
 
 
-REPORTED_STATES = ("running", "success", "failed", "upstream_failed", "up_for_retry")
+REPORTED_STATES = (
+    "running",
+    "success",
+    "failed",
+    "upstream_failed",
+    "up_for_retry",
+    "deferred",
+    "skipped",
+)
 
 
-def watch_dag_test(dag_id: str, settings: Settings, conf: dict, log: Path, echo) -> int:
-    """Run `dag.test()` in a child process (its logs go to `log`) and report progress."""
+def watch_dag_test(
+    dag_id: str, settings: Settings, conf: dict, log: Path, echo, on_state=None
+) -> int:
+    """Run `dag.test()` in a child process (its logs go to `log`) and report progress;
+    `on_state(task_label, state)` hears every change."""
     import json
 
     apply_environment(settings)
@@ -138,11 +149,15 @@ def watch_dag_test(dag_id: str, settings: Settings, conf: dict, log: Path, echo)
             done = child.poll() is not None
             _, rows = task_states(dag_id, started)
             for task_id, index, state, duration in rows:
-                if seen.get((task_id, index)) != state and state in REPORTED_STATES:
-                    label = task_id if index < 0 else f"{task_id}[{index}]"
+                if seen.get((task_id, index)) == state:
+                    continue
+                seen[(task_id, index)] = state
+                label = task_id if index < 0 else f"{task_id}[{index}]"
+                if state in REPORTED_STATES:
                     took = f" in {duration:.1f}s" if duration and state == "success" else ""
                     echo(f"  {label:<24} {state}{took}")
-                    seen[(task_id, index)] = state
+                if on_state is not None:
+                    on_state(label, state)
             if done:
                 return child.returncode
             time.sleep(1.0)

@@ -6,6 +6,10 @@ maestro up                   start Airflow (UI, scheduler, ...) and the MLflow U
 maestro validate [MODEL...]  check model specs and their Feast definitions
 maestro features generate    (re)write feature_repo/<model>.py from the specs
 maestro show MODEL           the model's challenger version, metrics and lineage
+maestro approve MODEL VERSION [--comment C]   approve a validated version (its `approval` tag)
+maestro reject MODEL VERSION [--comment C]    reject it
+maestro promote MODEL VERSION                 champion -> VERSION (validated and approved only)
+maestro rollback MODEL                        champion <-> previous
 maestro env                  shell exports of the platform's environment
 """
 
@@ -70,7 +74,36 @@ def prepare(settings: Settings) -> None:
     echo(f"airflow db     ready ({time.perf_counter() - started:.1f}s)")
 
 
-def train(model: str, settings: Settings, conf: dict) -> int:
+def approval_hint(model: str, settings: Settings, approve_as: str | None):
+    """What to do when the run waits for a human: say how to answer, or (the demo) answer."""
+    from maestro import governance, tracking
+
+    def on_state(label: str, state: str) -> None:
+        # dag.test() keeps a deferred task "queued" while it runs the trigger in line
+        if label != "request_approval" or state not in ("queued", "deferred"):
+            return
+        version = tracking.client(settings).get_model_version_by_alias(model, tracking.CHALLENGER)
+        if approve_as is None:
+            echo(
+                f"  waiting for a decision on {model} version {version.version}: approve in the "
+                f"Airflow UI (Required Actions) or run `maestro approve {model} {version.version}`"
+            )
+            return
+        governance.record_decision(
+            settings,
+            model,
+            version.version,
+            governance.APPROVED,
+            approve_as,
+            "approved by `maestro demo`, which plays the demo's approver",
+            "maestro-demo",
+        )
+        echo(f"  approved {model} version {version.version} as {approve_as} (the demo's approver)")
+
+    return on_state
+
+
+def train(model: str, settings: Settings, conf: dict, approve_as: str | None = None) -> int:
     from maestro.airflow_env import watch_dag_test
     from maestro.spec import get_spec
 
@@ -80,7 +113,8 @@ def train(model: str, settings: Settings, conf: dict) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     echo(f"running DAG    train_{model} {conf or ''} (task logs: {log})")
     started = time.perf_counter()
-    code = watch_dag_test(f"train_{model}", settings, conf, log, echo)
+    on_state = approval_hint(model, settings, approve_as)
+    code = watch_dag_test(f"train_{model}", settings, conf, log, echo, on_state)
     echo(
         f"finished in {time.perf_counter() - started:.0f}s: {'success' if code == 0 else 'FAILED'}"
     )
@@ -113,6 +147,18 @@ def show(model: str, settings: Settings) -> int:
         "code_version",
     ):
         echo(f"  {key:<22} {version.tags.get(key, '')}")
+    echo(
+        f"validation     {version.tags.get('validation_status', 'not evaluated')} "
+        f"(failed: {version.tags.get('validation_failed', 'n/a')})"
+    )
+    echo(
+        f"approval       {version.tags.get('approval', 'none')} {version.tags.get('approval_by', '')}"
+    )
+    from maestro.governance import CHAMPION, champion_version
+
+    champion = champion_version(settings, model)
+    echo(f"{CHAMPION:<14} {f'version {champion.version}' if champion else 'none yet'}")
+    echo(f"model card     {version.tags.get('model_card', 'n/a')}")
     pipeline = version.tags.get("pipeline_run_id", "")
     echo(f"artifacts      {run.info.artifact_uri}")
     echo(f"data docs      {mlc.get_run(pipeline).info.artifact_uri}/data_validation/index.html")
@@ -126,7 +172,10 @@ def show(model: str, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    return train("demo", settings, {"trials": args.trials} if args.trials else {})
+    from maestro.spec import get_spec
+
+    approver = (get_spec("demo", settings).governance.approvers or ["admin"])[0]
+    return train("demo", settings, {"trials": args.trials} if args.trials else {}, approver)
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,6 +185,38 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return show(args.model, settings)
+
+
+def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro import governance
+    from maestro.spec import get_spec
+
+    spec = get_spec(args.model, settings)
+    governance.check_approver(spec.governance.approvers, args.by, args.model)
+    decision = governance.APPROVED if args.command == "approve" else governance.REJECTED
+    record = governance.record_decision(
+        settings, args.model, args.version, decision, args.by, args.comment, "cli"
+    )
+    echo(
+        f"{args.model} version {args.version}: {record['decision']} by {record['by']} at {record['at']}"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro import governance
+
+    done = governance.promote(settings, args.model, args.version, args.by, args.comment)
+    echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro import governance
+
+    done = governance.rollback(settings, args.model, args.by, args.comment)
+    echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
+    return 0
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,6 +253,24 @@ def parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="the challenger version of a model")
     sh.add_argument("model")
     sh.set_defaults(func=cmd_show)
+    import getpass
+
+    for name, func, help_text in (
+        ("approve", cmd_decide, "approve a validated model version"),
+        ("reject", cmd_decide, "reject a validated model version"),
+        ("promote", cmd_promote, "make an approved version the champion"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("model")
+        cmd.add_argument("version")
+        cmd.add_argument("--comment", default="")
+        cmd.add_argument("--by", default=getpass.getuser(), help="who decides (an approver)")
+        cmd.set_defaults(func=func)
+    rb = sub.add_parser("rollback", help="restore the previous champion")
+    rb.add_argument("model")
+    rb.add_argument("--comment", default="")
+    rb.add_argument("--by", default=getpass.getuser())
+    rb.set_defaults(func=cmd_rollback)
     env = sub.add_parser("env", help="shell exports of the platform's environment")
     env.set_defaults(func=cmd_env)
     return p
@@ -179,11 +278,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from maestro.spec import SpecError
+    from maestro.errors import BadInput
 
     try:
         return args.func(args, get_settings())
-    except SpecError as error:
+    except BadInput as error:
         echo(f"error: {error}")
         return 2
 

@@ -75,13 +75,13 @@ def evaluate(handle: Handle, settings: Settings) -> Handle:
     y_score = scores(model, spec, X)
     champion = champion_version(settings, spec.registered_name)
     champion_score = None
-    if champion is not None and champion.version != handle["version"]:
+    if champion is not None and str(champion.version) != str(handle["version"]):
         champion_model = mlflow.sklearn.load_model(
             f"models:/{spec.registered_name}/{champion.version}"
         )
         champion_score = scores(champion_model, spec, X)
     result = evaluate_challenger(spec, test, y_score, champion_score)
-    result["champion_version"] = champion.version if champion_score is not None else None
+    result["champion_version"] = str(champion.version) if champion_score is not None else None
     run_id = tracking.child_run(settings, handle["pipeline_run_id"], "evaluate", "evaluate")
     mlc = tracking.client(settings)
     mlc.log_dict(run_id, result, "evaluation/metrics.json")
@@ -351,14 +351,14 @@ def promote(settings: Settings, model: str, version: str, by: str, comment: str 
             f"(approval={tags.get('approval', 'missing')!r})"
         )
     old = champion_version(settings, model)
-    if old is not None and old.version == str(version):
+    if old is not None and str(old.version) == str(version):
         return {
             "model": model,
             "champion": str(version),
             "previous": _alias(settings, model, PREVIOUS),
         }
     if old is not None:
-        mlc.set_registered_model_alias(model, PREVIOUS, old.version)
+        mlc.set_registered_model_alias(model, PREVIOUS, str(old.version))
     mlc.set_registered_model_alias(model, CHAMPION, str(version))
     for key, value in (
         ("promoted_at", _now()),
@@ -367,7 +367,7 @@ def promote(settings: Settings, model: str, version: str, by: str, comment: str 
     ):
         mlc.set_model_version_tag(model, version, key, value)
     archive_old_versions(settings, model, spec.governance.keep_versions)
-    return {"model": model, "champion": str(version), "previous": old.version if old else None}
+    return {"model": model, "champion": str(version), "previous": str(old.version) if old else None}
 
 
 def rollback(settings: Settings, model: str, by: str, comment: str = "") -> dict:
@@ -392,7 +392,7 @@ def _alias(settings: Settings, model: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return tracking.client(settings).get_model_version_by_alias(model, alias).version
+        return str(tracking.client(settings).get_model_version_by_alias(model, alias).version)
     except MlflowException:
         return None
 

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.slow
 
 def use_specs(tmp_path, monkeypatch, name: str, demo: dict):
     source = {"rows": 8000, **demo.pop("source", {})}  # enough test rows to judge fairness
-    folder = write_specs(tmp_path / name, {"demo": {"source": source, **demo}})
+    # a latency budget that a loaded, shared test machine still meets (the gate stays on)
+    governance = {"latency_budget_ms": 500, **demo.pop("governance", {})}
+    folder = write_specs(
+        tmp_path / name, {"demo": {"source": source, "governance": governance, **demo}}
+    )
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     return get_settings()
@@ -59,10 +63,8 @@ def test_a_good_model_is_approved_by_tag_and_becomes_champion(settings, tmp_path
 
 
 def champion_of(settings) -> str | None:
-    return (
-        governance.champion_version(settings, "demo")
-        and governance.champion_version(settings, "demo").version
-    )
+    champion = governance.champion_version(settings, "demo")
+    return str(champion.version) if champion else None
 
 
 def first_champion(settings) -> str:
@@ -123,7 +125,7 @@ def test_promote_refuses_unapproved_and_rollback_restores_previous(settings, tmp
     settings = use_specs(tmp_path, monkeypatch, "manual", {})
     v1 = first_champion(settings)
     run = train(settings, "rejected")
-    v2 = tracking.client(settings).get_model_version_by_alias("demo", "challenger").version
+    v2 = str(tracking.client(settings).get_model_version_by_alias("demo", "challenger").version)
     assert states(run)["promote"] == "skipped"
     with pytest.raises(governance.GovernanceError, match="not approved"):
         governance.promote(settings, "demo", v2, "admin")
@@ -133,5 +135,5 @@ def test_promote_refuses_unapproved_and_rollback_restores_previous(settings, tmp
     governance.rollback(settings, "demo", "admin", "bad canary")
     assert champion_of(settings) == v1
     mlc = tracking.client(settings)
-    assert mlc.get_model_version_by_alias("demo", "previous").version == v3
+    assert str(mlc.get_model_version_by_alias("demo", "previous").version) == v3
     assert mlc.get_model_version("demo", v3).tags["rolled_back_by"] == "admin"

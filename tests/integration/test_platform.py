@@ -45,7 +45,14 @@ def platform(tmp_path: Path):
     """`maestro up` on a fresh state folder and free ports; stopped with SIGTERM afterwards."""
     specs = write_specs(
         tmp_path / "specs",
-        {"demo": {"source": {"rows": 3000}, "trials": 4, "schedule": None}},
+        {
+            "demo": {
+                "source": {"rows": 8000},
+                "trials": 4,
+                "schedule": None,
+                "governance": {"latency_budget_ms": 500},
+            }
+        },
     )
     home = tmp_path / "home"
     ports = {"airflow": free_port(), "mlflow": free_port()}
@@ -82,16 +89,29 @@ def test_a_run_triggered_through_the_rest_api_registers_a_model(platform):
     )
     airflow.unpause("train_demo")
     run_id = airflow.trigger("train_demo", {"trials": 4, "workers": 2})
-    assert airflow.wait("train_demo", run_id, timeout=600)["state"] == "success"
+
+    def asking() -> bool:
+        tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("train_demo", run_id)}
+        assert "failed" not in tasks.values(), tasks
+        return tasks.get("request_approval") == "deferred"
+
+    wait_for(asking, 600, "the approval request", process)
+    # the admin approves in Required Actions: the HITL REST API, as the UI calls it
+    airflow.respond("train_demo", run_id, "request_approval", ["Approve"])
+    assert airflow.wait("train_demo", run_id, timeout=300)["state"] == "success"
     tasks = airflow.task_instances("train_demo", run_id)
     assert sorted(t["map_index"] for t in tasks if t["task_id"] == "tune") == [0, 1]
-    assert {t["state"] for t in tasks} == {"success"}
+    states = {t["task_id"]: t["state"] for t in tasks}
+    assert states["promote"] == "success" and states["not_promoted"] == "skipped", states
 
     mlflow = f"http://127.0.0.1:{ports['mlflow']}"
-    url = f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=demo&alias=challenger"
+    url = f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=demo&alias=champion"
     with urllib.request.urlopen(url, timeout=10) as response:
         version = json.loads(response.read())["model_version"]
-    assert {t["key"]: t["value"] for t in version["tags"]}["airflow_run_id"] == run_id
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    assert tags["airflow_run_id"] == run_id
+    assert tags["approval"] == "approved" and tags["approval_by"] == "admin"
+    assert tags["approval_via"] == "airflow-ui"
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

@@ -140,6 +140,19 @@ def test_adult_income_dag(settings):
     assert dag_run.state == "success"
     result = assert_traceable_challenger("adult_income", settings, dag_run)
     assert result["metric"] > 0.85  # ROC AUC on the census data
+    version = tracking.client(settings).get_model_version("adult_income", result["version"])
+    card = mlflow.artifacts.load_text(version.tags["model_card"].replace(".html", ".md"))
+    for attribute in ("sex", "race", "age_band"):
+        assert f"### {attribute}" in card, attribute  # per-slice metrics
+    for rule in (
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+        "selection_rate_ratio",
+    ):
+        assert f"fairness:sex:{rule}" in card and f"fairness:race:{rule}" in card
+    assert "| Female |" in card and "| Black |" in card
+    assert version.tags["validation_status"] in ("passed", "failed")
+    assert version.description.startswith(f"adult_income version {result['version']}")
 
 
 def test_bike_demand_dag(settings):
