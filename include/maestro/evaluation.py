@@ -27,11 +27,6 @@ class Check:
     limit: str
     detail: str = ""
 
-    def line(self) -> str:
-        shown = "n/a" if self.value is None else f"{self.value:.4g}"
-        verdict = "pass" if self.passed else "FAIL"
-        return f"{verdict} {self.name}: {shown} (limit {self.limit}){' - ' + self.detail if self.detail else ''}"
-
 
 def threshold_checks(spec: ModelSpec, metrics: dict[str, float]) -> list[Check]:
     checks = []
@@ -236,10 +231,6 @@ def evaluate_challenger(
         "checks": [asdict(c) for c in checks],
         "rows": len(test),
     }
-
-
-def passed(checks: list[dict]) -> bool:
-    return all(c["passed"] for c in checks)
 
 
 def failed_names(checks: list[dict]) -> list[str]:

@@ -52,14 +52,19 @@ def _test_split(handle: Handle, settings: Settings):
     return load_split(handle, "test")
 
 
-def champion_version(settings: Settings, model: str):
-    """The version aliased champion, or None."""
+def version_by_alias(settings: Settings, model: str, alias: str):
+    """The model version holding `alias`, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return tracking.client(settings).get_model_version_by_alias(model, CHAMPION)
+        return tracking.client(settings).get_model_version_by_alias(model, alias)
     except MlflowException:
         return None
+
+
+def champion_version(settings: Settings, model: str):
+    """The version aliased champion, or None."""
+    return version_by_alias(settings, model, CHAMPION)
 
 
 def evaluate(handle: Handle, settings: Settings) -> Handle:
@@ -389,12 +394,8 @@ def rollback(settings: Settings, model: str, by: str, comment: str = "") -> dict
 
 
 def _alias(settings: Settings, model: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(tracking.client(settings).get_model_version_by_alias(model, alias).version)
-    except MlflowException:
-        return None
+    found = version_by_alias(settings, model, alias)
+    return str(found.version) if found else None
 
 
 def archive_old_versions(settings: Settings, model: str, keep: int) -> list[str]:
