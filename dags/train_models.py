@@ -29,6 +29,7 @@ import logging
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, TaskGroup, dag, task
+from maestro.airflow_api import champion_asset
 from maestro.approval import ModelApprovalOperator
 from maestro.config import get_settings
 from maestro.errors import fail_fast
@@ -197,7 +198,8 @@ def build_training_dag(spec: ModelSpec):
                 ", ".join(handle["failed_checks"]),
             )
 
-        champion = Asset(name=f"{spec.name}_champion", uri=f"mlflow-model://{spec.name}/champion")
+        asset_name, asset_uri = champion_asset(spec.name)
+        champion = Asset(name=asset_name, uri=asset_uri)
 
         @task(outlets=[champion])
         def promote(handle: dict, outlet_events=None) -> dict:

@@ -9,6 +9,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from maestro.config import Settings
+
 TERMINAL_STATES = ("success", "failed")
 
 
@@ -60,15 +62,22 @@ class AirflowClient:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
         return self.call(path)["task_instances"]
 
-    def respond(
-        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
-    ) -> dict:
-        """Answer a human-in-the-loop task (what the Required Actions page does)."""
-        path = (
-            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
-            f"{task_id}/{map_index}/hitlDetails"
-        )
-        return self.call(path, "PATCH", {"chosen_options": options, "params_input": {}})
+    def asset_event(self, name: str, extra: dict) -> dict:
+        """Record an event on the asset called `name` (its consumers' DAGs then run)."""
+        query = urllib.parse.urlencode({"name_pattern": name, "limit": 100})
+        assets = self.call(f"/api/v2/assets?{query}")["assets"]
+        ids = [asset["id"] for asset in assets if asset["name"] == name]
+        if not ids:
+            raise AirflowAPIError(
+                f"Airflow at {self.base_url} has no asset named {name!r}: is the DAG that "
+                "declares it parsed?"
+            )
+        return self.call("/api/v2/assets/events", "POST", {"asset_id": ids[0], "extra": extra})
+
+    def asset_events(self, name: str) -> list[dict]:
+        query = urllib.parse.urlencode({"name_pattern": name, "order_by": "timestamp"})
+        events = self.call(f"/api/v2/assets/events?{query}")["asset_events"]
+        return [event for event in events if event["name"] == name]
 
     def wait(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict:
         """Poll a run until it succeeds or fails; return it (raises TimeoutError)."""
@@ -79,3 +88,26 @@ class AirflowClient:
                 return run
             time.sleep(poll)
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
+
+
+def platform_client(settings: Settings) -> AirflowClient:
+    """A client of the configured Airflow (`MAESTRO_AIRFLOW_API_URL`); without a configured
+    password, the one `maestro up` generated in the state folder."""
+    password = settings.airflow_password
+    if password is None:
+        from maestro.services import passwords_file
+
+        path = passwords_file(settings.home)
+        try:
+            password = json.loads(path.read_text())[settings.airflow_username]
+        except (OSError, KeyError, ValueError) as error:
+            raise AirflowAPIError(
+                f"no password for {settings.airflow_username!r}: set MAESTRO_AIRFLOW_PASSWORD "
+                f"or start the platform with `maestro up` ({path}: {error!r})"
+            ) from None
+    return AirflowClient(settings.airflow_api_url, settings.airflow_username, password)
+
+
+def champion_asset(model: str) -> tuple[str, str]:
+    """Name and URI of the asset a promotion of `model` updates; deployment subscribes to it."""
+    return f"{model}_champion", f"mlflow-model://{model}/champion"

@@ -208,6 +208,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
     done = governance.promote(settings, args.model, args.version, args.by, args.comment)
     echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
+    announce_champion(settings, done)
     return 0
 
 
@@ -216,7 +217,23 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
     done = governance.rollback(settings, args.model, args.by, args.comment)
     echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
+    announce_champion(settings, done)
     return 0
+
+
+def announce_champion(settings: Settings, done: dict) -> None:
+    """The asset event the DAG's `promote` task would emit, through Airflow's REST API. The
+    registry has already moved; without a reachable Airflow the deployment is not triggered,
+    which is said, not hidden."""
+    from maestro.airflow_api import AirflowAPIError, champion_asset, platform_client
+
+    name, _ = champion_asset(done["model"])
+    try:
+        event = platform_client(settings).asset_event(name, {**done, "via": "cli"})
+    except (AirflowAPIError, OSError) as error:
+        echo(f"warning: no asset event on {name}, so no deployment starts by itself: {error}")
+        return
+    echo(f"asset event {event['id']} on {name} at {settings.airflow_api_url}")
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

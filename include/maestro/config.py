@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     tune_workers: int = 2
     # How often a waiting approval looks for a decision by tag (seconds).
     approval_poll_seconds: float = 5.0
+    # Where people open the MLflow UI (links in approval requests); `maestro up` sets it.
+    mlflow_ui_url: str | None = None
+    # Airflow's REST API, for what happens outside a DAG run (`maestro promote` emits the
+    # promotion's asset event there); the password defaults to the one `maestro up` generated.
+    airflow_api_url: str = "http://localhost:8080"
+    airflow_username: str = "admin"
+    airflow_password: str | None = None
 
     @property
     def tracking_uri(self) -> str:

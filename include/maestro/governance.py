@@ -358,6 +358,7 @@ def promote(settings: Settings, model: str, version: str, by: str, comment: str 
     old = champion_version(settings, model)
     if old is not None and str(old.version) == str(version):
         return {
+            "action": "promote",
             "model": model,
             "champion": str(version),
             "previous": _alias(settings, model, PREVIOUS),
@@ -372,7 +373,8 @@ def promote(settings: Settings, model: str, version: str, by: str, comment: str 
     ):
         mlc.set_model_version_tag(model, version, key, value)
     archive_old_versions(settings, model, spec.governance.keep_versions)
-    return {"model": model, "champion": str(version), "previous": str(old.version) if old else None}
+    previous = str(old.version) if old else None
+    return {"action": "promote", "model": model, "champion": str(version), "previous": previous}
 
 
 def rollback(settings: Settings, model: str, by: str, comment: str = "") -> dict:
@@ -390,7 +392,7 @@ def rollback(settings: Settings, model: str, by: str, comment: str = "") -> dict
         ("rollback_comment", comment),
     ):
         mlc.set_model_version_tag(model, current, key, value)
-    return {"model": model, "champion": target, "previous": current}
+    return {"action": "rollback", "model": model, "champion": target, "previous": current}
 
 
 def _alias(settings: Settings, model: str, alias: str) -> str | None:
@@ -402,14 +404,29 @@ def archive_old_versions(settings: Settings, model: str, keep: int) -> list[str]
     """Tag `archived` every version older than the newest `keep` that holds no alias."""
     mlc = tracking.client(settings)
     versions = sorted(mlc.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version))
-    kept = {v.version for v in versions[-keep:]}
-    held = {v.version for v in versions if v.aliases}
+    kept = {str(v.version) for v in versions[-keep:]}
+    # the registered model's alias map: version search results do not carry aliases
+    held = {str(v) for v in mlc.get_registered_model(model).aliases.values()}
     archived = []
     for v in versions:
-        if v.version not in kept | held and v.tags.get("archived") != "true":
+        if str(v.version) not in kept | held and v.tags.get("archived") != "true":
             mlc.set_model_version_tag(model, v.version, "archived", "true")
-            archived.append(v.version)
+            archived.append(str(v.version))
     return archived
+
+
+def card_link(settings: Settings, model: str, version: str) -> str:
+    """The model card in the MLflow UI when its address is known, else its artifact URI."""
+    mlc = tracking.client(settings)
+    tags = mlc.get_model_version(model, version).tags
+    card = tags.get("model_card", "")
+    if not settings.mlflow_ui_url or "/artifacts/" not in card:
+        return card
+    run = mlc.get_run(tags["evaluation_run_id"])
+    return (
+        f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}"
+        f"/runs/{run.info.run_id}/artifacts/{card.split('/artifacts/', 1)[1]}"
+    )
 
 
 def approval_request(settings: Settings, handle: Handle) -> str:
@@ -422,14 +439,9 @@ def approval_request(settings: Settings, handle: Handle) -> str:
         for c in facts["checks"]
         if c["name"].startswith("fairness:") and c["value"] is not None
     ]
-    card = (
-        tracking.client(settings)
-        .get_model_version(facts["model"], facts["version"])
-        .tags.get("model_card", "")
-    )
     lines += [
         "",
-        f"Model card: {card}",
+        f"Model card: {card_link(settings, facts['model'], facts['version'])}",
         "",
         f"Or decide outside Airflow: `maestro approve {facts['model']} {facts['version']}`.",
     ]

@@ -40,11 +40,13 @@ def platform_commands(
     return commands
 
 
-def platform_environment(airflow_port: int) -> dict[str, str]:
-    """Where task processes reach Airflow's execution API, and the UI's own address."""
+def platform_environment(airflow_port: int, mlflow_port: int) -> dict[str, str]:
+    """Where task processes reach Airflow's execution API, and the UIs' own addresses."""
     return {
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{airflow_port}/execution/",
         "AIRFLOW__API__BASE_URL": f"http://localhost:{airflow_port}",
+        "MAESTRO_AIRFLOW_API_URL": f"http://{HOST}:{airflow_port}",
+        "MAESTRO_MLFLOW_UI_URL": f"http://localhost:{mlflow_port}",
     }
 
 
@@ -66,7 +68,7 @@ def answers(url: str) -> bool:
 def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) -> int:
     """Start every component, say when they answer, and stop them all on Ctrl-C or SIGTERM."""
     apply_environment(settings)
-    os.environ.update(platform_environment(airflow_port))
+    os.environ.update(platform_environment(airflow_port, mlflow_port))
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stopping = []

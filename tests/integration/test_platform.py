@@ -1,6 +1,7 @@
 """`maestro up` for real: Airflow's api-server, scheduler, dag-processor and triggerer with the
 LocalExecutor, and the MLflow server, all on loopback. A run triggered through Airflow's REST
-API (as CI does) trains and registers a model that the MLflow server then serves."""
+API (as CI does) trains and registers a model, an approver approves it on the Required Actions
+page of the Airflow UI in headless Chromium, and the MLflow server then shows it as champion."""
 
 from __future__ import annotations
 
@@ -40,6 +41,56 @@ def wait_for(predicate, timeout: float, what: str, platform: subprocess.Popen):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+# no first-run, sync or background traffic: the machine has no network beyond loopback
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium driven by Playwright (no browser is downloaded)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is absent: `apt-get install chromium` (./dev test does, as root)"
+        if os.environ.get("MAESTRO_REQUIRE_BROWSER"):
+            pytest.fail(f"the browser test is required (MAESTRO_REQUIRE_BROWSER): {message}")
+        pytest.skip(message + "; set MAESTRO_REQUIRE_BROWSER to fail instead")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def approve_in_the_ui(browser, base_url: str, password: str, run_id: str) -> str:
+    """Sign in as admin, open the run's Required Actions page, press Approve; return the
+    request's text as the approver saw it."""
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{base_url}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/")
+    page.goto(f"{base_url}/required_actions")
+    page.get_by_text("Promote demo version 1 to champion?").first.wait_for()
+    page.goto(f"{base_url}/dags/train_demo/runs/{run_id}/tasks/request_approval/required_actions")
+    approve = page.get_by_role("button", name="Approve")
+    approve.wait_for()
+    request = page.inner_text("body")
+    approve.click()
+    page.get_by_text("response successful").wait_for()
+    page.close()
+    return request
+
+
 @pytest.fixture
 def platform(tmp_path: Path):
     """`maestro up` on a fresh state folder and free ports; stopped with SIGTERM afterwards."""
@@ -70,17 +121,18 @@ def platform(tmp_path: Path):
     command = [str(Path(sys.executable).with_name("maestro")), "up"]
     command += ["--airflow-port", str(ports["airflow"]), "--mlflow-port", str(ports["mlflow"])]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    yield process, home, ports, tmp_path / "up.log"
+    yield process, home, ports, tmp_path / "up.log", env
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     log.close()
 
 
-def test_a_run_triggered_through_the_rest_api_registers_a_model(platform):
-    process, home, ports, log = platform
+def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted(platform, browser):
+    process, home, ports, log, env = platform
     wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "both UIs", process)
-    airflow = AirflowClient(f"http://127.0.0.1:{ports['airflow']}", "admin", admin_password(home))
+    base_url = f"http://127.0.0.1:{ports['airflow']}"
+    airflow = AirflowClient(base_url, "admin", admin_password(home))
     wait_for(
         lambda: {"train_demo", "train_adult_income"} <= airflow.dag_ids(),
         120,
@@ -96,8 +148,10 @@ def test_a_run_triggered_through_the_rest_api_registers_a_model(platform):
         return tasks.get("request_approval") == "deferred"
 
     wait_for(asking, 600, "the approval request", process)
-    # the admin approves in Required Actions: the HITL REST API, as the UI calls it
-    airflow.respond("train_demo", run_id, "request_approval", ["Approve"])
+    request = approve_in_the_ui(browser, base_url, admin_password(home), run_id)
+    assert "passed every gate" in request and "selection_rate_ratio" in request
+    # the model card link opens the MLflow UI on the evaluation run's card
+    assert f"http://localhost:{ports['mlflow']}/#/experiments/" in request
     assert airflow.wait("train_demo", run_id, timeout=300)["state"] == "success"
     tasks = airflow.task_instances("train_demo", run_id)
     assert sorted(t["map_index"] for t in tasks if t["task_id"] == "tune") == [0, 1]
@@ -112,6 +166,21 @@ def test_a_run_triggered_through_the_rest_api_registers_a_model(platform):
     assert tags["airflow_run_id"] == run_id
     assert tags["approval"] == "approved" and tags["approval_by"] == "admin"
     assert tags["approval_via"] == "airflow-ui"
+
+    # by hand, `maestro promote` emits the same asset event as the DAG's promote task
+    cli = subprocess.run(
+        [str(Path(sys.executable).with_name("maestro")), "promote", "demo", "1", "--by", "admin"],
+        check=False,
+        env={**env, "MAESTRO_AIRFLOW_API_URL": base_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0 and "asset event" in cli.stdout, cli.stdout + cli.stderr
+    events = airflow.asset_events("demo_champion")
+    assert [e["source_task_id"] for e in events] == ["promote", None]
+    assert events[0]["extra"]["champion"] == events[1]["extra"]["champion"] == "1"
+    assert events[1]["extra"]["via"] == "cli"
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

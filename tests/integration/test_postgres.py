@@ -10,8 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from maestro.config import Settings
 
-from tests.conftest import write_specs
+from tests.conftest import deciding, write_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -52,7 +53,10 @@ def databases():
 
 
 def test_training_pipeline_on_postgres(databases, tmp_path: Path):
-    specs = write_specs(tmp_path / "specs", {"demo": {"source": {"rows": 3000}}})
+    specs = write_specs(
+        tmp_path / "specs",
+        {"demo": {"source": {"rows": 8000}, "governance": {"latency_budget_ms": 500}}},
+    )
     airflow_url = databases["airflow"].replace("postgresql://", "postgresql+psycopg2://")
     env = {
         **os.environ,
@@ -64,14 +68,16 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     maestro = str(Path(sys.executable).with_name("maestro"))
-    done = subprocess.run(
-        [maestro, "train", "demo", "--trials", "4"],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    registry = Settings(home=tmp_path / "home", mlflow_tracking_uri=databases["mlflow"])
+    with deciding(registry, "demo", "approved", by="admin"):
+        done = subprocess.run(
+            [maestro, "train", "demo", "--trials", "4"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "registered     models:/demo@challenger -> version 1" in done.stdout
 
@@ -80,9 +86,11 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     from mlflow import MlflowClient
 
     version = MlflowClient(databases["mlflow"], databases["mlflow"]).get_model_version_by_alias(
-        "demo", "challenger"
+        "demo", "champion"
     )
     assert version.tags["airflow_dag_id"] == "train_demo"
+    assert version.tags["validation_status"] == "passed"
+    assert version.tags["approval"] == "approved" and version.tags["approval_by"] == "admin"
     study = optuna.load_study(study_name=version.tags["optuna_study"], storage=databases["optuna"])
     assert len(study.trials) == 4
     with psycopg2.connect(databases["airflow"]) as conn, conn.cursor() as cur:

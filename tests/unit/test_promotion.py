@@ -1,0 +1,80 @@
+"""Promotion bookkeeping on a real MLflow registry (SQLite): aliases, archiving, rollback."""
+
+from __future__ import annotations
+
+import pytest
+from maestro import governance, tracking
+from maestro.config import get_settings
+from maestro.governance import GovernanceError
+
+from tests.conftest import write_specs
+
+
+@pytest.fixture
+def registry(settings, tmp_path, monkeypatch):
+    """Five versions of `demo`, each validated and approved; the spec keeps two."""
+    specs = write_specs(tmp_path / "specs", {"demo": {"governance": {"keep_versions": 2}}})
+    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(specs))
+    get_settings.cache_clear()
+    settings = get_settings()
+    mlc = tracking.client(settings)
+    mlc.create_registered_model("demo")
+    source = tmp_path / "model"
+    source.mkdir()
+    for _ in range(5):
+        version = mlc.create_model_version("demo", source.as_uri()).version
+        mlc.set_model_version_tag("demo", version, "validation_status", "passed")
+        mlc.set_model_version_tag("demo", version, "approval", governance.APPROVED)
+    return settings
+
+
+def archived(settings) -> set[str]:
+    versions = tracking.client(settings).search_model_versions("name = 'demo'")
+    return {str(v.version) for v in versions if v.tags.get("archived") == "true"}
+
+
+def test_promotions_keep_champion_and_previous_and_archive_the_rest(registry):
+    for version in "12345":
+        done = governance.promote(registry, "demo", version, by="admin")
+    assert done == {"action": "promote", "model": "demo", "champion": "5", "previous": "4"}
+    assert str(governance.version_by_alias(registry, "demo", "champion").version) == "5"
+    assert str(governance.version_by_alias(registry, "demo", "previous").version) == "4"
+    assert archived(registry) == {"1", "2", "3"}
+    tags = tracking.client(registry).get_model_version("demo", "5").tags
+    assert tags["promoted_by"] == "admin" and tags["promoted_at"]
+
+
+def test_a_version_holding_an_alias_is_never_archived(registry):
+    tracking.client(registry).set_registered_model_alias("demo", "pinned", "1")
+    for version in "2345":
+        governance.promote(registry, "demo", version, by="admin")
+    assert archived(registry) == {"2", "3"}
+
+
+def test_rollback_swaps_champion_and_previous_and_needs_both(registry):
+    with pytest.raises(GovernanceError, match="needs both a champion and a previous"):
+        governance.rollback(registry, "demo", by="admin")
+    governance.promote(registry, "demo", "1", by="admin")
+    governance.promote(registry, "demo", "2", by="admin")
+    done = governance.rollback(registry, "demo", by="oncall", comment="latency regression")
+    assert done == {"action": "rollback", "model": "demo", "champion": "1", "previous": "2"}
+    tags = tracking.client(registry).get_model_version("demo", "2").tags
+    assert tags["rolled_back_by"] == "oncall"
+    assert tags["rollback_comment"] == "latency regression"
+
+
+def test_promoting_the_champion_again_changes_nothing(registry):
+    governance.promote(registry, "demo", "1", by="admin")
+    governance.promote(registry, "demo", "2", by="admin")
+    done = governance.promote(registry, "demo", "2", by="someone-else")
+    assert done["champion"] == "2" and done["previous"] == "1"
+    assert tracking.client(registry).get_model_version("demo", "2").tags["promoted_by"] == "admin"
+
+
+def test_an_unapproved_version_is_refused_and_no_alias_moves(registry):
+    governance.promote(registry, "demo", "1", by="admin")
+    tracking.client(registry).set_model_version_tag("demo", "3", "approval", "rejected")
+    with pytest.raises(GovernanceError, match="version 3 is not approved"):
+        governance.promote(registry, "demo", "3", by="admin")
+    assert str(governance.version_by_alias(registry, "demo", "champion").version) == "1"
+    assert governance.version_by_alias(registry, "demo", "previous") is None
