@@ -10,6 +10,7 @@ maestro approve MODEL VERSION [--comment C]   approve a validated version (its `
 maestro reject MODEL VERSION [--comment C]    reject it
 maestro promote MODEL VERSION                 champion -> VERSION (validated and approved only)
 maestro rollback MODEL                        champion <-> previous
+maestro serve [MODEL...]     the model server on :8000 (serving plan, prediction log)
 maestro env                  shell exports of the platform's environment
 """
 
@@ -236,6 +237,13 @@ def announce_champion(settings: Settings, done: dict) -> None:
     echo(f"asset event {event['id']} on {name} at {settings.airflow_api_url}")
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.serving.app import serve
+
+    serve(settings, args.models, args.host, args.port)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.services import run_platform
 
@@ -260,6 +268,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.set_defaults(func=cmd_up)
+    srv = sub.add_parser("serve", help="the model server (champions by default)")
+    srv.add_argument("models", nargs="*", help="models to add to the serving plan")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.set_defaults(func=cmd_serve)
     val = sub.add_parser("validate", help="check model specs and Feast definitions")
     val.add_argument("models", nargs="*")
     val.set_defaults(func=cmd_validate)

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     airflow_api_url: str = "http://localhost:8080"
     airflow_username: str = "admin"
     airflow_password: str | None = None
+    # Model server: its serving plan file, the prediction log (a folder for partitioned
+    # parquet, or a postgresql:// URL), an optional bearer token, and request limits.
+    serving_plan: Path | None = None
+    prediction_log: str | None = None
+    serving_token: str | None = None
+    serving_max_rows: int = 10_000
+    serving_max_body_bytes: int = 8 * 1024 * 1024
 
     @property
     def tracking_uri(self) -> str:
@@ -53,6 +60,14 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @property
+    def plan_path(self) -> Path:
+        return self.serving_plan or self.home / "serving" / "plan.json"
+
+    @property
+    def prediction_log_location(self) -> str:
+        return self.prediction_log or str(self.home / "prediction_log")
 
     @property
     def snapshots_dir(self) -> Path:

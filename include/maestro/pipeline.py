@@ -201,7 +201,6 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
     """Refit the best configuration on train+validation; log the model and test metrics."""
     import mlflow
     from maestro.modeling import build_estimator, evaluate, fit, scores
-    from mlflow.models import infer_signature
 
     spec = _spec(handle, settings)
     best = handle["best"]
@@ -217,27 +216,35 @@ def train_final(handle: Handle, settings: Settings) -> Handle:
         for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
     }
     run_id = tracking.child_run(settings, handle["pipeline_run_id"], "train_final", "train")
-    example = X.head(5)
-    classification = spec.task == "binary_classification"
-    output = model.predict_proba(example) if classification else model.predict(example)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({"family": best["family"], **best["params"]})
         mlflow.log_metrics(metrics)
-        logged = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba" if classification else "predict",
-            skops_trusted_types=own_types(model),
-            pip_requirements=serving_requirements(),
-        )
+        logged = log_pipeline(model, spec, X.head(5))
     return {
         **handle,
         "model_run_id": run_id,
         "logged_model_uri": logged.model_uri,
         "test_metrics": metrics,
     }
+
+
+def log_pipeline(model, spec: ModelSpec, example: pd.DataFrame):
+    """Log a fitted pipeline into the active MLflow run with its signature (what the server
+    validates requests against) and input example (what smoke tests send)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    classification = spec.task == "binary_classification"
+    output = model.predict_proba(example) if classification else model.predict(example)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, output),
+        input_example=example,
+        pyfunc_predict_fn="predict_proba" if classification else "predict",
+        skops_trusted_types=own_types(model),
+        pip_requirements=serving_requirements(),
+    )
 
 
 def serving_requirements() -> list[str]:

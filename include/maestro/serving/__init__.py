@@ -1,0 +1,1 @@
+"""Real-time serving: the model server, its serving plans, prediction log and deployments."""

@@ -1,0 +1,175 @@
+"""The prediction log: every scored row with its features, prediction, model version, latency
+and time, for drift monitoring to read.
+
+Requests only append a reference to a buffer; a background thread writes the buffer out every
+`interval` seconds (and once more on close), as parquet partitioned by model and date, or
+into a PostgreSQL table when the log's location is a `postgresql://` URL. A server stopped
+normally writes everything it acknowledged; a killed one loses at most the last interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TABLE = "prediction_log"
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: dt.datetime
+    request_id: str
+    model: str
+    version: str
+    role: str  # primary | shadow
+    latency_ms: float
+    features: dict[str, list]
+    predictions: np.ndarray
+
+
+class PredictionLog:
+    def __init__(self, location: str, interval: float = 1.0) -> None:
+        self.location = location
+        self.interval = interval
+        self._buffer: list[Entry] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self.written = 0
+        self._sink = PostgresSink(location) if is_database(location) else ParquetSink(location)
+        self._thread.start()
+
+    def append(self, entry: Entry) -> None:
+        self._buffer.append(entry)  # list.append is atomic under the GIL
+
+    def flush(self) -> int:
+        """Write out the buffer; what fails to write goes back into it for the next try."""
+        with self._lock:
+            entries, self._buffer = self._buffer, []
+            failed: list[Entry] = []
+            for model, group in itertools.groupby(
+                sorted(entries, key=lambda e: e.model), key=lambda e: e.model
+            ):
+                group = list(group)
+                try:
+                    self.written += self._sink.write(model, group)
+                except Exception:
+                    log.exception(
+                        "prediction log: writing %d entries of %s failed", len(group), model
+                    )
+                    failed += group
+            self._buffer[:0] = failed
+        return len(entries) - len(failed)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+
+def is_database(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgresql+psycopg2://"))
+
+
+def _frame(entries: list[Entry]):
+    import pandas as pd
+
+    sizes = [len(e.predictions) for e in entries]
+    frame = pd.DataFrame(
+        {
+            "ts": np.repeat([e.at for e in entries], sizes),
+            "request_id": np.repeat([e.request_id for e in entries], sizes),
+            "model": np.repeat([e.model for e in entries], sizes),
+            "version": np.repeat([e.version for e in entries], sizes),
+            "role": np.repeat([e.role for e in entries], sizes),
+            "latency_ms": np.repeat([e.latency_ms for e in entries], sizes),
+            "prediction": np.concatenate([e.predictions for e in entries]),
+        }
+    )
+    names = entries[0].features.keys()
+    features = {
+        n: list(itertools.chain.from_iterable(e.features[n] for e in entries)) for n in names
+    }
+    return frame, pd.DataFrame(features)
+
+
+class ParquetSink:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def write(self, model: str, entries: list[Entry]) -> int:
+        import pandas as pd
+
+        meta, features = _frame(entries)
+        frame = pd.concat([meta, features.add_prefix("feature.")], axis=1)
+        day = entries[0].at.date().isoformat()
+        folder = self.root / f"model={model}" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{entries[0].at:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = folder / f".{name}"
+        frame.to_parquet(tmp, index=False)
+        tmp.rename(folder / name)  # readers never see a half-written file
+        return len(frame)
+
+
+class PostgresSink:
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine, text
+
+        self.engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} (ts timestamptz NOT NULL, "
+                    "request_id text NOT NULL, model text NOT NULL, version text NOT NULL, "
+                    "role text NOT NULL, latency_ms double precision, "
+                    "prediction double precision, features jsonb NOT NULL)"
+                )
+            )
+
+    def write(self, model: str, entries: list[Entry]) -> int:
+        meta, features = _frame(entries)
+        meta["features"] = [
+            json.dumps(row, allow_nan=False, default=str)
+            for row in features.astype(object).where(features.notna(), None).to_dict("records")
+        ]
+        with self.engine.begin() as conn:
+            meta.to_sql(TABLE, conn, if_exists="append", index=False, method="multi")
+        return len(meta)
+
+
+def read_log(location: str, model: str):
+    """Every logged row of `model` as a DataFrame (features as `feature.<name>` columns)."""
+    import pandas as pd
+
+    if is_database(location):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(location.replace("postgresql://", "postgresql+psycopg2://", 1))
+        with engine.connect() as conn:
+            frame = pd.read_sql(
+                text(f"SELECT * FROM {TABLE} WHERE model = :m ORDER BY ts"),
+                conn,
+                params={"m": model},
+            )
+        features = pd.json_normalize(frame.pop("features").tolist()).add_prefix("feature.")
+        return pd.concat([frame, features], axis=1)
+    folder = Path(location) / f"model={model}"
+    files = sorted(folder.glob("date=*/part-*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

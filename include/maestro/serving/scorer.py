@@ -1,0 +1,275 @@
+"""A registered version, ready to score JSON records fast.
+
+Records are checked against the version's MLflow signature column by column (one pass per
+column, not per field), so a bad request is named precisely and a good batch costs little.
+LightGBM pipelines (ordinal categories, numeric passthrough) are scored by the booster on one
+float matrix: the scikit-learn pipeline spends about 0.4 ms per call in pandas, the booster
+about 0.04 ms. The fast path is used only when it matches the pipeline on the version's input
+example at load; anything else is scored by the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
+TEXT_TYPES = {"string": "string", "boolean": "boolean"}
+ALLOWED = {
+    "number": {int, float},
+    "integer": {int},
+    "string": {str},
+    "boolean": {bool},
+}
+
+
+class RequestError(ValueError):
+    """A request the server refuses: an HTTP status and a message naming what is wrong."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # number | integer | string | boolean
+    required: bool
+
+
+def columns_of(signature) -> list[Column]:
+    """The input columns of an MLflow signature."""
+    columns = []
+    for spec in signature.inputs.to_dict():
+        kind = NUMERIC_TYPES.get(spec["type"]) or TEXT_TYPES.get(spec["type"])
+        if kind is None:
+            raise ValueError(f"column {spec['name']!r}: unsupported signature type {spec['type']}")
+        columns.append(Column(spec["name"], kind, spec.get("required", True)))
+    return columns
+
+
+def to_columns(records: list[dict], columns: list[Column]) -> dict[str, list]:
+    """Records to one list per column, or RequestError naming the first bad field."""
+    names = [c.name for c in columns]
+    expected = set(names)
+    for i, record in enumerate(records):
+        if type(record) is not dict:
+            raise RequestError(422, f"record {i} is a {type(record).__name__}, not an object")
+        if record.keys() != expected:
+            missing = sorted(expected - record.keys())
+            if missing:
+                raise RequestError(422, f"record {i}: missing field {missing[0]!r}", missing[0])
+            extra = sorted(record.keys() - expected)
+            raise RequestError(422, f"record {i}: unknown field {extra[0]!r}", extra[0])
+    table = {}
+    for column in columns:
+        values = [record[column.name] for record in records]
+        allowed = ALLOWED[column.kind] | ({type(None)} if not column.required else set())
+        if not set(map(type, values)) <= allowed:
+            _raise_bad_value(column, values, allowed)
+        if column.kind == "number" and any(v in (math.inf, -math.inf) for v in values):
+            i = next(i for i, v in enumerate(values) if v in (math.inf, -math.inf))
+            raise RequestError(422, f"record {i}: field {column.name!r} is infinite", column.name)
+        table[column.name] = values
+    return table
+
+
+def _raise_bad_value(column: Column, values: list, allowed: set[type]) -> None:
+    i, value = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
+    if value is None:
+        raise RequestError(422, f"record {i}: field {column.name!r} may not be null", column.name)
+    raise RequestError(
+        422,
+        f"record {i}: field {column.name!r} must be {'a' if column.kind != 'integer' else 'an'} "
+        f"{column.kind}, got {type(value).__name__} {value!r:.40}",
+        column.name,
+    )
+
+
+class Scorer:
+    """Scores columns with a model version: P(positive) for classifiers, values for regressors."""
+
+    def __init__(self, model: str, version: str, pipeline, columns: list[Column], example):
+        self.model, self.version = model, version
+        self.columns = columns
+        self.pipeline = pipeline
+        self.classification = hasattr(pipeline, "predict_proba")
+        self.path, self._fast = "pipeline", None
+        for path, build in (("booster", _booster_scorer), ("linear", _linear_scorer)):
+            try:
+                fast = build(pipeline, columns, self.classification)
+                agrees = fast is not None and example is not None and self._agrees(fast, example)
+            except Exception:  # noqa: BLE001 - the pipeline itself is the reference
+                agrees = False
+            if agrees:
+                self.path, self._fast = path, fast
+                break
+
+    def score(self, table: dict[str, list]) -> np.ndarray:
+        return self._fast(table) if self._fast is not None else self._score_pipeline(table)
+
+    def _agrees(self, fast, example) -> bool:
+        table = {c.name: [None if _is_nan(v) else v for v in example[c.name]] for c in self.columns}
+        return bool(np.allclose(fast(table), self._score_pipeline(table), rtol=1e-7, atol=1e-9))
+
+    def _score_pipeline(self, table: dict[str, list]) -> np.ndarray:
+        return pipeline_scores(self.pipeline, self.columns, self.classification, table)
+
+
+def pipeline_scores(
+    pipeline, columns: list[Column], classification: bool, table: dict
+) -> np.ndarray:
+    import pandas as pd
+
+    frame = pd.DataFrame(table, columns=[c.name for c in columns])
+    for column in columns:
+        if column.kind in ("number", "integer"):
+            frame[column.name] = frame[column.name].astype("float64")
+    if classification:
+        return pipeline.predict_proba(frame)[:, 1]
+    return np.asarray(pipeline.predict(frame), dtype=float)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _numeric(table: dict[str, list], names: list[str]) -> np.ndarray:
+    """The named columns as one float matrix; null becomes NaN."""
+    matrix = np.empty((len(table[names[0]]) if names else 0, len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        matrix[:, j] = np.array(table[name], dtype=np.float64)
+    return matrix
+
+
+def _booster_scorer(pipeline, columns: list[Column], classification: bool):
+    """LightGBM behind numeric passthrough and ordinal categories: the booster on one matrix."""
+    from lightgbm import LGBMModel
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+    steps = getattr(pipeline, "named_steps", {})
+    prep, model = steps.get("prep"), steps.get("model")
+    if not isinstance(prep, ColumnTransformer) or not isinstance(model, LGBMModel):
+        return None
+    numeric, categorical = [], []
+    for name, transformer, cols in prep.transformers_:
+        if name == "remainder" and transformer == "drop":
+            continue
+        identity = isinstance(transformer, FunctionTransformer) and transformer.func is None
+        if transformer == "passthrough" or identity:  # a fitted passthrough is an identity
+            numeric += list(cols)
+        elif isinstance(transformer, OrdinalEncoder):
+            for col, categories in zip(cols, transformer.categories_, strict=True):
+                codes = {c: float(i) for i, c in enumerate(categories) if isinstance(c, str)}
+                categorical.append((col, codes))
+        else:
+            return None
+    if [*numeric, *(c for c, _ in categorical)] != list(prep.get_feature_names_out()):
+        return None
+    booster = model.booster_
+    n_numeric = len(numeric)
+
+    def score(table: dict[str, list]) -> np.ndarray:
+        n = len(table[columns[0].name])
+        matrix = np.empty((n, n_numeric + len(categorical)), dtype=np.float64)
+        matrix[:, :n_numeric] = _numeric(table, numeric)
+        for j, (name, codes) in enumerate(categorical, start=n_numeric):
+            matrix[:, j] = [codes.get(v, -1.0) for v in table[name]]
+        return booster.predict(matrix, num_threads=1)
+
+    return score
+
+
+def _linear_scorer(pipeline, columns: list[Column], classification: bool):
+    """A linear model behind column-wise preprocessing (impute, scale, one-hot) is a sum of one
+    term per input column: a slope per numeric column (and a term for its nulls), a term per
+    category. The terms are read off the pipeline itself by scoring probe rows once."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    model = getattr(pipeline, "named_steps", {}).get("model")
+    prep = pipeline.named_steps.get("prep") if model is not None else None
+    if not isinstance(model, LogisticRegression | Ridge) or prep is None:
+        return None
+    if np.ravel(model.intercept_).size != 1:
+        return None
+    weights, bias = np.ravel(model.coef_), float(np.ravel(model.intercept_)[0])
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    categorical = {c.name: _categories(prep, c.name) for c in columns if c.kind == "string"}
+    if len(numeric) + len(categorical) != len(columns) or any(
+        v is None for v in categorical.values()
+    ):
+        return None
+    base = {**dict.fromkeys(numeric, 0.0), **{n: cats[0] for n, cats in categorical.items()}}
+    probes = [base]
+    for name in numeric:
+        probes += [{**base, name: 1.0}, {**base, name: None}]
+    for name, cats in categorical.items():
+        probes += [{**base, name: c} for c in [*cats, None, "\x00unknown"]]
+    frame = pd.DataFrame(probes, columns=[c.name for c in columns])
+    frame[numeric] = frame[numeric].astype("float64")
+    decision = prep.transform(frame) @ weights + bias
+    origin, rest = decision[0], iter(decision[1:] - decision[0])
+    slopes, null_terms = np.empty(len(numeric)), np.empty(len(numeric))
+    for j in range(len(numeric)):
+        slopes[j], null_terms[j] = next(rest), next(rest)
+    terms = {}
+    for name, cats in categorical.items():
+        values = [next(rest) for _ in range(len(cats) + 2)]
+        terms[name] = (dict(zip([*cats, None], values, strict=False)), values[-1])
+
+    def score(table: dict[str, list]) -> np.ndarray:
+        x = _numeric(table, numeric)
+        nulls = np.isnan(x)
+        z = origin + np.where(nulls, 0.0, x) @ slopes + nulls @ null_terms
+        for name, (by_value, unknown) in terms.items():
+            z += np.array([by_value.get(v, unknown) for v in table[name]])
+        return 1.0 / (1.0 + np.exp(-z)) if classification else z
+
+    return score
+
+
+def _categories(prep, column: str) -> list[str] | None:
+    """The categories a fitted one-hot or ordinal encoder learned for `column`."""
+    for _, transformer, cols in prep.transformers_:
+        if column not in list(cols):
+            continue
+        encoder = transformer.steps[-1][1] if hasattr(transformer, "steps") else transformer
+        if not hasattr(encoder, "categories_"):
+            return None
+        cats = encoder.categories_[list(cols).index(column)]
+        return [c for c in cats if isinstance(c, str)]
+    return None
+
+
+def example_rows(model: str, version: str) -> list[dict]:
+    """The version's logged input example as JSON records (what smoke tests send)."""
+    import mlflow
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(f"models:/{model}/{version}")
+    example = Model.load(local).load_input_example(local)
+    return json.loads(example.to_json(orient="records"))  # NaN -> null
+
+
+def load_scorer(model: str, version: str) -> Scorer:
+    """Download and load `models:/<model>/<version>` from the configured MLflow registry."""
+    import mlflow
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(f"models:/{model}/{version}")
+    meta = Model.load(local)
+    if meta.signature is None:
+        raise ValueError(f"{model} version {version} has no signature: cannot validate input")
+    example = None
+    if meta.saved_input_example_info:
+        example = meta.load_input_example(local)
+    return Scorer(
+        model, str(version), mlflow.sklearn.load_model(local), columns_of(meta.signature), example
+    )

@@ -1,0 +1,355 @@
+"""The model server for real: `maestro serve` on loopback, versions from a real MLflow registry,
+requests over HTTP. Malformed requests, blue-green and canary rollouts under load, a broken
+canary rolled back, and a restart that keeps the plan and every acknowledged prediction."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pytest
+from maestro import tracking
+from maestro.config import Settings
+from maestro.serving.deploy import DeployError, ServerTarget, deploy
+from maestro.serving.predlog import read_log
+from maestro.serving.scorer import example_rows
+
+from tests.integration.test_platform import free_port
+
+pytestmark = pytest.mark.slow
+
+ROW = {
+    "age": 42,
+    "income": 62939.47,
+    "tenure_months": 108,
+    "num_products": 1,
+    "balance": 841.04,
+    "support_calls": 3,
+    "region": "south",
+    "plan": "basic",
+    "group": "a",
+}
+
+
+def register_versions(settings: Settings) -> None:
+    """demo v1 (logistic regression), v2 (LightGBM) and v3, which loads but cannot score: its
+    signature lacks `balance`, which the pipeline needs."""
+    import mlflow
+    from maestro.demo_data import generate
+    from maestro.modeling import build_estimator, fit
+    from maestro.pipeline import log_pipeline, own_types, serving_requirements
+    from maestro.spec import get_spec
+    from mlflow.models import infer_signature
+
+    spec = get_spec("demo", settings)
+    frame = generate(3000)
+    X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
+    mlc = tracking.client(settings)
+    experiment = tracking.experiment_id(settings, "demo")
+    fitted = []
+    for family, params in (("logistic_regression", {"C": 1.0}), ("lightgbm", {"n_estimators": 40})):
+        model = fit(build_estimator(spec, family, params), spec, family, X, y)
+        fitted.append(model)
+        with mlflow.start_run(experiment_id=experiment):
+            logged = log_pipeline(model, spec, X.head(5))
+        mlflow.register_model(logged.model_uri, "demo")
+    broken = X.head(5).drop(columns=["balance"])
+    with mlflow.start_run(experiment_id=experiment):
+        logged = mlflow.sklearn.log_model(
+            fitted[1],
+            name="model",
+            signature=infer_signature(broken, np.zeros((5, 2))),
+            input_example=broken,
+            skops_trusted_types=own_types(fitted[1]),
+            pip_requirements=serving_requirements(),
+        )
+    mlflow.register_model(logged.model_uri, "demo")
+    mlc.set_registered_model_alias("demo", "champion", "1")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving") / "home"
+    settings = Settings(home=home)
+    register_versions(settings)
+    return home
+
+
+@contextmanager
+def server(home: Path, **env_overrides: str):
+    """`maestro serve demo` on a free port; yields (process, ServerTarget); SIGTERM at the end."""
+    port = free_port()
+    env = {**os.environ, "MAESTRO_HOME": str(home), **env_overrides}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (home / f"serve-{port}.log").open("w")
+    command = [str(Path(sys.executable).with_name("maestro")), "serve", "demo", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    settings = Settings(home=home, serving_plan=env_overrides.get("MAESTRO_SERVING_PLAN"))
+    target = ServerTarget(
+        f"http://127.0.0.1:{port}", settings.plan_path, env.get("MAESTRO_SERVING_TOKEN")
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, (home / f"serve-{port}.log").read_text()[-3000:]
+            try:
+                if target.request("GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not get ready in 90 s"
+            time.sleep(0.3)
+        yield process, target
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        log.close()
+
+
+class LoadLoop:
+    """Single-row requests back to back over one keep-alive connection, in a thread; records
+    (status, version) of every answer."""
+
+    def __init__(self, target: ServerTarget) -> None:
+        self.target = target
+        self.answers: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        host, port = self.target.base_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = json.dumps(ROW)
+        while not self._stop.is_set():
+            try:
+                conn.request(
+                    "POST", "/v1/models/demo/predict", body, {"Content-Type": "application/json"}
+                )
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                self.answers.append((response.status, answer.get("version")))
+            except (OSError, http.client.HTTPException) as error:
+                self.answers.append((0, repr(error)))
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+
+    def failures(self) -> list[tuple[int, str | None]]:
+        return [a for a in self.answers if a[0] != 200]
+
+
+def post(
+    target: ServerTarget, body: bytes, content_type: str = "application/json", model: str = "demo"
+):
+    host, port = target.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", f"/v1/models/{model}/predict", body, {"Content-Type": content_type})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_malformed_requests_get_a_clear_4xx_and_the_server_goes_on(registry):
+    def record(**change):
+        return {**ROW, **change}
+
+    extra = {**ROW, "colour": "red"}
+    missing = {k: v for k, v in ROW.items() if k != "balance"}
+    cases = [
+        ("not JSON", b'{"age": 42,', "application/json", 400, "not valid JSON"),
+        ("wrong content type", json.dumps(ROW).encode(), "text/plain", 415, "application/json"),
+        (
+            "missing field",
+            json.dumps(missing).encode(),
+            "application/json",
+            422,
+            "missing field 'balance'",
+        ),
+        (
+            "extra field",
+            json.dumps(extra).encode(),
+            "application/json",
+            422,
+            "unknown field 'colour'",
+        ),
+        (
+            "wrong type",
+            json.dumps(record(age="old")).encode(),
+            "application/json",
+            422,
+            "'age' must be an integer",
+        ),
+        (
+            "null",
+            json.dumps(record(region=None)).encode(),
+            "application/json",
+            422,
+            "'region' may not be null",
+        ),
+        ("NaN", json.dumps(record(income=float("nan"))).encode(), "application/json", 422, "NaN"),
+        ("infinity", b'{"income": Infinity}', "application/json", 422, "Infinity"),
+        (
+            "overflow to infinity",
+            json.dumps(ROW).replace("62939.47", "1e999").encode(),
+            "application/json",
+            422,
+            "'income' is infinite",
+        ),
+        ("empty batch", b"[]", "application/json", 422, "empty batch"),
+        ("not a record", b'"hello"', "application/json", 422, "record (object) or a batch"),
+        ("batch of non-records", b"[1, 2]", "application/json", 422, "record 0 is a int"),
+        (
+            "batch over the limit",
+            json.dumps([ROW] * 101).encode(),
+            "application/json",
+            413,
+            "over the limit of 100",
+        ),
+        (
+            "oversized body",
+            b'{"pad": "' + b"x" * 300_000 + b'"}',
+            "application/json",
+            413,
+            "over the limit",
+        ),
+    ]
+    with server(
+        registry, MAESTRO_SERVING_MAX_ROWS="100", MAESTRO_SERVING_MAX_BODY_BYTES="200000"
+    ) as (_, target):
+        for name, body, content_type, status, message in cases:
+            got_status, answer = post(target, body, content_type)
+            assert (got_status, message in answer["error"]) == (status, True), (name, answer)
+            assert post(target, json.dumps(ROW).encode())[0] == 200, f"after {name}"
+        status, answer = post(target, json.dumps(ROW).encode(), model="nope")
+        assert status == 404 and "unknown model 'nope'" in answer["error"]
+        status, answer = post(target, json.dumps([ROW] * 100).encode())
+        assert status == 200 and len(answer["predictions"]) == 100
+        assert target.request("GET", "/health")[0] == 200
+        metrics = target.metrics()
+        assert (
+            metrics[("maestro_request_errors_total", (("model", "demo"), ("reason", "422")))] >= 9
+        )
+
+
+def test_a_configured_token_is_required_except_for_health(registry):
+    with server(registry, MAESTRO_SERVING_TOKEN="s3cret-for-test") as (_, target):
+        assert target.request("POST", "/v1/models/demo/predict", ROW)[0] == 200
+        target.token = "wrong"
+        assert target.request("POST", "/v1/models/demo/predict", ROW)[0] == 401
+        assert target.request("GET", "/v1/models")[0] == 401
+        target.token = None
+        assert target.request("POST", "/v1/models/demo/predict", ROW)[0] == 401
+        assert target.request("GET", "/health")[0] == 200
+        assert target.request("GET", "/ready")[0] == 200
+
+
+def test_blue_green_and_canary_rollouts_under_load_fail_no_request(registry):
+    with server(registry) as (_, target):
+        rows = example_rows_of(registry, "2")
+        with LoadLoop(target) as load:
+            time.sleep(0.5)
+            deploy(target, "demo", "2", "blue-green", rows, latency_budget_ms=500)
+            time.sleep(0.5)
+        assert len(load.answers) > 50 and load.failures() == []
+        versions = [v for _, v in load.answers]
+        assert versions[0] == "1" and versions[-1] == "2"
+        switch = versions.index("2")
+        assert set(versions[switch:]) == {"2"}, "after the switch every request goes to green"
+        assert target.serving_version("demo") == "2"
+        served = json.loads(target.request("GET", "/v1/models")[1])["models"]["demo"]["routes"]
+        assert {(r["version"], r["share"]) for r in served} == {("2", 1.0), ("1", 0.0)}
+
+        with LoadLoop(target) as load:
+            deploy(
+                target,
+                "demo",
+                "1",
+                "canary",
+                rows,
+                latency_budget_ms=500,
+                observe=lambda: time.sleep(1.5),
+            )
+        assert load.failures() == []
+        shares = Counter(v for _, v in load.answers)
+        assert shares["1"] > 0 and shares["2"] > 0, shares
+        assert target.serving_version("demo") == "1"
+
+
+def test_a_broken_canary_is_rolled_back_and_the_stable_share_never_fails(registry):
+    with server(registry) as (_, target):
+        rows = example_rows_of(registry, "1")
+        with LoadLoop(target) as load:
+            with pytest.raises(DeployError, match="canary of demo version 3 at 10%|smoke test"):
+                deploy(
+                    target,
+                    "demo",
+                    "3",
+                    "canary",
+                    rows,
+                    latency_budget_ms=500,
+                    observe=lambda: time.sleep(1.5),
+                )
+            time.sleep(0.5)
+        assert target.serving_version("demo") == "1"
+        served = json.loads(target.request("GET", "/v1/models")[1])["models"]["demo"]["routes"]
+        assert [(r["version"], r["share"]) for r in served] == [("1", 1.0)]
+        stable = [a for a in load.answers if a[1] == "1"]
+        assert stable and all(status == 200 for status, _ in stable)
+        assert {version for _, version in load.failures()} <= {"3"}
+
+
+def test_a_restarted_server_keeps_its_plan_and_every_acknowledged_prediction(registry, tmp_path):
+    env = {
+        "MAESTRO_PREDICTION_LOG": str(tmp_path / "log"),
+        "MAESTRO_SERVING_PLAN": str(tmp_path / "plan.json"),
+    }
+    acknowledged = 0
+    with server(registry, **env) as (process, target):
+        target.apply("demo", _plan(("1", 70), ("2", 30)))
+        digest = json.loads(target.request("GET", "/v1/models")[1])["plan"]
+        for i in range(60):
+            body = ROW if i % 3 else [ROW] * 7
+            status, answer = target.request("POST", "/v1/models/demo/predict", body)
+            assert status == 200
+            acknowledged += len(json.loads(answer)["predictions"])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    logged = read_log(str(tmp_path / "log"), "demo")
+    assert len(logged) == acknowledged
+    assert set(logged["version"]) == {"1", "2"} and set(logged["role"]) == {"primary"}
+    assert logged["feature.region"].eq("south").all() and logged["prediction"].between(0, 1).all()
+    with server(registry, **env) as (_, target):
+        state = json.loads(target.request("GET", "/v1/models")[1])
+        assert state["plan"] == digest
+        assert {(r["version"], r["share"]) for r in state["models"]["demo"]["routes"]} == {
+            ("1", 0.7),
+            ("2", 0.3),
+        }
+
+
+def _plan(*routes: tuple[str, float]):
+    from maestro.serving.plan import ModelPlan, Route
+
+    return ModelPlan(tuple(Route(v, w) for v, w in routes))
+
+
+def example_rows_of(home: Path, version: str) -> list[dict]:
+    tracking.client(Settings(home=home))
+    return example_rows("demo", version)
