@@ -164,7 +164,9 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool):
         identity = isinstance(transformer, FunctionTransformer) and transformer.func is None
         if transformer == "passthrough" or identity:  # a fitted passthrough is an identity
             numeric += list(cols)
-        elif isinstance(transformer, OrdinalEncoder):
+        elif isinstance(transformer, OrdinalEncoder) and _unknown_and_missing_are_minus_one(
+            transformer
+        ):
             for col, categories in zip(cols, transformer.categories_, strict=True):
                 codes = {c: float(i) for i, c in enumerate(categories) if isinstance(c, str)}
                 categorical.append((col, codes))
@@ -184,6 +186,14 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool):
         return booster.predict(matrix, num_threads=1)
 
     return score
+
+
+def _unknown_and_missing_are_minus_one(encoder) -> bool:
+    return (
+        encoder.handle_unknown == "use_encoded_value"
+        and encoder.unknown_value == -1
+        and encoder.encoded_missing_value == -1
+    )
 
 
 def _linear_scorer(pipeline, columns: list[Column], classification: bool):
