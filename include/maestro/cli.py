@@ -11,6 +11,7 @@ maestro reject MODEL VERSION [--comment C]    reject it
 maestro promote MODEL VERSION                 champion -> VERSION (validated and approved only)
 maestro rollback MODEL                        champion <-> previous
 maestro serve [MODEL...]     the model server on :8000 (serving plan, prediction log)
+maestro deploy MODEL [--version V] [--strategy rolling|blue-green|canary] [--target local|kubernetes]
 maestro env                  shell exports of the platform's environment
 """
 
@@ -244,6 +245,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.serving.deploy import run_deployment
+
+    done = run_deployment(settings, args.model, args.version, args.strategy, args.target, echo)
+    echo(f"{done['model']} version {done['version']} serves at {done['url']} ({done['strategy']})")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.services import run_platform
 
@@ -273,6 +282,12 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.set_defaults(func=cmd_serve)
+    dep = sub.add_parser("deploy", help="roll a version out to the model server")
+    dep.add_argument("model")
+    dep.add_argument("--version", default="", help="default: the champion")
+    dep.add_argument("--strategy", default="canary", choices=["rolling", "blue-green", "canary"])
+    dep.add_argument("--target", default="local", choices=["local", "kubernetes"])
+    dep.set_defaults(func=cmd_deploy)
     val = sub.add_parser("validate", help="check model specs and Feast definitions")
     val.add_argument("models", nargs="*")
     val.set_defaults(func=cmd_validate)

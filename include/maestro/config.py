@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024
+    # Deployments: the local server's port; the Kubernetes namespace and the server's image.
+    serving_port: int = 8000
+    k8s_namespace: str = "maestro"
+    serving_image: str = "maestro-ml:latest"
+    # Batch scoring output: a folder (parquet per model and date) or a postgresql:// URL.
+    batch_output: str | None = None
 
     @property
     def tracking_uri(self) -> str:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+import pandas as pd
 import pytest
 from maestro import tracking
 from maestro.config import Settings
@@ -368,3 +369,44 @@ def _plan(*routes: tuple[str, float]):
 def example_rows_of(home: Path, version: str) -> list[dict]:
     tracking.client(Settings(home=home))
     return example_rows("demo", version)
+
+
+def test_the_deploy_dag_rolls_out_locally_and_batch_scoring_names_the_version(
+    settings, monkeypatch
+):
+    """deploy_demo (blue-green, local target: it starts the server itself) and batch_score_demo,
+    each with dag.test()."""
+    from airflow.dag_processing.dagbag import DagBag
+    from maestro.config import get_settings
+
+    from tests.dags.test_dag_integrity import DAGS
+
+    monkeypatch.setenv("MAESTRO_SERVING_PORT", str(free_port()))
+    get_settings.cache_clear()
+    settings = get_settings()
+    register_versions(settings)
+    bag = DagBag(dag_folder=str(DAGS / "serve_models.py"))
+    pid_file = settings.home / "serving" / "server.pid"
+    try:
+        run = bag.get_dag("deploy_demo").test(
+            run_conf={"version": "2", "strategy": "blue-green", "target": "local"}
+        )
+        assert run.state == "success"
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert states["deploy_local"] == "success" and states["deploy_kubernetes"] == "skipped"
+        target = ServerTarget(f"http://127.0.0.1:{settings.serving_port}", settings.plan_path)
+        assert target.serving_version("demo") == "2"
+        status, answer = target.request("POST", "/v1/models/demo/predict", ROW)
+        assert status == 200 and json.loads(answer)["version"] == "2"
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+    run = bag.get_dag("batch_score_demo").test(run_conf={"day": "2025-06-01"})
+    assert run.state == "success"
+    scores = pd.read_parquet(
+        settings.home / "batch_scores" / "demo" / "date=2025-06-01" / "predictions.parquet"
+    )
+    assert len(scores) > 10 and set(scores["model_version"]) == {"1"}  # the champion
+    assert scores["prediction"].between(0, 1).all()
+    assert scores["event_timestamp"].dt.strftime("%Y-%m-%d").eq("2025-06-01").all()

@@ -151,7 +151,12 @@ class ModelServer:
         for model in missing:
             plan = plan.with_model(model, champion_plan())
         if missing or not self.settings.plan_path.exists():
-            write_plan(self.settings.plan_path, plan)
+            try:
+                write_plan(self.settings.plan_path, plan)
+            except OSError as error:  # a read-only ConfigMap mount: serve it, say so
+                log.warning(
+                    "serving plan not written back to %s: %s", self.settings.plan_path, error
+                )
         return plan
 
     def apply(self, plan: Plan) -> None:

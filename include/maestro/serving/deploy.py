@@ -25,17 +25,18 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from maestro.errors import BadInput
-from maestro.serving.plan import ModelPlan, Route, read_plan, write_plan
+from maestro.serving.plan import ModelPlan, Plan, Route, read_plan, write_plan
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 CANARY_STEPS = (10, 50, 100)
 MAX_ERROR_RATE = 0.01
 
 
-class DeployError(RuntimeError):
-    pass
+class DeployError(BadInput):
+    """A rollout that failed (and was put back): retrying the same version cannot help."""
 
 
 @dataclass
@@ -49,12 +50,32 @@ class Check:
         return self.errors / self.requests if self.requests else 0.0
 
 
-class ServerTarget:
-    """A running model server: its address, its plan file and its bearer token (if any)."""
+class PlanStore(Protocol):
+    """Where a server's plan lives: a file (local), a ConfigMap (Kubernetes)."""
 
-    def __init__(self, base_url: str, plan_path: Path, token: str | None = None) -> None:
+    def read(self) -> Plan: ...
+
+    def write(self, plan: Plan) -> None: ...
+
+
+@dataclass
+class FilePlanStore:
+    path: Path
+
+    def read(self) -> Plan:
+        return read_plan(self.path)
+
+    def write(self, plan: Plan) -> None:
+        write_plan(self.path, plan)
+
+
+class ServerTarget:
+    """A running model server (or the Service in front of its replicas): its address, where its
+    plan lives, and its bearer token (if any)."""
+
+    def __init__(self, base_url: str, plans: PlanStore | Path, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.plan_path = plan_path
+        self.plans = FilePlanStore(plans) if isinstance(plans, Path) else plans
         self.token = token
 
     def request(
@@ -81,21 +102,23 @@ class ServerTarget:
         routes = json.loads(body)["models"].get(model, {}).get("routes", [])
         return max(routes, key=lambda r: r["share"])["version"] if routes else None
 
-    def apply(self, model: str, plan: ModelPlan, timeout: float = 120) -> None:
-        """Write the model's plan and wait until the server serves exactly it."""
-        whole = read_plan(self.plan_path).with_model(model, plan)
-        write_plan(self.plan_path, whole)
-        wanted = whole.digest()
+    def apply(self, model: str, plan: ModelPlan, timeout: float = 180, agreeing: int = 3) -> None:
+        """Write the model's plan and wait until the server serves exactly it (`agreeing`
+        answers in a row, so every replica behind a Service has it)."""
+        whole = self.plans.read().with_model(model, plan)
+        self.plans.write(whole)
+        wanted, streak = whole.digest(), 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, body = self.request("GET", "/v1/models")
             if status == 200:
                 state = json.loads(body)
-                if state["plan"] == wanted:
+                streak = streak + 1 if state["plan"] == wanted else 0
+                if streak >= agreeing:
                     return
-                if state["plan_error"]:
+                if state["plan_error"] and state["plan"] != wanted:
                     raise DeployError(f"the server refused the plan: {state['plan_error']}")
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise DeployError(
             f"the server at {self.base_url} did not apply plan {wanted} in {timeout:.0f}s"
         )
@@ -222,3 +245,84 @@ def _watch(target: ServerTarget, model: str, version: str, rows: list[dict], obs
         for i in range(200):
             target.request("POST", f"/v1/models/{model}/predict", rows[i % len(rows)])
     return version_check(before, target.metrics(), model, version)
+
+
+def run_deployment(
+    settings, model: str, version: str, strategy: str, target: str, say=print
+) -> dict:
+    """Deploy `version` (default: the champion) of `model` to the local server or to
+    Kubernetes, with `strategy`."""
+    from maestro import governance, tracking
+    from maestro.serving.scorer import example_rows
+    from maestro.spec import get_spec
+
+    spec = get_spec(model, settings)
+    tracking.client(settings)
+    if not version:
+        champion = governance.champion_version(settings, model)
+        if champion is None:
+            raise BadInput(f"{model} has no champion to deploy: promote a version first")
+        version = str(champion.version)
+    rows = example_rows(model, version)
+    budget = spec.governance.latency_budget_ms
+    if target == "local":
+        server = ServerTarget(
+            local_server(settings, model, say), settings.plan_path, settings.serving_token
+        )
+    elif target == "kubernetes":
+        from maestro.serving import kubernetes as k8s
+
+        options = k8s.ServingOptions(namespace=settings.k8s_namespace, image=settings.serving_image)
+        k8s.apply_stack(model, Plan({model: ModelPlan((Route(version, 100),))}), options)
+        store = k8s.ConfigMapPlanStore(model, options.namespace)
+        server = ServerTarget(
+            k8s.service_url(model, options.namespace), store, settings.serving_token
+        )
+    else:
+        raise BadInput(f"target {target!r}: choose local or kubernetes")
+    return {
+        **deploy(server, model, version, strategy, rows, budget, say=say),
+        "target": target,
+        "url": server.base_url,
+    }
+
+
+def local_server(settings, model: str, say=print) -> str:
+    """The local model server's address; started (detached, logging to the state folder) when
+    nothing answers there yet."""
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{settings.serving_port}"
+    probe = ServerTarget(url, settings.plan_path, settings.serving_token)
+    if _answers(probe, "/health"):
+        return url
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("maestro")),
+        "serve",
+        model,
+        "--port",
+        str(settings.serving_port),
+    ]
+    with (logs / "serve.log").open("a") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (settings.home / "serving").mkdir(parents=True, exist_ok=True)
+    (settings.home / "serving" / "server.pid").write_text(str(process.pid))
+    say(f"started the model server at {url} (pid {process.pid}, log {logs / 'serve.log'})")
+    deadline = time.monotonic() + 120
+    while not _answers(probe, "/ready"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise DeployError(f"the model server at {url} did not start; see {logs / 'serve.log'}")
+        time.sleep(0.5)
+    return url
+
+
+def _answers(target: ServerTarget, path: str) -> bool:
+    try:
+        return target.request("GET", path, timeout=2)[0] == 200
+    except OSError:
+        return False

@@ -1,0 +1,230 @@
+"""The Kubernetes target: manifests of a model's serving stack, and the deployer that applies
+them from inside the cluster (the deployer pod the `deploy_<model>` DAG starts).
+
+Per model: a ConfigMap holding the serving plan (mounted into the pods, which re-read it
+without a restart), a Deployment of the model server with probes, resources and a
+zero-downtime rolling update, a Service, and a HorizontalPodAutoscaler (CPU 70%, 1 to 3
+replicas by default). Traffic between versions is the plan's business, so rolling,
+blue-green and canary are the same strategies as on the local target, applied through the
+ConfigMap against the Service.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from maestro.serving.plan import Plan, parse_plan
+
+PORT = 8000
+PLAN_DIR = "/etc/maestro/plan"
+PLAN_KEY = "plan.json"
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    namespace: str = "maestro"
+    image: str = "maestro-ml:latest"
+    min_replicas: int = 1
+    max_replicas: int = 3
+    cpu_target: int = 70
+    requests: tuple[str, str] = ("250m", "512Mi")  # cpu, memory
+    limits: tuple[str, str] = ("1", "1Gi")
+    env_secret: str = "maestro-serving"  # MLflow URI, bearer token: never in a manifest
+
+
+def name_of(model: str) -> str:
+    return f"maestro-serving-{model.replace('_', '-')}"
+
+
+def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -> list[dict]:
+    """ConfigMap, Deployment, Service and HPA of `model`, as Kubernetes API objects."""
+    name = name_of(model)
+    labels = {
+        "app.kubernetes.io/name": "maestro-serving",
+        "app.kubernetes.io/instance": name,
+        "maestro.ml/model": model,
+    }
+    meta = {"name": name, "namespace": options.namespace, "labels": labels}
+    selector = {"app.kubernetes.io/instance": name}
+    probe = {
+        "httpGet": {"path": "/health", "port": PORT},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+    ready = {"httpGet": {"path": "/ready", "port": PORT}, "periodSeconds": 5, "failureThreshold": 2}
+    container = {
+        "name": "server",
+        "image": options.image,
+        "command": ["maestro", "serve", model, "--host", "0.0.0.0", "--port", str(PORT)],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "env": [{"name": "MAESTRO_SERVING_PLAN", "value": f"{PLAN_DIR}/{PLAN_KEY}"}],
+        "envFrom": [{"secretRef": {"name": options.env_secret, "optional": True}}],
+        "livenessProbe": {**probe, "initialDelaySeconds": 10},
+        "readinessProbe": ready,
+        "startupProbe": {
+            "httpGet": {"path": "/ready", "port": PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "resources": {
+            "requests": {"cpu": options.requests[0], "memory": options.requests[1]},
+            "limits": {"cpu": options.limits[0], "memory": options.limits[1]},
+        },
+        "volumeMounts": [{"name": "plan", "mountPath": PLAN_DIR, "readOnly": True}],
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {**meta, "name": f"{name}-plan"},
+            "data": {
+                PLAN_KEY: json.dumps(
+                    Plan({model: plan.models[model]}).to_dict(), indent=2, sort_keys=True
+                )
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": options.min_replicas,
+                "selector": {"matchLabels": selector},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(PORT),
+                        },
+                    },
+                    "spec": {
+                        "containers": [container],
+                        "terminationGracePeriodSeconds": 40,
+                        "volumes": [{"name": "plan", "configMap": {"name": f"{name}-plan"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": PORT}],
+            },
+        },
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": meta,
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "minReplicas": options.min_replicas,
+                "maxReplicas": options.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": options.cpu_target,
+                            },
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+
+
+KINDS = {
+    "ConfigMap": "V1ConfigMap",
+    "Deployment": "V1Deployment",
+    "Service": "V1Service",
+    "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
+}
+
+
+def as_api_models(objects: list[dict]) -> list:
+    """The manifests as `kubernetes` client models: a field of the wrong name or type fails."""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    return [client._ApiClient__deserialize(obj, KINDS[obj["kind"]]) for obj in objects]
+
+
+@dataclass
+class ConfigMapPlanStore:
+    """The plan of one model's servers, kept in its ConfigMap."""
+
+    model: str
+    namespace: str
+
+    def _api(self):
+        from kubernetes import client
+
+        return client.CoreV1Api()
+
+    def read(self) -> Plan:
+        cm = self._api().read_namespaced_config_map(f"{name_of(self.model)}-plan", self.namespace)
+        return parse_plan(json.loads(cm.data[PLAN_KEY]), f"configmap/{name_of(self.model)}-plan")
+
+    def write(self, plan: Plan) -> None:
+        body = {"data": {PLAN_KEY: json.dumps(plan.to_dict(), indent=2, sort_keys=True)}}
+        self._api().patch_namespaced_config_map(f"{name_of(self.model)}-plan", self.namespace, body)
+
+
+def apply_stack(model: str, plan: Plan, options: ServingOptions, timeout: float = 600) -> None:
+    """Server-side apply of the model's stack (the existing plan ConfigMap is kept: the
+    strategy moves traffic), then wait until the Deployment's rollout is complete."""
+    from kubernetes import client, config, dynamic
+
+    config.load_incluster_config()
+    api = dynamic.DynamicClient(client.ApiClient())
+    for obj in render(model, plan, options):
+        resource = api.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        if obj["kind"] == "ConfigMap" and _exists(resource, obj):
+            continue
+        resource.server_side_apply(
+            body=obj,
+            name=obj["metadata"]["name"],
+            namespace=options.namespace,
+            field_manager="maestro",
+            force_conflicts=True,
+        )
+    apps = client.AppsV1Api()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = apps.read_namespaced_deployment_status(name_of(model), options.namespace)
+        want = d.spec.replicas or 1
+        if (
+            (d.status.updated_replicas or 0) >= want
+            and (d.status.available_replicas or 0) >= want
+            and d.status.observed_generation >= d.metadata.generation
+        ):
+            return
+        time.sleep(2)
+    raise TimeoutError(f"deployment {name_of(model)} not rolled out after {timeout:.0f}s")
+
+
+def _exists(resource, obj: dict) -> bool:
+    from kubernetes.dynamic.exceptions import NotFoundError
+
+    try:
+        resource.get(name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"])
+    except NotFoundError:
+        return False
+    return True
+
+
+def service_url(model: str, namespace: str) -> str:
+    return f"http://{name_of(model)}.{namespace}.svc.cluster.local"
