@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from maestro.config import Settings
@@ -141,7 +142,8 @@ class ModelServer:
         self._seen: tuple[int, int] | None = None
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._requested = models or []
-        self.log = PredictionLog(settings.prediction_log_location)
+        location = settings.prediction_log_location
+        self.log = PredictionLog(location) if location != "off" else None
 
     # plans -----------------------------------------------------------------
     def initial_plan(self) -> Plan:
@@ -272,12 +274,11 @@ class ModelServer:
             if size > limit:
                 raise RequestError(413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
-            body = json.loads(b"".join(chunks), parse_constant=_no_constants)
-        except ValueError as error:
-            if isinstance(error, RequestError):
-                raise
-            raise RequestError(400, f"body is not valid JSON: {error}") from None
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = _strict_json(raw)  # the standard parser, for a precise message
         records = [body] if isinstance(body, dict) else body
         if not isinstance(records, list):
             raise RequestError(422, "body must be a record (object) or a batch (array of objects)")
@@ -322,20 +323,20 @@ class ModelServer:
         lane.rows.inc(len(scores))
         for value in scores[:100]:
             lane.distribution.observe(value)
-        at = dt.datetime.now(dt.UTC)
-        self.log.append(
-            Entry(
+        if self.log is not None:
+            at = dt.datetime.now(dt.UTC)
+            entry = Entry(
                 at, request_id, model, lane.scorer.version, "primary", elapsed * 1000, table, scores
             )
-        )
-        body = json.dumps(
+            self.log.append(entry)
+        body = orjson.dumps(
             {
                 "model": model,
                 "version": lane.scorer.version,
                 "request_id": request_id,
                 "predictions": scores.tolist(),
             }
-        ).encode()
+        )
         shadow = routing.shadow if version is None else None
         task = (
             BackgroundTask(self.score_shadow, shadow, model, table, request_id) if shadow else None
@@ -352,6 +353,8 @@ class ModelServer:
             return
         elapsed = time.perf_counter() - started
         lane.rows.inc(len(scores))
+        if self.log is None:
+            return
         at = dt.datetime.now(dt.UTC)
         self.log.append(
             Entry(
@@ -365,6 +368,15 @@ class ModelServer:
         if error.field:
             body["field"] = error.field
         return JSONResponse(body, status_code=error.status)
+
+
+def _strict_json(raw: bytes):
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except RequestError:
+        raise
+    except ValueError as error:
+        raise RequestError(400, f"body is not valid JSON: {error}") from None
 
 
 def _no_constants(name: str):
@@ -400,7 +412,8 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         watcher = asyncio.create_task(_watch(server))
         yield
         watcher.cancel()
-        server.log.close()
+        if server.log is not None:
+            server.log.close()
 
     app = FastAPI(title="Maestro model server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server

@@ -112,18 +112,33 @@ class ParquetSink:
         self.root = Path(root)
 
     def write(self, model: str, entries: list[Entry]) -> int:
-        import pandas as pd
+        """One parquet file per flush, built column by column with pyarrow (no pandas: a
+        flush of 50,000 rows then costs a fraction of what a DataFrame would)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        meta, features = _frame(entries)
-        frame = pd.concat([meta, features.add_prefix("feature.")], axis=1)
+        sizes = [len(e.predictions) for e in entries]
+        micros = np.array([e.at.timestamp() * 1e6 for e in entries]).astype("int64")
+        columns = {
+            "ts": pa.array(np.repeat(micros, sizes), type=pa.timestamp("us", tz="UTC")),
+            "request_id": pa.array(np.repeat([e.request_id for e in entries], sizes)),
+            "model": pa.array(np.repeat([e.model for e in entries], sizes)),
+            "version": pa.array(np.repeat([e.version for e in entries], sizes)),
+            "role": pa.array(np.repeat([e.role for e in entries], sizes)),
+            "latency_ms": pa.array(np.repeat([e.latency_ms for e in entries], sizes)),
+            "prediction": pa.array(np.concatenate([e.predictions for e in entries])),
+        }
+        for name in entries[0].features:
+            values = list(itertools.chain.from_iterable(e.features[name] for e in entries))
+            columns[f"feature.{name}"] = pa.array(values, from_pandas=True)
         day = entries[0].at.date().isoformat()
         folder = self.root / f"model={model}" / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{entries[0].at:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = folder / f".{name}"
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(pa.table(columns), tmp)
         tmp.rename(folder / name)  # readers never see a half-written file
-        return len(frame)
+        return sum(sizes)
 
 
 class PostgresSink:
