@@ -22,6 +22,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from maestro.airflow_api import champion_asset
 from maestro.config import get_settings
 from maestro.errors import fail_fast
+from maestro.serving.deployer_pod import DeployerPodOperator
 from maestro.spec import ModelSpec, SpecError, load_spec, spec_paths
 
 log = logging.getLogger(__name__)
@@ -33,40 +34,6 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
 }
 STRATEGIES = ["rolling", "blue-green", "canary"]
-
-
-def deployer_pod(model: str):
-    """The Kubernetes target: the platform's own image runs `maestro deploy` in the cluster."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-    settings = get_settings()
-    pulled = "ti.xcom_pull(task_ids='choose_version')"
-    return KubernetesPodOperator(
-        task_id="deploy_kubernetes",
-        name=f"deploy-{model.replace('_', '-')}",
-        namespace=settings.k8s_namespace,
-        image=settings.serving_image,
-        cmds=["maestro", "deploy", model],
-        arguments=[
-            "--version",
-            f"{{{{ {pulled}['version'] }}}}",
-            "--strategy",
-            f"{{{{ {pulled}['strategy'] }}}}",
-            "--target",
-            "kubernetes",
-        ],
-        service_account_name="maestro-deployer",
-        env_from=[_secret_env("maestro-serving")],
-        get_logs=True,
-        on_finish_action="delete_succeeded_pod",
-        startup_timeout_seconds=300,
-    )
-
-
-def _secret_env(name: str):
-    from kubernetes.client import models as k8s
-
-    return k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=name))
 
 
 def build_serving_dags(spec: ModelSpec) -> dict:
@@ -122,7 +89,17 @@ def build_serving_dags(spec: ModelSpec) -> dict:
                 )
 
         choice = choose_version()
-        choose_target(choice) >> [deploy_local(choice), deployer_pod(model)]
+        settings = get_settings()
+        pulled = "ti.xcom_pull(task_ids='choose_version')"
+        deploy_kubernetes = DeployerPodOperator(
+            task_id="deploy_kubernetes",
+            model=model,
+            version=f"{{{{ {pulled}['version'] }}}}",
+            strategy=f"{{{{ {pulled}['strategy'] }}}}",
+            namespace=settings.k8s_namespace,
+            image=settings.serving_image,
+        )
+        choose_target(choice) >> [deploy_local(choice), deploy_kubernetes]
 
     @dag(
         dag_id=f"rollback_{model}",

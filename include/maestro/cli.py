@@ -177,7 +177,49 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.spec import get_spec
 
     approver = (get_spec("demo", settings).governance.approvers or ["admin"])[0]
-    return train("demo", settings, {"trials": args.trials} if args.trials else {}, approver)
+    code = train("demo", settings, {"trials": args.trials} if args.trials else {}, approver)
+    return code if code != 0 else serve_demo(settings)
+
+
+def serve_demo(settings: Settings) -> int:
+    """Deploy the demo's champion to the local model server with its deployment DAG, ask it
+    for one prediction, and stop it again."""
+    import contextlib
+    import os
+    import signal
+
+    from maestro import governance
+    from maestro.airflow_env import watch_dag_test
+    from maestro.serving.deploy import ServerTarget
+    from maestro.serving.scorer import example_rows
+
+    champion = governance.champion_version(settings, "demo")
+    if champion is None:
+        echo("no champion, so nothing to deploy")
+        return 0
+    log = settings.home / "logs" / "deploy_demo.log"
+    echo(f"running DAG    deploy_demo (canary, local target; task logs: {log})")
+    conf = {"version": str(champion.version), "strategy": "canary", "target": "local"}
+    code = watch_dag_test("deploy_demo", settings, conf, log, echo)
+    pid_file = settings.home / "serving" / "server.pid"
+    try:
+        if code != 0:
+            echo(f"deployment FAILED; see {log}")
+            return code
+        url = f"http://127.0.0.1:{settings.serving_port}"
+        row = example_rows("demo", str(champion.version))[0]
+        status, answer = ServerTarget(url, settings.plan_path, settings.serving_token).request(
+            "POST", "/v1/models/demo/predict", row
+        )
+        echo(f"served         POST {url}/v1/models/demo/predict -> HTTP {status} {answer.decode()}")
+        echo(f"prediction log {settings.prediction_log_location}")
+        return 0 if status == 200 else 1
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid_file.unlink()
+            echo("stopped the model server (`maestro serve demo` starts it again)")
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:

@@ -87,10 +87,10 @@ def test_the_deploy_dag_builds_the_deployer_pod_without_a_cluster(tmp_path):
     from tests.dags.test_dag_integrity import DAGS
 
     dag = DagBag(dag_folder=str(DAGS / "serve_models.py")).get_dag("deploy_demo")
-    operator = dag.get_task("deploy_kubernetes")
-    operator.config_file = str(tmp_path / "kubeconfig")
-    operator.arguments = ["--version", "4", "--strategy", "blue-green", "--target", "kubernetes"]
-    pod = operator.build_pod_request_obj()
+    task = dag.get_task("deploy_kubernetes")
+    task.version, task.strategy = "4", "blue-green"  # as rendered from choose_version
+    task.config_file = str(tmp_path / "kubeconfig")
+    pod = task.pod_operator().build_pod_request_obj()
     container = pod.spec.containers[0]
     assert container.command == ["maestro", "deploy", "demo"]
     assert container.args == [

@@ -462,8 +462,13 @@ async def _watch(server: ModelServer) -> None:
 
 
 def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
+    import sys
+
     import uvicorn
 
+    # the prediction log's writer thread must not hold the event loop for Python's default
+    # 5 ms GIL slice: hand the interpreter back every 0.5 ms
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
