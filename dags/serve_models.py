@@ -23,7 +23,7 @@ from maestro.airflow_api import champion_asset
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.serving.deployer_pod import DeployerPodOperator
-from maestro.spec import ModelSpec, SpecError, load_spec, spec_paths
+from maestro.spec import ModelSpec, loadable_specs
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,5 @@ def build_serving_dags(spec: ModelSpec) -> dict:
     }
 
 
-for _path in spec_paths(get_settings()):
-    try:
-        _spec = load_spec(_path)
-    except SpecError as error:  # one broken spec must not hide the other models' DAGs
-        log.error("skipping model spec: %s", error)
-        continue
+for _spec in loadable_specs(get_settings()):
     globals().update(build_serving_dags(_spec))

@@ -340,6 +340,20 @@ def spec_paths(settings: Settings) -> list[Path]:
     return sorted(settings.specs_dir.glob("*.yaml"))
 
 
+def loadable_specs(settings: Settings) -> list[ModelSpec]:
+    """Every spec that loads; a broken one is logged and left out, so that it hides only its
+    own DAGs, never the other models'."""
+    import logging
+
+    specs = []
+    for path in spec_paths(settings):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as error:
+            logging.getLogger(__name__).error("skipping model spec: %s", error)
+    return specs
+
+
 def get_spec(name: str, settings: Settings) -> ModelSpec:
     path = settings.specs_dir / f"{name}.yaml"
     if not path.exists():

@@ -98,3 +98,59 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
         assert cur.fetchall() == [(version.tags["airflow_run_id"], "success")]
     assert not (tmp_path / "home" / "mlflow.db").exists()
     assert not (tmp_path / "home" / "airflow" / "airflow.db").exists()
+
+
+def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
+    """`MAESTRO_PREDICTION_LOG` and `MAESTRO_BATCH_OUTPUT` as postgresql:// URLs."""
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+    from maestro.serving.batch import TABLE, write_scores
+    from maestro.serving.predlog import Entry, PredictionLog, read_log
+    from sqlalchemy import create_engine, text
+
+    url = databases["mlflow"]  # any empty database will do
+    log = PredictionLog(url, interval=0.1)
+    at = dt.datetime.now(dt.UTC)
+    log.append(
+        Entry(
+            at,
+            "r1",
+            "demo",
+            "3",
+            "primary",
+            1.5,
+            {"age": [30, 41], "region": ["north", None]},
+            np.array([0.2, 0.7]),
+        )
+    )
+    log.append(
+        Entry(
+            at,
+            "r1",
+            "demo",
+            "4",
+            "shadow",
+            1.1,
+            {"age": [30, 41], "region": ["north", None]},
+            np.array([0.25, 0.6]),
+        )
+    )
+    log.close()
+    logged = read_log(url, "demo")
+    assert len(logged) == 4 and log.written == 4
+    assert sorted(logged["version"]) == ["3", "3", "4", "4"]
+    assert logged["feature.age"].tolist() == [30, 41, 30, 41]
+    assert logged["feature.region"].isna().sum() == 2
+
+    settings = Settings(batch_output=url)
+    scores = pd.DataFrame(
+        {"customer_id": [1, 2], "prediction": [0.1, 0.9], "model_version": ["3", "3"]}
+    )
+    write_scores(settings, "demo", "2025-06-01", scores)
+    write_scores(settings, "demo", "2025-06-01", scores.assign(model_version="4"))  # a re-run
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT model_version, count(*) FROM {TABLE} GROUP BY 1")).all()
+    assert rows == [("4", 2)], "a re-run replaces its partition"

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+import numpy as np
 import pandas as pd
 import pytest
 from maestro import tracking
 from maestro.config import Settings
 from maestro.serving.deploy import DeployError, ServerTarget, deploy
+from maestro.serving.plan import ModelPlan, Route
 from maestro.serving.predlog import read_log
 from maestro.serving.scorer import example_rows
 
@@ -360,9 +362,7 @@ def test_a_restarted_server_keeps_its_plan_and_every_acknowledged_prediction(reg
         }
 
 
-def _plan(*routes: tuple[str, float]):
-    from maestro.serving.plan import ModelPlan, Route
-
+def _plan(*routes: tuple[str, float]) -> ModelPlan:
     return ModelPlan(tuple(Route(v, w) for v, w in routes))
 
 
@@ -410,3 +410,28 @@ def test_the_deploy_dag_rolls_out_locally_and_batch_scoring_names_the_version(
     assert len(scores) > 10 and set(scores["model_version"]) == {"1"}  # the champion
     assert scores["prediction"].between(0, 1).all()
     assert scores["event_timestamp"].dt.strftime("%Y-%m-%d").eq("2025-06-01").all()
+
+
+def test_a_shadow_version_scores_every_request_but_never_answers(registry, tmp_path):
+    env = {
+        "MAESTRO_PREDICTION_LOG": str(tmp_path / "log"),
+        "MAESTRO_SERVING_PLAN": str(tmp_path / "plan.json"),
+    }
+    with server(registry, **env) as (process, target):
+        target.apply("demo", ModelPlan((Route("1", 100),), shadow="2"))
+        answers = [
+            json.loads(target.request("POST", "/v1/models/demo/predict", ROW)[1]) for _ in range(20)
+        ]
+        assert {a["version"] for a in answers} == {"1"}
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    logged = read_log(str(tmp_path / "log"), "demo")
+    by_role = {role: rows for role, rows in logged.groupby("role")}
+    assert set(by_role["primary"]["version"]) == {"1"} and set(by_role["shadow"]["version"]) == {
+        "2"
+    }
+    assert set(by_role["shadow"]["request_id"]) == {a["request_id"] for a in answers}
+    # the two versions really differ: the log can compare them request by request
+    assert not np.allclose(
+        by_role["primary"]["prediction"].to_numpy(), by_role["shadow"]["prediction"].to_numpy()
+    )
