@@ -55,6 +55,10 @@ class AirflowClient:
         )
         return run["dag_run_id"]
 
+    def runs(self, dag_id: str) -> list[dict]:
+        """The DAG's runs, oldest first."""
+        return self.call(f"/api/v2/dags/{dag_id}/dagRuns?order_by=run_after&limit=100")["dag_runs"]
+
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.call(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
 

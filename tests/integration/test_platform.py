@@ -5,6 +5,7 @@ page of the Airflow UI in headless Chromium, and the MLflow server then shows it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from maestro.airflow_api import AirflowClient
 from maestro.services import admin_password
+from maestro.serving.deploy import ServerTarget
 
 from tests.conftest import write_specs
 
@@ -106,7 +108,7 @@ def platform(tmp_path: Path):
         },
     )
     home = tmp_path / "home"
-    ports = {"airflow": free_port(), "mlflow": free_port()}
+    ports = {"airflow": free_port(), "mlflow": free_port(), "serving": free_port()}
     env = {
         **os.environ,
         "MAESTRO_HOME": str(home),
@@ -114,6 +116,7 @@ def platform(tmp_path: Path):
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "MAESTRO_SERVING_PORT": str(ports["serving"]),
     }
     for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         env.pop(key, None)  # the session's; this platform has its own state folder
@@ -126,6 +129,10 @@ def platform(tmp_path: Path):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     log.close()
+    server = home / "serving" / "server.pid"  # the model server deploy_demo started
+    if server.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(server.read_text()), signal.SIGTERM)
 
 
 def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted(platform, browser):
@@ -134,12 +141,13 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
     base_url = f"http://127.0.0.1:{ports['airflow']}"
     airflow = AirflowClient(base_url, "admin", admin_password(home))
     wait_for(
-        lambda: {"train_demo", "train_adult_income"} <= airflow.dag_ids(),
+        lambda: {"train_demo", "train_adult_income", "deploy_demo"} <= airflow.dag_ids(),
         120,
         "the dag-processor to parse the DAGs",
         process,
     )
     airflow.unpause("train_demo")
+    airflow.unpause("deploy_demo")  # it runs on every event of the asset demo_champion
     run_id = airflow.trigger("train_demo", {"trials": 4, "workers": 2})
 
     def asking() -> bool:
@@ -182,8 +190,20 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
     assert events[0]["extra"]["champion"] == events[1]["extra"]["champion"] == "1"
     assert events[1]["extra"]["via"] == "cli"
 
+    # the events started deploy_demo (one run per event, or one for both when they came
+    # together), which put the champion on the local model server
+    def deployed() -> bool:
+        runs = airflow.runs("deploy_demo")
+        assert all(r["state"] != "failed" for r in runs), runs
+        return bool(runs) and all(r["state"] == "success" for r in runs)
+
+    wait_for(deployed, 300, "the asset-triggered deployment", process)
+    assert {r["run_type"] for r in airflow.runs("deploy_demo")} == {"asset_triggered"}
+    serving = ServerTarget(f"http://127.0.0.1:{ports['serving']}", home / "serving" / "plan.json")
+    assert serving.serving_version("demo") == "1"
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
-    for port in ports.values():
+    for port in (ports["airflow"], ports["mlflow"]):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"

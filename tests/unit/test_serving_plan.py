@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from maestro.serving.deploy import version_check
+from maestro.serving.deploy import Check, canary_error_rate, version_check
 from maestro.serving.plan import (
     ModelPlan,
     Plan,
@@ -127,3 +127,10 @@ def test_the_canary_check_reads_requests_errors_and_p99_of_one_version():
     assert check.error_rate == pytest.approx(3 / 203)
     assert check.p99_ms == 100.0  # 10 of 200 new observations were above 5 ms
     assert version_check(reading(1, 0, 1, 0), reading(1, 0, 1, 0), "demo", "4").p99_ms is None
+
+
+def test_a_canary_answers_for_refusals_beyond_the_stable_versions():
+    stable = Check(requests=900, errors=0, p99_ms=3.0, refused=9)  # clients' bad requests: 1%
+    assert canary_error_rate(Check(100, 0, 3.0, refused=1), stable) == 0.0
+    assert canary_error_rate(Check(100, 1, 3.0, refused=1), stable) == pytest.approx(0.01)
+    assert canary_error_rate(Check(100, 0, 3.0, refused=30), stable) == pytest.approx(0.29)

@@ -308,7 +308,8 @@ class ModelServer:
         try:
             table = to_columns(await self.records(request), lane.scorer.columns)
             scores = lane.scorer.score(table)
-        except RequestError as error:
+        except RequestError as error:  # counted per version too: a canary may refuse more
+            self.metrics.requests.labels(model, lane.scorer.version, str(error.status)).inc()
             return self.refuse(model, error)
         except Exception:
             log.exception("%s version %s failed to score", model, lane.scorer.version)

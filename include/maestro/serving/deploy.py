@@ -42,12 +42,17 @@ class DeployError(BadInput):
 @dataclass
 class Check:
     requests: int
-    errors: int
+    errors: int  # 5xx
     p99_ms: float | None
+    refused: int = 0  # 4xx
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def refusal_rate(self) -> float:
+        return self.refused / self.requests if self.requests else 0.0
 
 
 class PlanStore(Protocol):
@@ -165,6 +170,7 @@ def version_check(before: dict, after: dict, model: str, version: str) -> Check:
     counts = {code: delta("maestro_requests_total", code=code) for code in codes if code}
     total = sum(counts.values())
     errors = sum(v for code, v in counts.items() if code.startswith("5"))
+    refused = sum(v for code, v in counts.items() if code.startswith("4"))
     buckets = sorted(
         (
             float(dict(k[1])["le"]),
@@ -179,7 +185,7 @@ def version_check(before: dict, after: dict, model: str, version: str) -> Check:
     p99 = None
     if observed:
         p99 = next(le for le, count in buckets if count >= 0.99 * observed) * 1000
-    return Check(int(total), int(errors), p99)
+    return Check(int(total), int(errors), p99, int(refused))
 
 
 def deploy(
@@ -219,14 +225,16 @@ def deploy(
                 target.apply(model, ModelPlan(routes))
                 target.smoke(model, rows, version=version)
                 if share < 100:
-                    check = _watch(target, model, version, rows, observe)
+                    check, baseline = _watch(target, model, version, stable, rows, observe)
+                    rate = canary_error_rate(check, baseline)
                     say(
-                        f"{model}: canary at {share}%: {check.requests} requests, {check.errors} errors, p99 {check.p99_ms} ms"
+                        f"{model}: canary at {share}%: {check.requests} requests, error rate "
+                        f"{rate:.1%}, p99 {check.p99_ms} ms"
                     )
-                    if check.error_rate > MAX_ERROR_RATE or (check.p99_ms or 0) > latency_budget_ms:
+                    if rate > MAX_ERROR_RATE or (check.p99_ms or 0) > latency_budget_ms:
                         raise DeployError(
                             f"canary of {model} version {version} at {share}%: error rate "
-                            f"{check.error_rate:.1%} (max {MAX_ERROR_RATE:.0%}), p99 {check.p99_ms} ms "
+                            f"{rate:.1%} (max {MAX_ERROR_RATE:.0%}), p99 {check.p99_ms} ms "
                             f"(budget {latency_budget_ms} ms)"
                         )
     except Exception as error:
@@ -237,14 +245,23 @@ def deploy(
     return {"model": model, "version": version, "strategy": strategy, "previous": stable}
 
 
-def _watch(target: ServerTarget, model: str, version: str, rows: list[dict], observe) -> Check:
+def canary_error_rate(canary: Check, stable: Check) -> float:
+    """The canary's server errors, plus the requests it refused beyond what the stable version
+    refuses of the same traffic (clients' bad requests are not the canary's fault)."""
+    return canary.error_rate + max(0.0, canary.refusal_rate - stable.refusal_rate)
+
+
+def _watch(
+    target: ServerTarget, model: str, version: str, stable: str, rows: list[dict], observe
+) -> tuple[Check, Check]:
     before = target.metrics()
     if observe is not None:
         observe()
     else:
         for i in range(200):
             target.request("POST", f"/v1/models/{model}/predict", rows[i % len(rows)])
-    return version_check(before, target.metrics(), model, version)
+    after = target.metrics()
+    return version_check(before, after, model, version), version_check(before, after, model, stable)
 
 
 def run_deployment(
