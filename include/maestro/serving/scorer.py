@@ -72,7 +72,7 @@ def to_columns(records: list[dict], columns: list[Column]) -> dict[str, list]:
         allowed = ALLOWED[column.kind] | ({type(None)} if not column.required else set())
         if not set(map(type, values)) <= allowed:
             _raise_bad_value(column, values, allowed)
-        if column.kind == "number" and any(v in (math.inf, -math.inf) for v in values):
+        if column.kind == "number" and (math.inf in values or -math.inf in values):
             i = next(i for i, v in enumerate(values) if v in (math.inf, -math.inf))
             raise RequestError(422, f"record {i}: field {column.name!r} is infinite", column.name)
         table[column.name] = values
