@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from maestro.config import Settings
 from maestro.errors import BadInput
-from maestro.serving.predlog import is_database
+from maestro.serving.predlog import database_engine, is_database
 
 TABLE = "batch_predictions"
 
@@ -67,9 +67,9 @@ def write_scores(settings: Settings, model: str, day: str, scores: pd.DataFrame)
     """Replace the partition's scores in one step: a re-run never leaves two copies."""
     location = settings.batch_output or str(settings.home / "batch_scores")
     if is_database(location):
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
 
-        engine = create_engine(location.replace("postgresql://", "postgresql+psycopg2://", 1))
+        engine = database_engine(location)
         rows = scores.assign(model=model, partition=day)
         with engine.begin() as conn:
             if engine.dialect.has_table(conn, TABLE):

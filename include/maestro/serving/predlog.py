@@ -85,26 +85,33 @@ def is_database(location: str) -> bool:
     return location.startswith(("postgresql://", "postgresql+psycopg2://"))
 
 
-def _frame(entries: list[Entry]):
-    import pandas as pd
+def database_engine(url: str):
+    """An SQLAlchemy engine for a `postgresql://` location (psycopg2 driver)."""
+    from sqlalchemy import create_engine
+
+    return create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+
+
+def _arrow_table(entries: list[Entry]):
+    """The entries as one Arrow table, a row per scored row, built column by column (no
+    pandas: a flush of 50,000 rows then costs a fraction of what a DataFrame would)."""
+    import pyarrow as pa
 
     sizes = [len(e.predictions) for e in entries]
-    frame = pd.DataFrame(
-        {
-            "ts": np.repeat([e.at for e in entries], sizes),
-            "request_id": np.repeat([e.request_id for e in entries], sizes),
-            "model": np.repeat([e.model for e in entries], sizes),
-            "version": np.repeat([e.version for e in entries], sizes),
-            "role": np.repeat([e.role for e in entries], sizes),
-            "latency_ms": np.repeat([e.latency_ms for e in entries], sizes),
-            "prediction": np.concatenate([e.predictions for e in entries]),
-        }
-    )
-    names = entries[0].features.keys()
-    features = {
-        n: list(itertools.chain.from_iterable(e.features[n] for e in entries)) for n in names
+    micros = np.array([e.at.timestamp() * 1e6 for e in entries]).astype("int64")
+    columns = {
+        "ts": pa.array(np.repeat(micros, sizes), type=pa.timestamp("us", tz="UTC")),
+        "request_id": pa.array(np.repeat([e.request_id for e in entries], sizes)),
+        "model": pa.array(np.repeat([e.model for e in entries], sizes)),
+        "version": pa.array(np.repeat([e.version for e in entries], sizes)),
+        "role": pa.array(np.repeat([e.role for e in entries], sizes)),
+        "latency_ms": pa.array(np.repeat([e.latency_ms for e in entries], sizes)),
+        "prediction": pa.array(np.concatenate([e.predictions for e in entries])),
     }
-    return frame, pd.DataFrame(features)
+    for name in entries[0].features:
+        values = list(itertools.chain.from_iterable(e.features[name] for e in entries))
+        columns[f"feature.{name}"] = pa.array(values, from_pandas=True)
+    return pa.table(columns)
 
 
 class ParquetSink:
@@ -112,40 +119,25 @@ class ParquetSink:
         self.root = Path(root)
 
     def write(self, model: str, entries: list[Entry]) -> int:
-        """One parquet file per flush, built column by column with pyarrow (no pandas: a
-        flush of 50,000 rows then costs a fraction of what a DataFrame would)."""
-        import pyarrow as pa
+        """One parquet file per flush."""
         import pyarrow.parquet as pq
 
-        sizes = [len(e.predictions) for e in entries]
-        micros = np.array([e.at.timestamp() * 1e6 for e in entries]).astype("int64")
-        columns = {
-            "ts": pa.array(np.repeat(micros, sizes), type=pa.timestamp("us", tz="UTC")),
-            "request_id": pa.array(np.repeat([e.request_id for e in entries], sizes)),
-            "model": pa.array(np.repeat([e.model for e in entries], sizes)),
-            "version": pa.array(np.repeat([e.version for e in entries], sizes)),
-            "role": pa.array(np.repeat([e.role for e in entries], sizes)),
-            "latency_ms": pa.array(np.repeat([e.latency_ms for e in entries], sizes)),
-            "prediction": pa.array(np.concatenate([e.predictions for e in entries])),
-        }
-        for name in entries[0].features:
-            values = list(itertools.chain.from_iterable(e.features[name] for e in entries))
-            columns[f"feature.{name}"] = pa.array(values, from_pandas=True)
+        table = _arrow_table(entries)
         day = entries[0].at.date().isoformat()
         folder = self.root / f"model={model}" / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{entries[0].at:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = folder / f".{name}"
-        pq.write_table(pa.table(columns), tmp)
+        pq.write_table(table, tmp)
         tmp.rename(folder / name)  # readers never see a half-written file
-        return sum(sizes)
+        return table.num_rows
 
 
 class PostgresSink:
     def __init__(self, url: str) -> None:
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
 
-        self.engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        self.engine = database_engine(url)
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -157,14 +149,19 @@ class PostgresSink:
             )
 
     def write(self, model: str, entries: list[Entry]) -> int:
-        meta, features = _frame(entries)
-        meta["features"] = [
-            json.dumps(row, allow_nan=False, default=str)
-            for row in features.astype(object).where(features.notna(), None).to_dict("records")
+        """One multi-row INSERT per flush; the features of a row as one JSON object."""
+        table = _arrow_table(entries)
+        meta = table.select([c for c in table.column_names if not c.startswith("feature.")])
+        frame = meta.to_pandas()
+        names = list(entries[0].features)
+        frame["features"] = [  # validated values: JSON-native, null for missing, finite
+            json.dumps(dict(zip(names, row, strict=True)))
+            for e in entries
+            for row in zip(*(e.features[n] for n in names), strict=True)
         ]
         with self.engine.begin() as conn:
-            meta.to_sql(TABLE, conn, if_exists="append", index=False, method="multi")
-        return len(meta)
+            frame.to_sql(TABLE, conn, if_exists="append", index=False, method="multi")
+        return len(frame)
 
 
 def read_log(location: str, model: str):
@@ -172,10 +169,9 @@ def read_log(location: str, model: str):
     import pandas as pd
 
     if is_database(location):
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
 
-        engine = create_engine(location.replace("postgresql://", "postgresql+psycopg2://", 1))
-        with engine.connect() as conn:
+        with database_engine(location).connect() as conn:
             frame = pd.read_sql(
                 text(f"SELECT * FROM {TABLE} WHERE model = :m ORDER BY ts"),
                 conn,

@@ -122,21 +122,15 @@ class Scorer:
         )
 
     def _score_pipeline(self, table: dict[str, list]) -> np.ndarray:
-        return pipeline_scores(self.pipeline, self.columns, self.classification, table)
+        import pandas as pd
 
-
-def pipeline_scores(
-    pipeline, columns: list[Column], classification: bool, table: dict
-) -> np.ndarray:
-    import pandas as pd
-
-    frame = pd.DataFrame(table, columns=[c.name for c in columns])
-    for column in columns:
-        if column.kind in ("number", "integer"):
-            frame[column.name] = frame[column.name].astype("float64")
-    if classification:
-        return pipeline.predict_proba(frame)[:, 1]
-    return np.asarray(pipeline.predict(frame), dtype=float)
+        frame = pd.DataFrame(table, columns=[c.name for c in self.columns])
+        for column in self.columns:
+            if column.kind in ("number", "integer"):
+                frame[column.name] = frame[column.name].astype("float64")
+        if self.classification:
+            return self.pipeline.predict_proba(frame)[:, 1]
+        return np.asarray(self.pipeline.predict(frame), dtype=float)
 
 
 def _is_nan(value: Any) -> bool:
