@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024
+    # LightGBM threads for a batch request (single rows take one): default, the CPUs this
+    # process may run on; the Kubernetes manifests set it to the container's CPU limit.
+    serving_threads: int | None = None
     # Deployments: the local server's port; the Kubernetes namespace and the server's image.
     serving_port: int = 8000
     k8s_namespace: str = "maestro"
@@ -70,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def plan_path(self) -> Path:
         return self.serving_plan or self.home / "serving" / "plan.json"
+
+    @property
+    def scoring_threads(self) -> int:
+        return self.serving_threads or len(os.sched_getaffinity(0))
 
     @property
     def prediction_log_location(self) -> str:

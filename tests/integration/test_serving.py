@@ -111,7 +111,9 @@ def server(home: Path, **env_overrides: str):
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (home / f"serve-{port}.log").open("w")
     command = [str(Path(sys.executable).with_name("maestro")), "serve", "demo", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     settings = Settings(home=home, serving_plan=env_overrides.get("MAESTRO_SERVING_PLAN"))
     target = ServerTarget(
         f"http://127.0.0.1:{port}", settings.plan_path, env.get("MAESTRO_SERVING_TOKEN")
@@ -346,20 +348,41 @@ def test_a_restarted_server_keeps_its_plan_and_every_acknowledged_prediction(reg
             status, answer = target.request("POST", "/v1/models/demo/predict", body)
             assert status == 200
             acknowledged += len(json.loads(answer)["predictions"])
-        process.send_signal(signal.SIGTERM)
+        # as Ctrl-C or a service manager would: the signal reaches the log's writer process
+        # too, which must go on until the server has handed it everything
+        os.killpg(process.pid, signal.SIGTERM)
         # uvicorn shuts down gracefully (the log is flushed), then re-raises the signal
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     logged = read_log(str(tmp_path / "log"), "demo")
     assert len(logged) == acknowledged
     assert set(logged["version"]) == {"1", "2"} and set(logged["role"]) == {"primary"}
     assert logged["feature.region"].eq("south").all() and logged["prediction"].between(0, 1).all()
-    with server(registry, **env) as (_, target):
+    with server(registry, **env) as (process, target):
         state = json.loads(target.request("GET", "/v1/models")[1])
         assert state["plan"] == digest
         assert {(r["version"], r["share"]) for r in state["models"]["demo"]["routes"]} == {
             ("1", 0.7),
             ("2", 0.3),
         }
+        for _ in range(10):
+            assert target.request("POST", "/v1/models/demo/predict", ROW)[0] == 200
+        time.sleep(2.5)  # over two flush intervals: handed to the writer
+        process.kill()  # no shutdown at all: the writer still writes what it was handed
+        process.wait(timeout=10)
+        _wait_until_gone(process.pid)
+    assert len(read_log(str(tmp_path / "log"), "demo")) == acknowledged + 10
+
+
+def _wait_until_gone(group: int, timeout: float = 30) -> None:
+    """Until no process of the group is left (the prediction log's writer is in it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"process group {group} still runs after {timeout:.0f}s")
 
 
 def _plan(*routes: tuple[str, float]) -> ModelPlan:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from maestro.serving.kubernetes import ServingOptions, as_api_models, name_of, render
+from maestro.serving.kubernetes import (
+    ServingOptions,
+    as_api_models,
+    cpu_count,
+    name_of,
+    render,
+)
 from maestro.serving.plan import ModelPlan, Plan, Route, parse_plan
 
 PLAN = Plan({"adult_income": ModelPlan((Route("7", 90), Route("8", 10)))})
@@ -36,6 +42,7 @@ def test_manifests_are_valid_kubernetes_objects_with_probes_resources_and_autosc
     )
     assert server.env_from[0].secret_ref.name == "maestro-serving"
     assert not any("TOKEN" in (e.name or "") or "URI" in (e.name or "") for e in server.env)
+    assert {e.name: e.value for e in server.env}["MAESTRO_SERVING_THREADS"] == "1"
 
     assert service.spec.selector == deployment.spec.selector.match_labels
     assert service.spec.ports[0].target_port == server.ports[0].container_port
@@ -105,3 +112,13 @@ def test_the_deploy_dag_builds_the_deployer_pod_without_a_cluster(tmp_path):
     assert pod.spec.service_account_name == "maestro-deployer"
     assert container.env_from[0].secret_ref.name == "maestro-serving"
     assert pod.metadata.namespace == "maestro"
+
+
+@pytest.mark.parametrize(("quantity", "cpus"), [("1", 1), ("2", 2), ("1500m", 2), ("0.5", 1)])
+def test_batch_scoring_threads_follow_the_containers_cpu_limit(quantity, cpus):
+    assert cpu_count(quantity) == cpus
+
+
+def test_a_cpu_limit_that_is_no_quantity_is_named():
+    with pytest.raises(ValueError, match="'two'"):
+        cpu_count("two")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import datetime as dt
 import hmac
 import json
 import logging
@@ -27,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from maestro.config import Settings
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
-from maestro.serving.predlog import Entry, PredictionLog
+from maestro.serving.predlog import PredictionLog
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, to_columns
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.background import BackgroundTask
@@ -172,7 +171,9 @@ class ModelServer:
             resolved = {ref: _resolve(mlc, model, ref) for ref in model_plan.refs}
             for version in resolved.values():
                 if (model, version) not in self._scorers:
-                    self._scorers[(model, version)] = load_scorer(model, version)
+                    self._scorers[(model, version)] = load_scorer(
+                        model, version, self.settings.scoring_threads
+                    )
             total = sum(r.weight for r in model_plan.routes)
             lanes = [
                 self._lane(model, resolved[r.ref], r.weight / total) for r in model_plan.routes
@@ -261,7 +262,8 @@ class ModelServer:
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
-    async def records(self, request: Request) -> list:
+    async def records(self, request: Request) -> tuple[bytes, list]:
+        """The body as received (for the prediction log) and its records."""
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise RequestError(415, "content type must be application/json")
         limit = self.settings.serving_max_body_bytes
@@ -289,7 +291,7 @@ class ModelServer:
                 413,
                 f"batch of {len(records)} records is over the limit of {self.settings.serving_max_rows}",
             )
-        return records
+        return raw, records
 
     async def predict(self, request: Request, model: str, version: str | None = None) -> Response:
         started = time.perf_counter()
@@ -306,7 +308,8 @@ class ModelServer:
                 model, RequestError(404, f"{model} version {version} is not in the serving plan")
             )
         try:
-            table = to_columns(await self.records(request), lane.scorer.columns)
+            raw, records = await self.records(request)
+            table = to_columns(records, lane.scorer.columns)
             scores = lane.scorer.score(table)
         except RequestError as error:  # counted per version too: a canary may refuse more
             self.metrics.requests.labels(model, lane.scorer.version, str(error.status)).inc()
@@ -324,12 +327,19 @@ class ModelServer:
         lane.rows.inc(len(scores))
         for value in scores[:100]:
             lane.distribution.observe(value)
+        names = lane.scorer.names
         if self.log is not None:
-            at = dt.datetime.now(dt.UTC)
-            entry = Entry(
-                at, request_id, model, lane.scorer.version, "primary", elapsed * 1000, table, scores
+            self.log.append(
+                time.time(),
+                request_id,
+                model,
+                lane.scorer.version,
+                "primary",
+                elapsed * 1000,
+                names,
+                raw,
+                scores.tobytes(),
             )
-            self.log.append(entry)
         body = orjson.dumps(
             {
                 "model": model,
@@ -340,11 +350,17 @@ class ModelServer:
         )
         shadow = routing.shadow if version is None else None
         task = (
-            BackgroundTask(self.score_shadow, shadow, model, table, request_id) if shadow else None
+            BackgroundTask(self.score_shadow, shadow, model, table, names, raw, request_id)
+            if shadow
+            else None
         )
         return Response(body, media_type="application/json", background=task)
 
-    def score_shadow(self, lane: Lane, model: str, table: dict, request_id: str) -> None:
+    def score_shadow(
+        self, lane: Lane, model: str, table: dict, names: tuple, raw: bytes, request_id: str
+    ) -> None:
+        """Score with the shadow version after the answer has gone; `table`, `names` and `raw`
+        are the request as the primary version validated it."""
         started = time.perf_counter()
         try:
             scores = lane.scorer.score(table)
@@ -356,11 +372,16 @@ class ModelServer:
         lane.rows.inc(len(scores))
         if self.log is None:
             return
-        at = dt.datetime.now(dt.UTC)
         self.log.append(
-            Entry(
-                at, request_id, model, lane.scorer.version, "shadow", elapsed * 1000, table, scores
-            )
+            time.time(),
+            request_id,
+            model,
+            lane.scorer.version,
+            "shadow",
+            elapsed * 1000,
+            names,
+            raw,
+            scores.tobytes(),
         )
 
     def refuse(self, model: str, error: RequestError) -> JSONResponse:
@@ -463,9 +484,14 @@ async def _watch(server: ModelServer) -> None:
 
 
 def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
+    import os
     import sys
 
     import uvicorn
+
+    # LightGBM's OpenMP threads sleep between batches instead of spinning on the cores the
+    # event loop and the prediction log's writer need (read when the runtime loads, later)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     # the prediction log's writer thread must not hold the event loop for Python's default
     # 5 ms GIL slice: hand the interpreter back every 0.5 ms

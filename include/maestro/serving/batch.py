@@ -42,7 +42,7 @@ def score_partition(settings: Settings, model: str, day: str, source: str | None
     champion = governance.champion_version(settings, model)
     if champion is None:
         raise BadInput(f"{model} has no champion: nothing to score with")
-    scorer = load_scorer(model, str(champion.version))
+    scorer = load_scorer(model, str(champion.version), settings.scoring_threads)
     frame = read_partition(settings, model, day, source)
     if frame.empty:
         raise BadInput(f"{model}: the partition {day} {source or 'of the spec source'} has no rows")

@@ -12,6 +12,7 @@ ConfigMap against the Service.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,15 @@ def name_of(model: str) -> str:
     return f"maestro-serving-{model.replace('_', '-')}"
 
 
+def cpu_count(quantity: str) -> int:
+    """Whole CPUs in a Kubernetes CPU quantity ("2", "1500m", "0.5"), rounded up."""
+    try:
+        cores = int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        raise ValueError(f"CPU limit {quantity!r} is not a Kubernetes CPU quantity") from None
+    return max(1, math.ceil(cores))
+
+
 def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -> list[dict]:
     """ConfigMap, Deployment, Service and HPA of `model`, as Kubernetes API objects."""
     name = name_of(model)
@@ -59,7 +69,11 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
         "image": options.image,
         "command": ["maestro", "serve", model, "--host", "0.0.0.0", "--port", str(PORT)],
         "ports": [{"name": "http", "containerPort": PORT}],
-        "env": [{"name": "MAESTRO_SERVING_PLAN", "value": f"{PLAN_DIR}/{PLAN_KEY}"}],
+        "env": [
+            {"name": "MAESTRO_SERVING_PLAN", "value": f"{PLAN_DIR}/{PLAN_KEY}"},
+            # the node's CPU count is not the container's: score batches on what the limit gives
+            {"name": "MAESTRO_SERVING_THREADS", "value": str(cpu_count(options.limits[0]))},
+        ],
         "envFrom": [{"secretRef": {"name": options.env_secret, "optional": True}}],
         "livenessProbe": {**probe, "initialDelaySeconds": 10},
         "readinessProbe": ready,

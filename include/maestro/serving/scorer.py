@@ -19,6 +19,7 @@ import numpy as np
 
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
 TEXT_TYPES = {"string": "string", "boolean": "boolean"}
+PARALLEL_ROWS = 200
 ALLOWED = {
     "number": {int, float},
     "integer": {int},
@@ -94,15 +95,18 @@ def _raise_bad_value(column: Column, values: list, allowed: set[type]) -> None:
 class Scorer:
     """Scores columns with a model version: P(positive) for classifiers, values for regressors."""
 
-    def __init__(self, model: str, version: str, pipeline, columns: list[Column], example):
+    def __init__(
+        self, model: str, version: str, pipeline, columns: list[Column], example, threads: int = 1
+    ):
         self.model, self.version = model, version
         self.columns = columns
+        self.names = tuple(c.name for c in columns)
         self.pipeline = pipeline
         self.classification = hasattr(pipeline, "predict_proba")
         self.path, self._fast = "pipeline", None
         for path, build in (("booster", _booster_scorer), ("linear", _linear_scorer)):
             try:
-                fast = build(pipeline, columns, self.classification)
+                fast = build(pipeline, columns, self.classification, threads)
                 agrees = fast is not None and example is not None and self._agrees(fast, example)
             except Exception:  # noqa: BLE001 - the pipeline itself is the reference
                 agrees = False
@@ -145,8 +149,10 @@ def _numeric(table: dict[str, list], names: list[str]) -> np.ndarray:
     return matrix
 
 
-def _booster_scorer(pipeline, columns: list[Column], classification: bool):
-    """LightGBM behind numeric passthrough and ordinal categories: the booster on one matrix."""
+def _booster_scorer(pipeline, columns: list[Column], classification: bool, threads: int):
+    """LightGBM behind numeric passthrough and ordinal categories: the booster on one matrix,
+    with `threads` threads for batches of PARALLEL_ROWS rows or more (below that, waking the
+    threads costs more than it saves)."""
     from lightgbm import LGBMModel
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
@@ -182,7 +188,9 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool):
         matrix[:, :n_numeric] = _numeric(table, numeric)
         for j, (name, codes) in enumerate(categorical, start=n_numeric):
             matrix[:, j] = [codes.get(v, -1.0) for v in table[name]]
-        return one_row(matrix) if n == 1 else booster.predict(matrix, num_threads=1)
+        if n == 1:
+            return one_row(matrix)
+        return booster.predict(matrix, num_threads=threads if n >= PARALLEL_ROWS else 1)
 
     return score
 
@@ -244,7 +252,7 @@ def _unknown_and_missing_are_minus_one(encoder) -> bool:
     )
 
 
-def _linear_scorer(pipeline, columns: list[Column], classification: bool):
+def _linear_scorer(pipeline, columns: list[Column], classification: bool, threads: int):
     """A linear model behind column-wise preprocessing (impute, scale, one-hot) is a sum of one
     term per input column: a slope per numeric column (and a term for its nulls), a term per
     category. The terms are read off the pipeline itself by scoring probe rows once."""
@@ -316,8 +324,9 @@ def example_rows(model: str, version: str) -> list[dict]:
     return json.loads(example.to_json(orient="records"))  # NaN -> null
 
 
-def load_scorer(model: str, version: str) -> Scorer:
-    """Download and load `models:/<model>/<version>` from the configured MLflow registry."""
+def load_scorer(model: str, version: str, threads: int = 1) -> Scorer:
+    """Download and load `models:/<model>/<version>` from the configured MLflow registry;
+    `threads` for scoring large batches."""
     import mlflow
     from mlflow.models import Model
 
@@ -328,6 +337,5 @@ def load_scorer(model: str, version: str) -> Scorer:
     example = None
     if meta.saved_input_example_info:
         example = meta.load_input_example(local)
-    return Scorer(
-        model, str(version), mlflow.sklearn.load_model(local), columns_of(meta.signature), example
-    )
+    pipeline = mlflow.sklearn.load_model(local)
+    return Scorer(model, str(version), pipeline, columns_of(meta.signature), example, threads)

@@ -1,0 +1,65 @@
+"""The prediction log's writer process, for real: partitions, mixed signatures, a writer that
+dies, and a location that cannot be opened."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from maestro.serving.predlog import PredictionLog, read_log
+
+DAY = 1_760_000_000.0  # 2025-10-09 08:53 UTC
+
+
+def log_request(log: PredictionLog, at: float, version: str, body: bytes, names, scores) -> None:
+    log.append(
+        at, "req", "demo", version, "primary", 1.0, names, body, np.asarray(scores).tobytes()
+    )
+
+
+def wait_for_rows(root: str, rows: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while len(read_log(root, "demo")) < rows:
+        assert time.monotonic() < deadline, f"fewer than {rows} rows logged in {timeout}s"
+        time.sleep(0.05)
+
+
+def test_rows_go_to_the_day_they_were_scored_with_every_versions_columns(tmp_path):
+    log = PredictionLog(str(tmp_path), interval=60)
+    log_request(log, DAY, "1", b'{"age": 30, "region": "north"}', ("age", "region"), [0.1])
+    # the next version takes a column more, and it is scored a day later
+    body = b'[{"age": 41, "region": null, "plan": "pro"}, {"age": 7, "region": "s", "plan": "x"}]'
+    log_request(log, DAY + 86_400, "2", body, ("age", "region", "plan"), [0.2, 0.3])
+    log.close()
+    days = sorted(p.name for p in (tmp_path / "model=demo").iterdir())
+    assert days == ["date=2025-10-09", "date=2025-10-10"]
+    logged = read_log(str(tmp_path), "demo").sort_values("prediction")
+    assert logged["version"].tolist() == ["1", "2", "2"]
+    assert logged["feature.age"].tolist() == [30, 41, 7]
+    assert logged["feature.plan"].tolist()[1:] == ["pro", "x"]
+    assert logged["feature.plan"].isna().tolist()[0]
+    assert logged["ts"].dt.tz is not None and logged["ts"].iloc[0].timestamp() == DAY
+
+
+def test_a_writer_that_dies_is_replaced_and_what_it_was_not_handed_is_kept(tmp_path):
+    log = PredictionLog(str(tmp_path), interval=60)
+    log_request(log, DAY, "1", b'{"age": 1}', ("age",), [0.5])
+    assert log.flush() == 1
+    wait_for_rows(str(tmp_path), 1)
+    first = log._writer
+    first.kill()
+    first.wait()
+    log_request(log, DAY, "1", b'[{"age": 2}, {"age": 3}]', ("age",), [0.6, 0.7])
+    assert log.flush() == 0, "the handover to a dead writer fails"
+    assert log._writer.pid != first.pid
+    assert log.flush() == 1, "the next flush hands the kept entry to the new writer"
+    log.close()
+    assert sorted(read_log(str(tmp_path), "demo")["feature.age"]) == [1, 2, 3]
+
+
+def test_a_log_that_cannot_be_opened_stops_the_server_with_its_location(tmp_path):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    with pytest.raises(RuntimeError, match="a-file"):
+        PredictionLog(str(occupied / "log"))
