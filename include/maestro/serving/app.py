@@ -493,8 +493,8 @@ def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
     # event loop and the prediction log's writer need (read when the runtime loads, later)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    # the prediction log's writer thread must not hold the event loop for Python's default
-    # 5 ms GIL slice: hand the interpreter back every 0.5 ms
+    # threads beside the event loop (shadow scoring, the prediction log's handover) must not
+    # hold it for Python's default 5 ms GIL slice: hand the interpreter back every 0.5 ms
     sys.setswitchinterval(0.0005)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
