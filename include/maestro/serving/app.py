@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -328,18 +329,7 @@ class ModelServer:
         for value in scores[:100]:
             lane.distribution.observe(value)
         names = lane.scorer.names
-        if self.log is not None:
-            self.log.append(
-                time.time(),
-                request_id,
-                model,
-                lane.scorer.version,
-                "primary",
-                elapsed * 1000,
-                names,
-                raw,
-                scores.tobytes(),
-            )
+        self.log_scores(request_id, model, lane, "primary", elapsed, names, raw, scores)
         body = orjson.dumps(
             {
                 "model": model,
@@ -370,19 +360,32 @@ class ModelServer:
             return
         elapsed = time.perf_counter() - started
         lane.rows.inc(len(scores))
-        if self.log is None:
-            return
-        self.log.append(
-            time.time(),
-            request_id,
-            model,
-            lane.scorer.version,
-            "shadow",
-            elapsed * 1000,
-            names,
-            raw,
-            scores.tobytes(),
-        )
+        self.log_scores(request_id, model, lane, "shadow", elapsed, names, raw, scores)
+
+    def log_scores(
+        self,
+        request_id: str,
+        model: str,
+        lane: Lane,
+        role: str,
+        elapsed: float,
+        names: tuple,
+        raw: bytes,
+        scores: np.ndarray,
+    ) -> None:
+        if self.log is not None:
+            version = lane.scorer.version
+            self.log.append(
+                time.time(),
+                request_id,
+                model,
+                version,
+                role,
+                elapsed * 1000,
+                names,
+                raw,
+                scores.tobytes(),
+            )
 
     def refuse(self, model: str, error: RequestError) -> JSONResponse:
         self.metrics.errors.labels(model, str(error.status)).inc()

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
 TEXT_TYPES = {"string": "string", "boolean": "boolean"}
-PARALLEL_ROWS = 200
+PARALLEL_ROWS = 200  # batches this large are scored on several threads
 ALLOWED = {
     "number": {int, float},
     "integer": {int},
@@ -104,9 +105,13 @@ class Scorer:
         self.pipeline = pipeline
         self.classification = hasattr(pipeline, "predict_proba")
         self.path, self._fast = "pipeline", None
-        for path, build in (("booster", _booster_scorer), ("linear", _linear_scorer)):
+        builders = (
+            ("booster", partial(_booster_scorer, threads=threads)),
+            ("linear", _linear_scorer),
+        )
+        for path, build in builders:
             try:
-                fast = build(pipeline, columns, self.classification, threads)
+                fast = build(pipeline, columns, self.classification)
                 agrees = fast is not None and example is not None and self._agrees(fast, example)
             except Exception:  # noqa: BLE001 - the pipeline itself is the reference
                 agrees = False
@@ -252,7 +257,7 @@ def _unknown_and_missing_are_minus_one(encoder) -> bool:
     )
 
 
-def _linear_scorer(pipeline, columns: list[Column], classification: bool, threads: int):
+def _linear_scorer(pipeline, columns: list[Column], classification: bool):
     """A linear model behind column-wise preprocessing (impute, scale, one-hot) is a sum of one
     term per input column: a slope per numeric column (and a term for its nulls), a term per
     category. The terms are read off the pipeline itself by scoring probe rows once."""
