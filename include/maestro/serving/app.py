@@ -14,9 +14,9 @@ import bisect
 import hmac
 import json
 import logging
+import os
 import random
 import time
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,7 +322,7 @@ class ModelServer:
             body = {"error": "the model failed to score this request", "status": 500}
             return JSONResponse({**body, "version": lane.scorer.version}, status_code=500)
         elapsed = time.perf_counter() - started
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()  # 128 random bits; uuid4() costs 4x more
         lane.ok.inc()
         lane.latency.observe(elapsed)
         lane.rows.inc(len(scores))
@@ -467,16 +467,19 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
             return server.refuse("-", RequestError(401, "missing or wrong bearer token"))
         return JSONResponse(server.describe())
 
-    @app.post("/v1/models/{model}/predict")
-    async def predict(model: str, request: Request) -> Response:
-        return await server.predict(request, model)
+    async def predict(request: Request) -> Response:
+        return await server.predict(request, request.path_params["model"])
 
-    @app.post("/v1/models/{model}/versions/{version}/predict")
-    async def predict_version(model: str, version: str, request: Request) -> Response:
+    async def predict_version(request: Request) -> Response:
         """Score with one version of the plan directly (a blue-green smoke test of a version
         that has no traffic yet)."""
-        return await server.predict(request, model, version)
+        params = request.path_params
+        return await server.predict(request, params["model"], params["version"])
 
+    # plain Starlette routes: they take the raw request, so FastAPI's per-request dependency
+    # solving has nothing to do but costs about a tenth of a single-row request
+    app.add_route("/v1/models/{model}/predict", predict, methods=["POST"])
+    app.add_route("/v1/models/{model}/versions/{version}/predict", predict_version, ["POST"])
     return app
 
 
@@ -487,7 +490,6 @@ async def _watch(server: ModelServer) -> None:
 
 
 def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
-    import os
     import sys
 
     import uvicorn

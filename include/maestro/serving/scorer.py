@@ -189,12 +189,14 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool, threa
 
     def score(table: dict[str, list]) -> np.ndarray:
         n = len(table[columns[0].name])
+        if n == 1:  # a list of the row's values: no per-column arrays for one number each
+            row = [table[name][0] for name in numeric]
+            row += [codes.get(table[name][0], -1.0) for name, codes in categorical]
+            return one_row(row)
         matrix = np.empty((n, n_numeric + len(categorical)), dtype=np.float64)
         matrix[:, :n_numeric] = _numeric(table, numeric)
         for j, (name, codes) in enumerate(categorical, start=n_numeric):
             matrix[:, j] = [codes.get(v, -1.0) for v in table[name]]
-        if n == 1:
-            return one_row(matrix)
         return booster.predict(matrix, num_threads=threads if n >= PARALLEL_ROWS else 1)
 
     return score
@@ -203,8 +205,9 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool, threa
 class SingleRowPredictor:
     """LightGBM's C entry point for one row with its configuration prepared once
     (`LGBM_BoosterPredictForMatSingleRowFast`): `Booster.predict` spends about 30 us of Python
-    per call around a prediction that takes a few. A lock keeps the prepared configuration to
-    one caller at a time (shadow scoring runs in a thread)."""
+    per call around a prediction that takes a few. The row and result buffers and their C
+    pointers are made once too; a lock keeps them and the configuration to one caller at a
+    time (shadow scoring runs in a thread)."""
 
     def __init__(self, booster, n_features: int) -> None:
         import ctypes
@@ -213,7 +216,7 @@ class SingleRowPredictor:
         from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_NORMAL, _LIB, _safe_call
 
         self._booster = booster  # keeps the handle alive
-        self._lib, self._ctypes, self._check = _LIB, ctypes, _safe_call
+        self._lib, self._check = _LIB, _safe_call
         self._config = ctypes.c_void_p()
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
@@ -227,23 +230,24 @@ class SingleRowPredictor:
                 ctypes.byref(self._config),
             )
         )
+        self._row = np.empty(n_features, dtype=np.float64)
+        self._out = np.empty(1, dtype=np.float64)
         self._length = ctypes.c_int64(0)
+        self._row_pointer = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._length_pointer = ctypes.byref(self._length)
         self._lock = threading.Lock()
 
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        ctypes = self._ctypes
-        row = np.ascontiguousarray(matrix[0], dtype=np.float64)
-        out = np.empty(1, dtype=np.float64)
+    def __call__(self, values: list) -> np.ndarray:
+        """The prediction for one row, given as its feature values in order (None: missing)."""
         with self._lock:
+            self._row[:] = values
             self._check(
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._config,
-                    row.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._length),
-                    out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    self._config, self._row_pointer, self._length_pointer, self._out_pointer
                 )
             )
-        return out
+            return self._out.copy()
 
     def __del__(self) -> None:
         self._lib.LGBM_FastConfigFree(self._config)

@@ -1,0 +1,67 @@
+"""The server's fast scoring paths against the pipelines they stand in for: the same
+predictions one row at a time and in batches (large enough to take several threads), with
+missing values and a category the model never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from maestro.config import Settings
+from maestro.demo_data import generate
+from maestro.modeling import build_estimator, fit
+from maestro.serving.scorer import PARALLEL_ROWS, Column, Scorer, columns_of, to_columns
+from maestro.spec import get_spec
+from mlflow.models import infer_signature
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = get_spec("demo", Settings())
+    frame = generate(3000)
+    return spec, frame[spec.feature_names], frame[spec.target.name].to_numpy()
+
+
+def requests(X: pd.DataFrame, rows: int) -> list[dict]:
+    """The last `rows` rows as JSON-like records, with a missing number, a missing category
+    and an unseen category among them."""
+    records = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in X.tail(rows).to_dict("records")
+    ]
+    records[0]["income"] = None
+    records[1]["region"] = None
+    records[2]["region"] = "atlantis"
+    return records
+
+
+def pipeline_scores(pipeline, records: list[dict], numeric: list[str]) -> np.ndarray:
+    frame = pd.DataFrame(records).astype({name: "float64" for name in numeric})
+    return pipeline.predict_proba(frame)[:, 1]
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "path"),
+    [
+        ("lightgbm", {"n_estimators": 60, "num_leaves": 15}, "booster"),
+        ("logistic_regression", {"C": 1.0}, "linear"),
+    ],
+)
+def test_the_fast_path_scores_exactly_like_the_pipeline(demo, family, params, path):
+    spec, X, y = demo
+    pipeline = fit(build_estimator(spec, family, params), spec, family, X, y)
+    example = X.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]  # nulls allowed
+    scorer = Scorer("demo", "1", pipeline, columns, example, threads=2)
+    assert scorer.path == path
+
+    records = requests(X, PARALLEL_ROWS + 50)
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    expected = pipeline_scores(pipeline, records, numeric)
+    batch = scorer.score(to_columns(records, columns))
+    np.testing.assert_allclose(batch, expected, rtol=1e-9, atol=1e-12)
+    for record, want in zip(records[:25], expected[:25], strict=True):
+        one = scorer.score(to_columns([record], columns))
+        assert one.shape == (1,)
+        np.testing.assert_allclose(one[0], want, rtol=1e-9, atol=1e-12)
