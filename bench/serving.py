@@ -10,7 +10,7 @@ loop), and 1,000-row batches (2 connections). The cost of the prediction log is 
 with the log against without, in `--rounds` alternating pairs of runs (a p99 of one short run
 moves with whatever else the machine does; the median of alternating pairs much less).
 
-    .venv/bin/python bench/serving.py [--seconds 8] [--rounds 3]
+    .venv/bin/python bench/serving.py [--seconds 8] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def paced(ours: str, nolog: str, body: bytes, tmp: Path, seconds: float, rounds:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-serving-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")

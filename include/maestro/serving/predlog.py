@@ -41,7 +41,7 @@ FRAME = struct.Struct("<Q")
 FINAL_RETRIES = 5
 # the writer yields the CPU to the server it logs for: requests first, then the log (it
 # catches up in the gaps; the pipe buffers meanwhile)
-WRITER_NICENESS = 10
+WRITER_NICENESS = 19
 
 
 class Entry(NamedTuple):
