@@ -6,7 +6,8 @@ connections on loopback, one request body, latencies in ms.
 Without --rate: closed loop, each connection sends its next request when the answer arrives
 (maximum throughput). With --rate: open loop at that many requests per second, latency counted
 from when each request was due, so a stall is not hidden by the requests it delays.
-Prints one JSON line: requests, errors, rps, p50_ms, p99_ms.
+Prints one JSON line: requests, errors, rps, p50_ms, p99_ms (and with --raw, latencies_ms:
+every latency, for pooling several runs).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ async def one_request(reader, writer, request: bytes) -> int:
     return status
 
 
-async def run(url: str, body: bytes, connections: int, seconds: float, rate: float | None) -> dict:
+async def run(
+    url: str, body: bytes, connections: int, seconds: float, rate: float | None, raw: bool
+) -> dict:
     parts = urlsplit(url)
     request = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n"
@@ -75,13 +78,14 @@ async def run(url: str, body: bytes, connections: int, seconds: float, rate: flo
     for _, w in streams:
         w.close()
     values = np.asarray(latencies)
-    return {
+    result = {
         "requests": len(values),
         "errors": errors,
         "rps": len(values) / elapsed,
         "p50_ms": float(np.percentile(values, 50)),
         "p99_ms": float(np.percentile(values, 99)),
     }
+    return {**result, "latencies_ms": latencies} if raw else result
 
 
 def main() -> None:
@@ -91,6 +95,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--rate", type=float)
+    p.add_argument("--raw", action="store_true")
     a = p.parse_args()
     with open(a.body_file, "rb") as f:
         body = f.read()
@@ -100,7 +105,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(a.url, body, a.connections, a.seconds, a.rate))))
+    print(json.dumps(asyncio.run(run(a.url, body, a.connections, a.seconds, a.rate, a.raw))))
 
 
 if __name__ == "__main__":
