@@ -80,7 +80,11 @@ class PredictionLog:
         """Hand the buffer to the writer; if the writer has died, start a new one and keep the
         entries for the next flush."""
         with self._lock:
-            entries, self._buffer = self._buffer, []
+            # take a prefix of the one list instead of swapping in a new one: a request that
+            # read the attribute just before a swap would append to the list already sent
+            taken = len(self._buffer)
+            entries = self._buffer[:taken]
+            del self._buffer[:taken]
             if not entries:
                 return 0
             payload = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
