@@ -13,9 +13,10 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def scratch_platform(demo_rows: int, trials: int) -> Path:
-    """Point the platform at a fresh state folder and a copy of the specs with a resized demo;
-    bring Airflow's metadata database up. Call before anything imports Airflow."""
+def scratch_platform(demo_rows: int, trials: int, governance: dict | None = None) -> Path:
+    """Point the platform at a fresh state folder and a copy of the specs with a resized demo
+    (and `governance` fields changed); bring Airflow's metadata database up. Call before
+    anything imports Airflow."""
     home = Path(tempfile.mkdtemp(prefix="maestro-bench-"))
     specs = home / "specs"
     specs.mkdir()
@@ -25,6 +26,7 @@ def scratch_platform(demo_rows: int, trials: int) -> Path:
             raw["source"]["rows"] = demo_rows
             raw["trials"] = trials
             raw["schedule"] = None  # runs only when a benchmark triggers one
+            raw["governance"].update(governance or {})
         (specs / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
     os.environ["MAESTRO_HOME"] = str(home)
     os.environ["MAESTRO_SPECS_DIR"] = str(specs)

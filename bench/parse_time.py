@@ -4,7 +4,7 @@ Each sample is a new interpreter that imports Airflow's authoring API (the basel
 parses one DAG file with Airflow's DagBag, as `airflow dags report` measures it. Goal: at most
 0.3 s per file beyond the Airflow import.
 
-    .venv/bin/python bench/parse_time.py [--repeat 7]
+    .venv/bin/python bench/parse_time.py [--repeat 7] [--smoke]
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ print(json.dumps({"airflow_import": t1 - t0, "parse": t2 - t1, "errors": len(bag
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="one sample per file: a check")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
     scratch_platform(demo_rows=20_000, trials=10)
     print(
         f"{'DAG file':<28}{'DAGs':>5}{'Airflow import':>16}{'parse (median)':>16}{'parse (max)':>13}"

@@ -9,7 +9,7 @@ Runs: single-row requests in a closed loop (8 connections), at a fixed 200 reque
 loop), and 1,000-row batches (2 connections). The cost of the prediction log is p99 at 200/s
 with the log against without, over `--rounds` alternating pairs of runs, latencies pooled.
 
-    .venv/bin/python bench/serving.py [--seconds 8] [--rounds 5]
+    .venv/bin/python bench/serving.py [--seconds 8] [--rounds 5] [--smoke]
 """
 
 from __future__ import annotations
@@ -143,7 +143,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--smoke", action="store_true", help="1-second runs, one round: a check")
     a = p.parse_args()
+    if a.smoke:
+        a.seconds, a.rounds = 1, 1
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-serving-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")
     from maestro import data

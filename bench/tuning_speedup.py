@@ -8,7 +8,7 @@ not luck in sampling. "whole step" includes each worker process's start-up (impo
 the splits); "trials only" runs from the first trial's start to the last trial's end, the
 tuning throughput. Goal: at least 1.7x.
 
-    .venv/bin/python bench/tuning_speedup.py [--rows 50000] [--trials 20]
+    .venv/bin/python bench/tuning_speedup.py [--rows 50000] [--trials 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="3,000 rows, 4 trials: a check")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.trials = 3_000, 4
     scratch_platform(demo_rows=args.rows, trials=args.trials)
 
     from maestro import pipeline

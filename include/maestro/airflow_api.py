@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from maestro.airflow_env import task_label
 from maestro.config import Settings
 
 TERMINAL_STATES = ("success", "failed")
@@ -83,11 +84,22 @@ class AirflowClient:
         events = self.call(f"/api/v2/assets/events?{query}")["asset_events"]
         return [event for event in events if event["name"] == name]
 
-    def wait(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict:
-        """Poll a run until it succeeds or fails; return it (raises TimeoutError)."""
+    def wait(
+        self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0, on_state=None
+    ) -> dict:
+        """Poll a run until it succeeds or fails; return it (raises TimeoutError).
+        `on_state(task_label, state)` hears every change of a task's state, as with
+        `watch_dag_test` (e.g. to answer an approval)."""
         deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
         while time.monotonic() < deadline:
             run = self.run(dag_id, run_id)
+            if on_state is not None:
+                for ti in self.task_instances(dag_id, run_id):
+                    label = task_label(ti["task_id"], ti["map_index"])
+                    if seen.get(label, "") != ti["state"]:
+                        seen[label] = ti["state"]
+                        on_state(label, ti["state"])
             if run["state"] in TERMINAL_STATES:
                 return run
             time.sleep(poll)

@@ -7,9 +7,12 @@ anything imports `airflow` in a process that drives it (the CLI, the tests, the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from maestro.config import Settings, export_environment
@@ -123,13 +126,107 @@ REPORTED_STATES = (
     "deferred",
     "skipped",
 )
+STOP_GRACE_SECONDS = 5.0
+
+
+class RunInterrupted(Exception):
+    """The person watching a run stopped it (Ctrl-C or SIGTERM); the run was stopped and
+    marked failed, and `unfinished` lists the task labels it left undone."""
+
+    def __init__(self, signum: int, run_id: str | None, unfinished: list[str]) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum, self.run_id, self.unfinished = signum, run_id, unfinished
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+@contextmanager
+def _signals_raise_stop():
+    """SIGINT and SIGTERM raise `_Stop` in this (main) thread while the block runs; after the
+    first, further ones are ignored so that stopping cleanly is not itself interrupted."""
+
+    def handler(signum: int, frame) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def stop_process_group(child: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGINT to the child's process group (Python code unwinds on KeyboardInterrupt); after
+    `grace` seconds whatever is left of the group is killed."""
+    with suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGINT)
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)  # grandchildren too, even if the child has exited
+    child.wait()
+
+
+def fail_unfinished(dag_id: str, run_id: str) -> list[str]:
+    """Mark a stopped run failed in the metadata database, as Airflow's "mark failed" does:
+    tasks under way fail, tasks not started are skipped. Returns the unfinished task labels."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+
+    not_started = (None, TaskInstanceState.SCHEDULED)
+    unfinished = []
+    with create_session() as session:
+        rows = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+            .all()
+        )
+        for ti in sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index)):
+            if ti.state in State.finished:
+                continue
+            unfinished.append(task_label(ti.task_id, ti.map_index))
+            started = ti.state not in not_started
+            ti.state = TaskInstanceState.FAILED if started else TaskInstanceState.SKIPPED
+            ti.trigger_id = None
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).one()
+        run.state = DagRunState.FAILED
+    return unfinished
+
+
+def task_label(task_id: str, map_index: int) -> str:
+    """How a task instance is named in progress lines: `tune[1]` for a mapped one."""
+    return task_id if map_index < 0 else f"{task_id}[{map_index}]"
+
+
+@dataclass(frozen=True)
+class WatchedRun:
+    code: int  # the `dag.test()` process's exit code: 0 when the run succeeded
+    run_id: str | None
 
 
 def watch_dag_test(
     dag_id: str, settings: Settings, conf: dict, log: Path, echo, on_state=None
-) -> int:
+) -> WatchedRun:
     """Run `dag.test()` in a child process (its logs go to `log`) and report progress;
-    `on_state(task_label, state)` hears every change."""
+    `on_state(task_label, state)` hears every change.
+
+    The child runs in its own process group, so a terminal's Ctrl-C reaches only this process,
+    which then stops the child's whole group within `STOP_GRACE_SECONDS`, marks the run failed
+    and raises `RunInterrupted`; SIGTERM does the same. Call from the main thread.
+    """
     import json
 
     apply_environment(settings)
@@ -141,23 +238,38 @@ def watch_dag_test(
     )
     started = time.time()
     seen: dict[tuple[str, int], str | None] = {}
-    with log.open("a") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(conf)], stdout=out, stderr=out
-        )
-        while True:
-            done = child.poll() is not None
-            _, rows = task_states(dag_id, started)
-            for task_id, index, state, duration in rows:
-                if seen.get((task_id, index)) == state:
-                    continue
-                seen[(task_id, index)] = state
-                label = task_id if index < 0 else f"{task_id}[{index}]"
-                if state in REPORTED_STATES:
-                    took = f" in {duration:.1f}s" if duration and state == "success" else ""
-                    echo(f"  {label:<24} {state}{took}")
-                if on_state is not None:
-                    on_state(label, state)
-            if done:
-                return child.returncode
-            time.sleep(1.0)
+    run_id, child = None, None
+    with log.open("a") as out, _signals_raise_stop():
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(conf)],
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+            while True:
+                done = child.poll() is not None
+                run_id, rows = task_states(dag_id, started)
+                for task_id, index, state, duration in rows:
+                    if seen.get((task_id, index)) == state:
+                        continue
+                    seen[(task_id, index)] = state
+                    label = task_label(task_id, index)
+                    if state in REPORTED_STATES:
+                        took = f" in {duration:.1f}s" if duration and state == "success" else ""
+                        echo(f"  {label:<24} {state}{took}")
+                    if on_state is not None:
+                        on_state(label, state)
+                if done:
+                    return WatchedRun(child.returncode, run_id)
+                time.sleep(1.0)
+        except _Stop as stop:
+            if child is not None:
+                stop_process_group(child)
+            run_id = task_states(dag_id, started)[0]
+            unfinished = fail_unfinished(dag_id, run_id) if run_id else []
+            raise RunInterrupted(stop.signum, run_id, unfinished) from None
+        except BaseException:
+            if child is not None and child.poll() is None:
+                stop_process_group(child)
+            raise

@@ -106,7 +106,7 @@ def approval_hint(model: str, settings: Settings, approve_as: str | None):
 
 
 def train(model: str, settings: Settings, conf: dict, approve_as: str | None = None) -> int:
-    from maestro.airflow_env import watch_dag_test
+    from maestro.airflow_env import RunInterrupted, watch_dag_test
     from maestro.spec import get_spec
 
     get_spec(model, settings)  # fail now, clearly, on a bad spec
@@ -116,7 +116,11 @@ def train(model: str, settings: Settings, conf: dict, approve_as: str | None = N
     echo(f"running DAG    train_{model} {conf or ''} (task logs: {log})")
     started = time.perf_counter()
     on_state = approval_hint(model, settings, approve_as)
-    code = watch_dag_test(f"train_{model}", settings, conf, log, echo, on_state)
+    try:
+        code = watch_dag_test(f"train_{model}", settings, conf, log, echo, on_state).code
+    except RunInterrupted as stop:
+        explain_interruption(model, settings, stop)
+        return stop.exit_code
     echo(
         f"finished in {time.perf_counter() - started:.0f}s: {'success' if code == 0 else 'FAILED'}"
     )
@@ -124,6 +128,38 @@ def train(model: str, settings: Settings, conf: dict, approve_as: str | None = N
         echo(f"see the task logs in {log}")
         return code
     return show(model, settings)
+
+
+def explain_interruption(model: str, settings: Settings, stop) -> None:
+    """Say what a stopped training run left undone and how to finish it."""
+    from maestro import tracking
+    from maestro.spec import get_spec
+
+    dag_id = f"train_{model}"
+    echo(f"\n{stop}: stopped {dag_id} run {stop.run_id or '(not started)'}")
+    if stop.run_id:
+        echo(f"  marked failed in Airflow; not finished: {', '.join(stop.unfinished) or 'none'}")
+    version = tracking.version_of_run(settings, model, dag_id, stop.run_id) if stop.run_id else None
+    waiting = version is not None and "request_approval" in stop.unfinished
+    if waiting and version.tags.get("validation_status") == "passed":
+        approvers = get_spec(model, settings).governance.approvers
+        by = approvers[0] if len(approvers) == 1 else "<approver>"
+        echo(
+            f"  {model} version {version.version} passed every gate and waits for a decision; "
+            "champion has not moved. To finish it:"
+        )
+        echo(f"    maestro approve {model} {version.version} --by {by}")
+        echo(f"    maestro promote {model} {version.version} --by {by}")
+        if len(approvers) > 1:
+            echo(f"  (approvers: {', '.join(approvers)})")
+        echo(f"  or train again: `maestro train {model}`, or trigger {dag_id} on the platform")
+    else:
+        if version is not None:
+            echo(f"  {model} version {version.version} is registered but was not decided on")
+        echo(
+            f"  champion has not moved; train again: `maestro train {model}`, or trigger "
+            f"{dag_id} on the platform (`maestro up`, then the Airflow UI or its REST API)"
+        )
 
 
 def show(model: str, settings: Settings) -> int:
@@ -200,7 +236,7 @@ def serve_demo(settings: Settings) -> int:
     log = settings.home / "logs" / "deploy_demo.log"
     echo(f"running DAG    deploy_demo (canary, local target; task logs: {log})")
     conf = {"version": str(champion.version), "strategy": "canary", "target": "local"}
-    code = watch_dag_test("deploy_demo", settings, conf, log, echo)
+    code = watch_dag_test("deploy_demo", settings, conf, log, echo).code
     pid_file = settings.home / "serving" / "server.pid"
     try:
         if code != 0:
@@ -365,6 +401,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from maestro.airflow_env import RunInterrupted
     from maestro.errors import BadInput
 
     try:
@@ -372,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         echo(f"error: {error}")
         return 2
+    except RunInterrupted as stop:
+        echo(f"\n{stop}: stopped run {stop.run_id}, marked failed in Airflow")
+        return stop.exit_code
 
 
 if __name__ == "__main__":

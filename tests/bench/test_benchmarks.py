@@ -1,0 +1,88 @@
+"""Every benchmark in `bench/` still finishes and still prints the figures the README quotes:
+each runs in its smoke mode (tiny sizes), as a user would run it, in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT, needs_shared_data
+
+pytestmark = pytest.mark.slow
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def run_benchmark(script: str, timeout: float) -> str:
+    """`python bench/<script> --smoke` with none of the test session's platform settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "MAESTRO_", "MLFLOW_"))
+    }
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "bench" / script), "--smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def assert_row(output: str, label: str, figures: int) -> list[str]:
+    """A line that starts with `label` and carries at least `figures` numbers; the numbers."""
+    for line in output.splitlines():
+        if line.startswith(label):
+            found = re.findall(NUMBER, line[len(label) :])
+            if len(found) >= figures:
+                return found
+    raise AssertionError(f"no line {label!r} with {figures} figures in:\n{output[-3000:]}")
+
+
+def test_parse_time_reports_every_dag_file():
+    output = run_benchmark("parse_time.py", timeout=300)
+    for path in sorted((PROJECT / "dags").glob("*.py")):
+        assert_row(output, path.name, 4)  # DAGs, Airflow import, parse median, parse max
+
+
+def test_training_overhead_runs_the_whole_pipeline_on_both_modes():
+    output = run_benchmark("training_overhead.py", timeout=900)
+    assert "dag.test()" in output and "platform" in output
+    for task in ("request_approval", "promote", "evaluation.verdict", "tune[1]"):
+        assert_row(output, task, 2)
+    for figure in ("wall time", "tasks running", "overhead", "overhead share"):
+        assert_row(output, figure, 2)
+
+
+def test_tuning_speedup_reports_both_speedups():
+    output = run_benchmark("tuning_speedup.py", timeout=600)
+    assert "pruning (the spec's default)" in output and "no pruning (the same work)" in output
+    assert_row(output, "one worker", 4)
+    assert_row(output, "two workers", 4)
+    assert_row(output, "speed-up", 2)
+    assert_row(output, "throughput speed-up", 1)
+
+
+def test_serving_reports_every_server_and_goal():
+    needs_shared_data("adult.csv")
+    output = run_benchmark("serving.py", timeout=600)
+    for model in ("demo", "adult_income"):
+        section = output.split(f"### {model}")[1].split("###")[0]
+        for server in (
+            "| maestro |",
+            "| mlflow models serve |",
+            "| bare FastAPI |",
+            "| maestro @200/s |",
+            "| maestro @200/s, log off |",
+            "| maestro batch 1000 |",
+        ):
+            assert_row(section, server, 4)
+        summary = assert_row(section, "throughput vs mlflow models serve:", 4)
+        assert float(summary[0]) > 1, f"{model}: maestro no faster than mlflow models serve"
+        for quoted in ("vs bare FastAPI:", "batch rows/s:", "p99 at 200/s with log / without:"):
+            assert quoted in section
