@@ -30,8 +30,8 @@ def scratch_platform(demo_rows: int, trials: int, governance: dict | None = None
         (specs / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
     os.environ["MAESTRO_HOME"] = str(home)
     os.environ["MAESTRO_SPECS_DIR"] = str(specs)
-    from maestro.airflow_env import apply_environment, migrate_metadata_db
     from maestro.config import get_settings
+    from maestro.platform.airflow_env import apply_environment, migrate_metadata_db
 
     get_settings.cache_clear()
     apply_environment(get_settings())

@@ -50,10 +50,11 @@ def free_port() -> int:
 def register(settings, model: str, frame) -> dict:
     """A LightGBM pipeline of `model` on `frame`, registered as its champion; returns a row."""
     import mlflow
+
     from maestro import tracking
-    from maestro.modeling import build_estimator, fit
-    from maestro.pipeline import log_pipeline
     from maestro.spec import get_spec
+    from maestro.training.families import build_estimator, fit
+    from maestro.training.stages import log_pipeline
 
     spec = get_spec(model, settings)
     X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
@@ -149,16 +150,16 @@ def main() -> None:
         a.seconds, a.rounds = 1, 1
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-serving-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")
-    from maestro import data
     from maestro.config import get_settings
-    from maestro.demo_data import generate
+    from maestro.data.sources import sources
+    from maestro.data.synthetic import generate
     from maestro.spec import get_spec
 
     settings = get_settings()
     adult = get_spec("adult_income", settings)
     origin = "adult"
-    adult_frame = data.conform(
-        data.add_keys(data.read_source(adult, settings), adult, origin), adult, origin
+    adult_frame = sources.conform(
+        sources.add_keys(sources.read_source(adult, settings), adult, origin), adult, origin
     )
     rows = {
         "demo": register(settings, "demo", generate(20000)),

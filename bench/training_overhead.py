@@ -44,9 +44,10 @@ def busy_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
 def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, datetime, datetime]]]:
     from airflow.models import DagRun
     from airflow.utils.session import create_session
-    from maestro.airflow_env import task_label, watch_dag_test
-    from maestro.cli import approval_hint
+
     from maestro.config import get_settings
+    from maestro.platform.airflow_env import task_label, watch_dag_test
+    from maestro.platform.cli import approval_hint
 
     settings = get_settings()
     approve = approval_hint("demo", settings, approve_as="admin")
@@ -67,11 +68,12 @@ def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
 
 
 def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, datetime, datetime]]]:
-    from maestro.airflow_api import AirflowClient
-    from maestro.airflow_env import task_label
-    from maestro.cli import approval_hint
     from maestro.config import get_settings
-    from maestro.services import admin_password, answers, health_urls
+    from maestro.platform.airflow_api import AirflowClient
+    from maestro.platform.airflow_env import task_label
+    from maestro.platform.cli import approval_hint
+    from maestro.platform.services import admin_password, health_urls
+    from maestro.web import answers
 
     ports = [_free_port() for _ in range(4)]
     env = {

@@ -25,19 +25,20 @@ from _setup import scratch_platform
 def _work(args) -> int:
     import os
 
-    from maestro import pipeline
     from maestro.config import get_settings
+    from maestro.training import stages
 
     handle, worker, specs_dir = args
     os.environ["MAESTRO_SPECS_DIR"] = specs_dir
     get_settings.cache_clear()
-    return pipeline.tune_worker(handle, worker, get_settings())
+    return stages.tune_worker(handle, worker, get_settings())
 
 
 def configurations(spec, count: int) -> list[dict]:
     """`count` configurations drawn at random from the spec's search space (seeded)."""
     import optuna
-    from maestro.modeling import suggest
+
+    from maestro.training.families import suggest
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     drawn = []
@@ -51,14 +52,14 @@ def configurations(spec, count: int) -> list[dict]:
 
 
 def timed_study(
-    handle: dict, settings, spec, specs_dir: Path, drawn: list[dict], workers: int, tag: str
+    handle, settings, spec, specs_dir: Path, drawn: list[dict], workers: int, tag: str
 ) -> tuple:
     """(seconds for the whole step, seconds from the first trial's start to the last one's end,
     boosting rounds run, trials pruned)."""
-    from maestro import tune
+    from maestro.training import tune
 
-    run = {**handle, "study": f"{handle['study']}-{tag}", "workers": workers}
-    study = tune.open_study(spec, settings, run["study"])
+    run = handle.updated(study=f"{handle.study}-{tag}", workers=workers)
+    study = tune.open_study(spec, settings, run.study)
     for params in drawn:
         study.enqueue_trial(params)
     started = time.perf_counter()
@@ -66,7 +67,7 @@ def timed_study(
         ran = list(pool.map(_work, [(run, w, str(specs_dir)) for w in range(workers)]))
     elapsed = time.perf_counter() - started
     assert sum(ran) == len(drawn), ran
-    trials = tune.open_study(spec, settings, run["study"]).trials
+    trials = tune.open_study(spec, settings, run.study).trials
     phase = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
     rounds = sum(_boosting_rounds(t) for t in trials)
     pruned = sum(t.state.name == "PRUNED" for t in trials)
@@ -102,15 +103,15 @@ def main() -> None:
         args.rows, args.trials = 3_000, 4
     scratch_platform(demo_rows=args.rows, trials=args.trials)
 
-    from maestro import pipeline
     from maestro.config import get_settings
     from maestro.spec import get_spec
+    from maestro.training import stages
 
     settings = get_settings()
     spec = get_spec("demo", settings)
-    handle = pipeline.ingest("demo", pipeline.RunInfo("bench", "tuning_speedup"), settings)
-    handle = pipeline.build_training_set(pipeline.materialize_features(handle, settings), settings)
-    handle = pipeline.start_tuning(handle, settings, trials=args.trials, workers=1)
+    handle = stages.ingest("demo", stages.RunInfo("bench", "tuning_speedup"), settings)
+    handle = stages.build_training_set(stages.materialize_features(handle, settings), settings)
+    handle = stages.start_tuning(handle, settings, trials=args.trials, workers=1)
     drawn = configurations(spec, args.trials)
     plain_specs = without_pruning(settings.specs_dir)
     plain = spec.model_copy(update={"pruning": False})

@@ -25,8 +25,8 @@ SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
 os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
 os.environ.pop("MAESTRO_SPECS_DIR", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
-from maestro.airflow_env import apply_environment
-from maestro.config import get_settings
+from maestro.config import get_settings  # noqa: E402 - after MAESTRO_HOME is set
+from maestro.platform.airflow_env import apply_environment  # noqa: E402
 
 get_settings.cache_clear()
 apply_environment(get_settings())
@@ -99,7 +99,8 @@ def needs_shared_data(name: str) -> Path:
 def deciding(settings, model: str, decision: str = "approved", by: str = "admin"):
     """Play the approver: answer by tag, as `maestro approve|reject` does, every version of
     `model` that passed its gates and waits for a decision, while the block runs."""
-    from maestro import governance, tracking
+    from maestro import tracking
+    from maestro.governance import decisions
 
     tracking.client(settings).search_registered_models()  # import MLflow's stores here, not
     stop = threading.Event()  # in the thread: two threads importing at once can deadlock
@@ -110,7 +111,7 @@ def deciding(settings, model: str, decision: str = "approved", by: str = "admin"
             try:
                 for v in tracking.client(settings).search_model_versions(f"name = '{model}'"):
                     if v.tags.get("validation_status") == "passed" and "approval" not in v.tags:
-                        governance.record_decision(
+                        decisions.record_decision(
                             settings, model, v.version, decision, by, "decided by the test", "cli"
                         )
             except Exception as error:  # noqa: BLE001 - reported when the block ends

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from maestro.config import Settings
 from maestro.errors import BadInput
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class SpecError(BadInput):
@@ -46,7 +47,7 @@ class SqlSource(_Strict):
 
 
 class DemoSource(_Strict):
-    """The project's own synthetic data (see `maestro.demo_data`)."""
+    """The project's own synthetic data (see `maestro.data.synthetic`)."""
 
     format: Literal["demo"]
     rows: int = Field(20_000, ge=100)
@@ -294,10 +295,6 @@ class ModelSpec(_Strict):
     @property
     def feature_view(self) -> str:
         return f"{self.name}_features"
-
-    @property
-    def registered_name(self) -> str:
-        return self.name
 
     def source_path(self, settings: Settings) -> Path | None:
         """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project."""

@@ -8,8 +8,6 @@ from functools import lru_cache
 
 from maestro.config import Settings
 
-CHALLENGER = "challenger"
-
 
 def client(settings: Settings):
     import mlflow
@@ -100,29 +98,3 @@ def _git_commit(project_dir: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
-
-
-def version_of_run(settings: Settings, model: str, dag_id: str, run_id: str):
-    """The model version an Airflow run already registered, if any."""
-    mlc = client(settings)
-    found = mlc.search_model_versions(
-        f"name = '{model}' and tags.airflow_run_id = '{run_id}' and tags.airflow_dag_id = '{dag_id}'"
-    )
-    return found[0] if found else None
-
-
-def register(settings: Settings, model: str, model_uri: str, tags: dict[str, str]) -> str:
-    """Register `model_uri` as a new version of `model` (once per Airflow run), with tags.
-
-    Tags go on before any alias moves, so a version without lineage never serves.
-    """
-    import mlflow
-
-    existing = version_of_run(settings, model, tags["airflow_dag_id"], tags["airflow_run_id"])
-    if existing is not None:
-        return existing.version
-    return mlflow.register_model(model_uri, model, tags=tags).version
-
-
-def set_alias(settings: Settings, model: str, alias: str, version: str) -> None:
-    client(settings).set_registered_model_alias(model, alias, version)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from maestro.config import get_settings
 from maestro.spec import load_spec, spec_paths
 

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from maestro import governance, tracking
-from maestro.config import get_settings
 
+from maestro import tracking, vocabulary
+from maestro.config import get_settings
+from maestro.governance import decisions, registry
 from tests.conftest import write_specs
 
 pytestmark = pytest.mark.slow
@@ -90,6 +91,6 @@ def test_ctrl_c_stops_a_run_waiting_for_approval(settings, tmp_path, monkeypatch
     assert states["request_approval"] == "failed" and states["promote"] == "skipped"
 
     # what the message says to do works
-    governance.record_decision(settings, "demo", "1", governance.APPROVED, "admin", "", "cli")
-    governance.promote(settings, "demo", "1", "admin")
-    assert str(governance.champion_version(settings, "demo").version) == "1"
+    decisions.record_decision(settings, "demo", "1", vocabulary.APPROVED, "admin", "", "cli")
+    registry.promote(settings, "demo", "1", "admin")
+    assert str(registry.champion_version(settings, "demo").version) == "1"

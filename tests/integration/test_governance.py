@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from maestro import governance, tracking
-from maestro.airflow_env import load_dag
-from maestro.config import get_settings
 
+from maestro import tracking
+from maestro.config import get_settings
+from maestro.governance import registry
+from maestro.platform.airflow_env import load_dag
 from tests.conftest import deciding, write_specs
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def test_a_good_model_is_approved_by_tag_and_becomes_champion(settings, tmp_path
 
 
 def champion_of(settings) -> str | None:
-    champion = governance.champion_version(settings, "demo")
+    champion = registry.champion_version(settings, "demo")
     return str(champion.version) if champion else None
 
 
@@ -127,12 +128,12 @@ def test_promote_refuses_unapproved_and_rollback_restores_previous(settings, tmp
     run = train(settings, "rejected")
     v2 = str(tracking.client(settings).get_model_version_by_alias("demo", "challenger").version)
     assert states(run)["promote"] == "skipped"
-    with pytest.raises(governance.GovernanceError, match="not approved"):
-        governance.promote(settings, "demo", v2, "admin")
+    with pytest.raises(registry.GovernanceError, match="not approved"):
+        registry.promote(settings, "demo", v2, "admin")
     train(settings, "approved")
     v3 = champion_of(settings)
     assert v3 not in (v1, v2)
-    governance.rollback(settings, "demo", "admin", "bad canary")
+    registry.rollback(settings, "demo", "admin", "bad canary")
     assert champion_of(settings) == v1
     mlc = tracking.client(settings)
     assert str(mlc.get_model_version_by_alias("demo", "previous").version) == v3

@@ -17,10 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from maestro.airflow_api import AirflowClient
-from maestro.services import admin_password
-from maestro.serving.deploy import ServerTarget
 
+from maestro.deploy.strategies import ServerTarget
+from maestro.platform.airflow_api import AirflowClient
+from maestro.platform.services import admin_password
 from tests.conftest import write_specs
 
 pytestmark = pytest.mark.slow

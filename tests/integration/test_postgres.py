@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from maestro.config import Settings
 
+from maestro.config import Settings
 from tests.conftest import deciding, write_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -104,9 +104,10 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
     """`MAESTRO_PREDICTION_LOG` and `MAESTRO_BATCH_OUTPUT` as postgresql:// URLs."""
     import numpy as np
     import pandas as pd
+    from sqlalchemy import create_engine, text
+
     from maestro.serving.batch import TABLE, write_scores
     from maestro.serving.predlog import PredictionLog, read_log
-    from sqlalchemy import create_engine, text
 
     url = databases["mlflow"]  # any empty database will do
     log = PredictionLog(url, interval=0.1)

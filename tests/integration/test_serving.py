@@ -20,13 +20,13 @@ from typing import Self
 import numpy as np
 import pandas as pd
 import pytest
+
 from maestro import tracking
 from maestro.config import Settings
-from maestro.serving.deploy import DeployError, ServerTarget, deploy
+from maestro.deploy.strategies import DeployError, ServerTarget, deploy
 from maestro.serving.plan import ModelPlan, Route
 from maestro.serving.predlog import read_log
 from maestro.serving.scorer import example_rows
-
 from tests.integration.test_platform import free_port
 
 pytestmark = pytest.mark.slow
@@ -48,11 +48,12 @@ def register_versions(settings: Settings) -> None:
     """demo v1 (logistic regression), v2 (LightGBM) and v3, which loads and validates requests
     but fails to score them."""
     import mlflow
-    from maestro.demo_data import generate
-    from maestro.modeling import build_estimator, fit
-    from maestro.pipeline import log_pipeline, own_types, serving_requirements
-    from maestro.spec import get_spec
     from mlflow.models import infer_signature
+
+    from maestro.data.synthetic import generate
+    from maestro.spec import get_spec
+    from maestro.training.families import build_estimator, fit
+    from maestro.training.stages import log_pipeline, own_types, serving_requirements
 
     spec = get_spec("demo", settings)
     frame = generate(3000)
@@ -400,15 +401,15 @@ def test_the_deploy_dag_rolls_out_locally_and_batch_scoring_names_the_version(
     """deploy_demo (blue-green, local target: it starts the server itself) and batch_score_demo,
     each with dag.test()."""
     from airflow.dag_processing.dagbag import DagBag
-    from maestro.config import get_settings
 
+    from maestro.config import get_settings
     from tests.dags.test_dag_integrity import DAGS
 
     monkeypatch.setenv("MAESTRO_SERVING_PORT", str(free_port()))
     get_settings.cache_clear()
     settings = get_settings()
     register_versions(settings)
-    bag = DagBag(dag_folder=str(DAGS / "serve_models.py"))
+    bag = DagBag(dag_folder=str(DAGS / "deploy.py"))
     pid_file = settings.home / "serving" / "server.pid"
     try:
         run = bag.get_dag("deploy_demo").test(

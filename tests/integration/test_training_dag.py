@@ -7,12 +7,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from maestro import pipeline, tracking
-from maestro.airflow_env import load_dag
-from maestro.config import get_settings
-from maestro.modeling import evaluate
-from maestro.spec import get_spec
 
+from maestro import tracking
+from maestro.config import get_settings
+from maestro.platform.airflow_env import load_dag
+from maestro.spec import get_spec
+from maestro.training import stages
+from maestro.training.families import evaluate
 from tests.conftest import deciding, needs_shared_data, write_specs
 
 pytestmark = pytest.mark.slow
@@ -81,20 +82,20 @@ def test_demo_dag_registers_a_traceable_challenger(small_specs):
 
 
 def test_rerunning_a_run_registers_one_version(small_specs):
-    run = pipeline.RunInfo("train_demo", "manual__rerun")
-    h = pipeline.build_training_set(
-        pipeline.materialize_features(
-            pipeline.validate_data(pipeline.ingest("demo", run, small_specs), small_specs),
+    run = stages.RunInfo("train_demo", "manual__rerun")
+    h = stages.build_training_set(
+        stages.materialize_features(
+            stages.validate_data(stages.ingest("demo", run, small_specs), small_specs),
             small_specs,
         ),
         small_specs,
     )
-    h = pipeline.start_tuning(h, small_specs, trials=3, workers=1)
-    pipeline.tune_worker(h, 0, small_specs)
-    h = pipeline.finish_tuning(h, small_specs)
-    first = pipeline.register(pipeline.train_final(h, small_specs), small_specs)
-    second = pipeline.register(pipeline.train_final(h, small_specs), small_specs)  # a re-run
-    assert first["version"] == second["version"] == "1"
+    h = stages.start_tuning(h, small_specs, trials=3, workers=1)
+    stages.tune_worker(h, 0, small_specs)
+    h = stages.finish_tuning(h, small_specs)
+    first = stages.register(stages.train_final(h, small_specs), small_specs)
+    second = stages.register(stages.train_final(h, small_specs), small_specs)  # a re-run
+    assert first.version == second.version == "1"
     assert len(tracking.client(small_specs).search_model_versions("name = 'demo'")) == 1
 
 
@@ -104,7 +105,7 @@ def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path
     mlc = tracking.client(small_specs)
     before = mlc.get_model_version_by_alias("demo", "challenger").version
 
-    from maestro.demo_data import generate
+    from maestro.data.synthetic import generate
 
     broken = generate(3000, seed=7)
     broken.loc[:99, "age"] = 150  # outside the spec's range

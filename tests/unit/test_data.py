@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from maestro import data
-from maestro.demo_data import generate
-from maestro.spec import get_spec
 
+from maestro.data import sources
+from maestro.data.synthetic import generate
+from maestro.spec import get_spec
 from tests.conftest import write_specs
 
 COLUMNS = [
@@ -47,8 +47,8 @@ def good_frame(rows: int = 500) -> pd.DataFrame:
 
 
 def ingest_error(spec, settings) -> str:
-    with pytest.raises(data.DataError) as info:
-        data.ingest(spec, settings, None)
+    with pytest.raises(sources.DataError) as info:
+        sources.ingest(spec, settings, None)
     return str(info.value)
 
 
@@ -108,8 +108,8 @@ def test_target_with_one_class(csv_spec):
 def test_snapshot_is_content_addressed_and_immutable(csv_spec):
     spec, s, path = csv_spec
     good_frame().to_csv(path, index=False)
-    first = data.ingest(spec, s, None)
-    again = data.ingest(spec, s, None)
+    first = sources.ingest(spec, s, None)
+    again = sources.ingest(spec, s, None)
     assert first == again
     written = pd.read_parquet(first.path)
     assert len(written) == first.rows == 500
@@ -117,7 +117,7 @@ def test_snapshot_is_content_addressed_and_immutable(csv_spec):
     frame = good_frame()
     frame.loc[0, "age"] = 77
     frame.to_csv(path, index=False)
-    changed = data.ingest(spec, s, None)
+    changed = sources.ingest(spec, s, None)
     assert changed.hash != first.hash and changed.path != first.path
     assert pd.read_parquet(first.path).equals(written)
 
@@ -126,7 +126,7 @@ def test_window_keeps_rows_before_the_run_end(csv_spec):
     spec, s, path = csv_spec
     good_frame(1000).to_csv(path, index=False)
     end = pd.Timestamp("2025-07-01", tz="UTC")
-    version = data.ingest(spec, s, end)
+    version = sources.ingest(spec, s, end)
     assert pd.Timestamp(version.end) < end
     assert 400 < version.rows < 600
 
@@ -134,7 +134,10 @@ def test_window_keeps_rows_before_the_run_end(csv_spec):
 def test_demo_data_is_deterministic_and_has_knobs():
     assert generate(2000, seed=3).equals(generate(2000, seed=3))
     fair, biased = generate(20000, seed=3), generate(20000, seed=3, bias=0.8)
-    gap = lambda f: f.groupby("group")["churned"].mean().diff().iloc[-1]
+
+    def gap(f):
+        return f.groupby("group")["churned"].mean().diff().iloc[-1]
+
     assert abs(gap(fair)) < 0.03 and gap(biased) > 0.2
     drifted = generate(20000, seed=3, drift=1.0)
     assert drifted["income"].tail(2000).mean() > 1.3 * drifted["income"].head(2000).mean()
@@ -145,7 +148,7 @@ def test_adult_data_loads_with_missing_values(settings):
 
     needs_shared_data("adult.csv")
     spec = get_spec("adult_income", settings)
-    version = data.ingest(spec, settings, None)
+    version = sources.ingest(spec, settings, None)
     frame = pd.read_parquet(version.path)
     assert version.rows == 32561
     assert frame["workclass"].isna().sum() > 1000  # '?' became missing
@@ -156,6 +159,7 @@ def test_adult_data_loads_with_missing_values(settings):
 def test_sql_source(tmp_path, monkeypatch, settings):
     """A spec whose source is a SQL query, read through SQLAlchemy from the URL in an env var."""
     import sqlalchemy
+
     from maestro.config import get_settings
 
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
@@ -177,10 +181,10 @@ def test_sql_source(tmp_path, monkeypatch, settings):
     monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
     get_settings.cache_clear()
     spec = get_spec("demo", get_settings())
-    with pytest.raises(data.DataError, match="environment variable WAREHOUSE_URL is not set"):
-        data.ingest(spec, get_settings(), None)
+    with pytest.raises(sources.DataError, match="environment variable WAREHOUSE_URL is not set"):
+        sources.ingest(spec, get_settings(), None)
     monkeypatch.setenv("WAREHOUSE_URL", url)
-    version = data.ingest(spec, get_settings(), None)
+    version = sources.ingest(spec, get_settings(), None)
     frame = pd.read_parquet(version.path)
     assert version.rows == (good_frame(300)["age"] >= 30).sum() == len(frame)
     assert str(frame["event_timestamp"].dtype) == "datetime64[ns, UTC]"

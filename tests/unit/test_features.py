@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from maestro import data, features
+
+from maestro.data import features, sources
 from maestro.spec import get_spec, load_spec, spec_paths
 
 
@@ -15,7 +16,6 @@ def test_committed_definitions_match_specs(settings):
 
 def test_a_spec_change_is_caught(settings, tmp_path, monkeypatch):
     from maestro.config import get_settings
-
     from tests.conftest import write_specs
 
     spec_dir = write_specs(tmp_path / "specs", {})
@@ -37,7 +37,7 @@ def test_definitions_follow_feast_conventions(settings):
 
 def test_point_in_time_join_never_sees_the_future(small_specs):
     spec = get_spec("demo", small_specs)
-    snapshot = data.load_snapshot(data.ingest(spec, small_specs, None).to_dict())
+    snapshot = sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())
     # A second observation of customer 1, later in time, with different values.
     later = snapshot.iloc[[0]].copy()
     later["event_timestamp"] += pd.Timedelta(days=30)

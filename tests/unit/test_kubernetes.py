@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from maestro.serving.kubernetes import (
+
+from maestro.deploy.kubernetes import (
     ServingOptions,
     as_api_models,
     cpu_count,
@@ -93,7 +94,7 @@ def test_the_deploy_dag_builds_the_deployer_pod_without_a_cluster(tmp_path):
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     from tests.dags.test_dag_integrity import DAGS
 
-    dag = DagBag(dag_folder=str(DAGS / "serve_models.py")).get_dag("deploy_demo")
+    dag = DagBag(dag_folder=str(DAGS / "deploy.py")).get_dag("deploy_demo")
     task = dag.get_task("deploy_kubernetes")
     task.version, task.strategy = "4", "blue-green"  # as rendered from choose_version
     task.config_file = str(tmp_path / "kubeconfig")

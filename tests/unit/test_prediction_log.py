@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from maestro.serving.predlog import PredictionLog, read_log
 
 DAY = 1_760_000_000.0  # 2025-10-09 08:53 UTC

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from maestro import governance, tracking
-from maestro.config import get_settings
-from maestro.governance import GovernanceError
 
+from maestro import tracking, vocabulary
+from maestro.config import get_settings
+from maestro.governance import registry as aliases
+from maestro.governance.registry import GovernanceError
 from tests.conftest import write_specs
 
 
@@ -24,7 +25,7 @@ def registry(settings, tmp_path, monkeypatch):
     for _ in range(5):
         version = mlc.create_model_version("demo", source.as_uri()).version
         mlc.set_model_version_tag("demo", version, "validation_status", "passed")
-        mlc.set_model_version_tag("demo", version, "approval", governance.APPROVED)
+        mlc.set_model_version_tag("demo", version, "approval", vocabulary.APPROVED)
     return settings
 
 
@@ -35,10 +36,10 @@ def archived(settings) -> set[str]:
 
 def test_promotions_keep_champion_and_previous_and_archive_the_rest(registry):
     for version in "12345":
-        done = governance.promote(registry, "demo", version, by="admin")
+        done = aliases.promote(registry, "demo", version, by="admin")
     assert done == {"action": "promote", "model": "demo", "champion": "5", "previous": "4"}
-    assert str(governance.version_by_alias(registry, "demo", "champion").version) == "5"
-    assert str(governance.version_by_alias(registry, "demo", "previous").version) == "4"
+    assert str(aliases.version_by_alias(registry, "demo", "champion").version) == "5"
+    assert str(aliases.version_by_alias(registry, "demo", "previous").version) == "4"
     assert archived(registry) == {"1", "2", "3"}
     tags = tracking.client(registry).get_model_version("demo", "5").tags
     assert tags["promoted_by"] == "admin" and tags["promoted_at"]
@@ -47,16 +48,16 @@ def test_promotions_keep_champion_and_previous_and_archive_the_rest(registry):
 def test_a_version_holding_an_alias_is_never_archived(registry):
     tracking.client(registry).set_registered_model_alias("demo", "pinned", "1")
     for version in "2345":
-        governance.promote(registry, "demo", version, by="admin")
+        aliases.promote(registry, "demo", version, by="admin")
     assert archived(registry) == {"2", "3"}
 
 
 def test_rollback_swaps_champion_and_previous_and_needs_both(registry):
     with pytest.raises(GovernanceError, match="needs both a champion and a previous"):
-        governance.rollback(registry, "demo", by="admin")
-    governance.promote(registry, "demo", "1", by="admin")
-    governance.promote(registry, "demo", "2", by="admin")
-    done = governance.rollback(registry, "demo", by="oncall", comment="latency regression")
+        aliases.rollback(registry, "demo", by="admin")
+    aliases.promote(registry, "demo", "1", by="admin")
+    aliases.promote(registry, "demo", "2", by="admin")
+    done = aliases.rollback(registry, "demo", by="oncall", comment="latency regression")
     assert done == {"action": "rollback", "model": "demo", "champion": "1", "previous": "2"}
     tags = tracking.client(registry).get_model_version("demo", "2").tags
     assert tags["rolled_back_by"] == "oncall"
@@ -64,17 +65,17 @@ def test_rollback_swaps_champion_and_previous_and_needs_both(registry):
 
 
 def test_promoting_the_champion_again_changes_nothing(registry):
-    governance.promote(registry, "demo", "1", by="admin")
-    governance.promote(registry, "demo", "2", by="admin")
-    done = governance.promote(registry, "demo", "2", by="someone-else")
+    aliases.promote(registry, "demo", "1", by="admin")
+    aliases.promote(registry, "demo", "2", by="admin")
+    done = aliases.promote(registry, "demo", "2", by="someone-else")
     assert done["champion"] == "2" and done["previous"] == "1"
     assert tracking.client(registry).get_model_version("demo", "2").tags["promoted_by"] == "admin"
 
 
 def test_an_unapproved_version_is_refused_and_no_alias_moves(registry):
-    governance.promote(registry, "demo", "1", by="admin")
+    aliases.promote(registry, "demo", "1", by="admin")
     tracking.client(registry).set_model_version_tag("demo", "3", "approval", "rejected")
     with pytest.raises(GovernanceError, match="version 3 is not approved"):
-        governance.promote(registry, "demo", "3", by="admin")
-    assert str(governance.version_by_alias(registry, "demo", "champion").version) == "1"
-    assert governance.version_by_alias(registry, "demo", "previous") is None
+        aliases.promote(registry, "demo", "3", by="admin")
+    assert str(aliases.version_by_alias(registry, "demo", "champion").version) == "1"
+    assert aliases.version_by_alias(registry, "demo", "previous") is None

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.models import infer_signature
+
 from maestro.config import Settings
-from maestro.demo_data import generate
-from maestro.modeling import build_estimator, fit
+from maestro.data.synthetic import generate
 from maestro.serving.scorer import PARALLEL_ROWS, Column, Scorer, columns_of, to_columns
 from maestro.spec import get_spec
-from mlflow.models import infer_signature
+from maestro.training.families import build_estimator, fit
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from maestro.serving.deploy import Check, canary_error_rate, version_check
+
+from maestro.deploy.strategies import Check, canary_error_rate, version_check
 from maestro.serving.plan import (
     ModelPlan,
     Plan,

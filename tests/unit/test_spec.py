@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from maestro.spec import SpecError, load_spec, spec_paths
 
 SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"

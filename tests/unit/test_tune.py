@@ -6,37 +6,39 @@ from concurrent.futures import ProcessPoolExecutor
 
 import optuna
 import pytest
-from maestro import pipeline, tracking
+
+from maestro import tracking
 from maestro.config import get_settings
+from maestro.training import stages
 
 
 @pytest.fixture
 def handle(small_specs):
-    run = pipeline.RunInfo("train_demo", "unit_tune")
-    h = pipeline.ingest("demo", run, small_specs)
-    h = pipeline.materialize_features(h, small_specs)
-    return pipeline.build_training_set(h, small_specs)
+    run = stages.RunInfo("train_demo", "unit_tune")
+    h = stages.ingest("demo", run, small_specs)
+    h = stages.materialize_features(h, small_specs)
+    return stages.build_training_set(h, small_specs)
 
 
 def _worker(args) -> int:
     handle, worker = args
-    return pipeline.tune_worker(handle, worker, get_settings())
+    return stages.tune_worker(handle, worker, get_settings())
 
 
 def test_two_workers_spend_exactly_the_budget(handle, small_specs):
-    started = pipeline.start_tuning(handle, small_specs, trials=8, workers=2)
+    started = stages.start_tuning(handle, small_specs, trials=8, workers=2)
     with ProcessPoolExecutor(2) as pool:
         ran = list(pool.map(_worker, [(started, 0), (started, 1)]))
     assert sum(ran) == 8 and min(ran) >= 1, ran
-    from maestro import tune
+    from maestro.training import tune
 
-    study = tune.open_study(tracking_spec(small_specs), small_specs, started["study"])
+    study = tune.open_study(tracking_spec(small_specs), small_specs, started.study)
     finished = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
     assert len(finished) == 8
     assert {t.params["family"] for t in finished} <= {"lightgbm", "logistic_regression"}
     children = tracking.client(small_specs).search_runs(
         [tracking.experiment_id(small_specs, "demo")],
-        filter_string=f"tags.`mlflow.parentRunId` = '{started['tune_run_id']}'",
+        filter_string=f"tags.`mlflow.parentRunId` = '{started.tune_run_id}'",
     )
     assert len(children) == 8
     assert all(
@@ -48,16 +50,14 @@ def test_two_workers_spend_exactly_the_budget(handle, small_specs):
 
 
 def test_best_configuration_and_plots(handle, small_specs, tmp_path):
-    from maestro import tune
+    from maestro.training import tune
 
-    started = pipeline.start_tuning(handle, small_specs, trials=8, workers=1)
-    pipeline.tune_worker(started, 0, small_specs)
-    best = tune.best_configuration(tracking_spec(small_specs), small_specs, started["study"])
+    started = stages.start_tuning(handle, small_specs, trials=8, workers=1)
+    stages.tune_worker(started, 0, small_specs)
+    best = tune.best_configuration(tracking_spec(small_specs), small_specs, started.study)
     assert best["family"] in {"lightgbm", "logistic_regression"}
     assert 0.5 < best["value"] <= 1.0
-    written = tune.log_study_plots(
-        tracking_spec(small_specs), small_specs, started["study"], tmp_path
-    )
+    written = tune.log_study_plots(tracking_spec(small_specs), small_specs, started.study, tmp_path)
     assert written[0].name == "optimization_history.html"
     assert all(p.stat().st_size > 1000 for p in written)
 
@@ -81,8 +81,7 @@ LIGHTGBM_TRIAL = {
 def test_pruning_follows_the_spec(handle, small_specs, tmp_path, monkeypatch, pruning):
     """With pruning on, LightGBM trials report their validation curve so the median pruner
     can stop them; with `pruning: false` they report nothing and always run to the end."""
-    from maestro import tune
-
+    from maestro.training import tune
     from tests.conftest import write_specs
 
     folder = write_specs(
@@ -93,10 +92,10 @@ def test_pruning_follows_the_spec(handle, small_specs, tmp_path, monkeypatch, pr
     get_settings.cache_clear()
     settings = get_settings()
     spec = tracking_spec(settings)
-    started = pipeline.start_tuning(handle, settings, trials=1, workers=1)
-    tune.open_study(spec, settings, started["study"]).enqueue_trial(LIGHTGBM_TRIAL)
-    assert pipeline.tune_worker(started, 0, settings) == 1
-    study = tune.open_study(spec, settings, started["study"])
+    started = stages.start_tuning(handle, settings, trials=1, workers=1)
+    tune.open_study(spec, settings, started.study).enqueue_trial(LIGHTGBM_TRIAL)
+    assert stages.tune_worker(started, 0, settings) == 1
+    study = tune.open_study(spec, settings, started.study)
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert isinstance(study.pruner, optuna.pruners.MedianPruner) is pruning

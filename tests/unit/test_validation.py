@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from maestro import data
+
+from maestro.data import sources
+from maestro.data.validation import validate
 from maestro.spec import get_spec
-from maestro.validation import validate
 
 
 @pytest.fixture
 def demo(small_specs):
     spec = get_spec("demo", small_specs)
-    return spec, data.load_snapshot(data.ingest(spec, small_specs, None).to_dict())
+    return spec, sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())
 
 
 def test_clean_snapshot_passes_and_writes_data_docs(demo, tmp_path):
@@ -55,7 +56,7 @@ def test_null_fraction_within_spec_passes(settings, tmp_path):
 
     needs_shared_data("adult.csv")
     spec = get_spec("adult_income", settings)
-    frame = data.load_snapshot(data.ingest(spec, settings, None).to_dict())
+    frame = sources.load_snapshot(sources.ingest(spec, settings, None).to_dict())
     assert frame["occupation"].isna().mean() > 0.05  # '?' in the real data
     assert validate(frame, spec, tmp_path).success
     frame.loc[: len(frame) // 5, "occupation"] = None  # 20% > max_null_fraction 0.1

@@ -1,1 +1,2 @@
-"""Real-time serving: the model server, its serving plans, prediction log and deployments."""
+"""Real-time serving: the model server, its serving plans, scorers, prediction log and batch
+scoring."""

@@ -25,12 +25,13 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.background import BackgroundTask
+
 from maestro.config import Settings
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
 from maestro.serving.predlog import PredictionLog
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, to_columns
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.background import BackgroundTask
 
 log = logging.getLogger("maestro.serving")
 

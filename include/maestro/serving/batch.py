@@ -4,8 +4,10 @@ champion, written with the model version on every row."""
 from __future__ import annotations
 
 import pandas as pd
+
 from maestro.config import Settings
 from maestro.errors import BadInput
+from maestro.files import atomic_write
 from maestro.serving.predlog import database_engine, is_database
 
 TABLE = "batch_predictions"
@@ -13,17 +15,17 @@ TABLE = "batch_predictions"
 
 def read_partition(settings: Settings, model: str, day: str, source: str | None) -> pd.DataFrame:
     """The rows of `day` (UTC) from the spec's source, or every row of a parquet/CSV file."""
-    from maestro import data
+    from maestro.data import sources
     from maestro.spec import get_spec
 
     spec = get_spec(model, settings)
     if source:
         frame = pd.read_parquet(source) if source.endswith(".parquet") else pd.read_csv(source)
-        frame.columns = [data.normalise_name(c) for c in frame.columns]
+        frame.columns = [sources.normalise_name(c) for c in frame.columns]
         return frame
     origin = f"{model} source"
-    frame = data.conform(
-        data.add_keys(data.read_source(spec, settings), spec, origin), spec, origin
+    frame = sources.conform(
+        sources.add_keys(sources.read_source(spec, settings), spec, origin), spec, origin
     )
     start = pd.Timestamp(day, tz="UTC")
     ts = frame[spec.timestamp.column]
@@ -33,13 +35,14 @@ def read_partition(settings: Settings, model: str, day: str, source: str | None)
 def score_partition(settings: Settings, model: str, day: str, source: str | None = None) -> dict:
     """Score the partition with the champion; write `prediction` and `model_version` beside the
     entity key and timestamp. Returns where, how many rows and which version."""
-    from maestro import governance, tracking
+    from maestro import tracking
+    from maestro.governance import registry
     from maestro.serving.scorer import load_scorer, to_columns
     from maestro.spec import get_spec
 
     spec = get_spec(model, settings)
     tracking.client(settings)
-    champion = governance.champion_version(settings, model)
+    champion = registry.champion_version(settings, model)
     if champion is None:
         raise BadInput(f"{model} has no champion: nothing to score with")
     scorer = load_scorer(model, str(champion.version), settings.scoring_threads)
@@ -82,9 +85,6 @@ def write_scores(settings: Settings, model: str, day: str, scores: pd.DataFrame)
     from pathlib import Path
 
     folder = Path(location) / model / f"date={day}"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "predictions.parquet"
-    tmp = folder / ".predictions.parquet.tmp"
-    scores.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: scores.to_parquet(tmp, index=False))
     return str(path)

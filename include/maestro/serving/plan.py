@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from maestro.errors import BadInput
+from maestro.files import atomic_write_text
 
 
 class PlanError(BadInput):
@@ -108,8 +107,4 @@ def read_plan(path: Path) -> Plan:
 
 def write_plan(path: Path, plan: Plan) -> None:
     """Replace the plan file in one step (a reader never sees half a plan)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".json")
-    with os.fdopen(fd, "w") as out:
-        json.dump(plan.to_dict(), out, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(plan.to_dict(), indent=2, sort_keys=True))

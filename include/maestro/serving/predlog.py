@@ -34,6 +34,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from maestro.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 TABLE = "prediction_log"
@@ -284,9 +286,7 @@ class ParquetSink:
             folder = self.root / f"model={model}" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{dt.datetime.now(dt.UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = folder / f".{name}"
-            pq.write_table(part, tmp)
-            os.replace(tmp, folder / name)  # readers never see a half-written file
+            atomic_write(folder / name, lambda tmp, part=part: pq.write_table(part, tmp))
 
 
 class PostgresSink:

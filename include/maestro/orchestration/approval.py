@@ -28,7 +28,7 @@ DECISION_OPTION = {"approved": ApprovalOperator.APPROVE, "rejected": ApprovalOpe
 def tag_decision(tracking_uri: str, model: str, version: str, approvers: list[str]) -> dict | None:
     """A decision set by tag by someone allowed to give it (others are ignored), or None."""
     from maestro.config import get_settings
-    from maestro.governance import decision_of
+    from maestro.governance.decisions import decision_of
 
     settings = get_settings().model_copy(update={"mlflow_tracking_uri": tracking_uri})
     decision = decision_of(settings, model, version)
@@ -139,7 +139,7 @@ class ModelApprovalOperator(ApprovalOperator):
         version: str,
         approvers: list[str],
         response_timeout: timedelta,
-        poke_interval: float = 5.0,
+        poke_interval: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
@@ -153,6 +153,7 @@ class ModelApprovalOperator(ApprovalOperator):
 
     def execute(self, context):
         from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
         from maestro.config import get_settings
 
         ti_id = context["task_instance"].id
@@ -174,7 +175,8 @@ class ModelApprovalOperator(ApprovalOperator):
                 params=self.serialized_params,
                 multiple=self.multiple,
                 timeout_datetime=utcnow() + self.response_timeout,
-                poke_interval=self.poke_interval,
+                # how often the trigger looks for a tag: the worker's setting unless given
+                poke_interval=self.poke_interval or get_settings().approval_poll_seconds,
                 tracking_uri=get_settings().tracking_uri,
                 model=self.model,
                 version=str(self.version),
@@ -185,7 +187,8 @@ class ModelApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:
         from maestro.config import get_settings
-        from maestro.governance import APPROVED, REJECTED, record_decision
+        from maestro.governance.decisions import record_decision
+        from maestro.vocabulary import APPROVED, REJECTED
 
         if event.get("timedout"):
             by, via, comment = "timeout", "timeout", f"no decision within {self.response_timeout}"

@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from maestro import tracking
+from maestro.config import Settings
+from maestro.handles import CandidateVersion
+from maestro.spec import get_spec
+
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
     "color:#222}table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;"
@@ -149,3 +154,100 @@ def to_html(markdown_text: str, title: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style></head><body>{body}</body></html>"
     )
+
+
+# ---- publishing ------------------------------------------------------------------------
+
+
+def card_facts(
+    handle: CandidateVersion, settings: Settings, result, serving, checks, status, failed
+) -> dict:
+    spec = get_spec(handle.model, settings)
+    version = tracking.client(settings).get_model_version(handle.model, handle.version)
+    lineage_keys = (
+        "data_version",
+        "data_rows",
+        "training_window_start",
+        "training_window_end",
+        "feature_service",
+        "feature_views",
+        "airflow_dag_id",
+        "airflow_run_id",
+        "code_version",
+        "best_trial",
+        "best_family",
+        "pipeline_run_id",
+    )
+    return {
+        "model": handle.model,
+        "version": handle.version,
+        "family": version.tags.get("best_family", ""),
+        "intended_use": spec.governance.intended_use or spec.description,
+        "primary_metric": spec.metric.name,
+        "features": spec.feature_names,
+        "metrics": result["metrics"],
+        "champion_metrics": result["champion_metrics"],
+        "champion_version": result["champion_version"],
+        "slices": result["slices"],
+        "checks": checks,
+        "serving": serving,
+        "importance": load_result(handle.evaluation_run_id, "importance")["importance"],
+        "test_rows": result["rows"],
+        "lineage": {k: version.tags[k] for k in lineage_keys if k in version.tags},
+        "verdict": {"status": status, "failed": failed},
+        "approval": None,
+    }
+
+
+def publish_card(settings: Settings, facts: dict, run_id: str) -> str:
+    """Log the card (Markdown and HTML) and set its summary as the version's description."""
+    text = to_markdown(facts)
+    mlc = tracking.client(settings)
+    mlc.log_text(run_id, text, "model_card/model_card.md")
+    mlc.log_text(
+        run_id, to_html(text, f"{facts['model']} v{facts['version']}"), "model_card/model_card.html"
+    )
+    mlc.update_model_version(facts["model"], facts["version"], description=summary(facts))
+    uri = f"{mlc.get_run(run_id).info.artifact_uri}/model_card/model_card.html"
+    mlc.set_model_version_tag(facts["model"], facts["version"], "model_card", uri)
+    return uri
+
+
+def card_link(settings: Settings, model: str, version: str) -> str:
+    """The model card in the MLflow UI when its address is known, else its artifact URI."""
+    mlc = tracking.client(settings)
+    tags = mlc.get_model_version(model, version).tags
+    card = tags.get("model_card", "")
+    if not settings.mlflow_ui_url or "/artifacts/" not in card:
+        return card
+    run = mlc.get_run(tags["evaluation_run_id"])
+    return (
+        f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}"
+        f"/runs/{run.info.run_id}/artifacts/{card.split('/artifacts/', 1)[1]}"
+    )
+
+
+def approval_request(settings: Settings, handle: CandidateVersion) -> str:
+    """The body of the approval request: key metrics, fairness results, link to the card."""
+    facts = load_result(handle.evaluation_run_id, "card_facts")
+    lines = [f"**{facts['model']} version {facts['version']}** passed every gate.", ""]
+    lines += [f"- {k}: {v:.4f}" for k, v in facts["metrics"].items()]
+    lines += [""] + [
+        f"- {c['name']}: {c['value']:.4f} (limit {c['limit']})"
+        for c in facts["checks"]
+        if c["name"].startswith("fairness:") and c["value"] is not None
+    ]
+    lines += [
+        "",
+        f"Model card: {card_link(settings, facts['model'], facts['version'])}",
+        "",
+        f"Or decide outside Airflow: `maestro approve {facts['model']} {facts['version']}`.",
+    ]
+    return "\n".join(lines)
+
+
+def load_result(run_id: str, name: str) -> dict:
+    """One of the evaluation run's JSON results (`metrics`, `serving`, `card_facts`, ...)."""
+    import mlflow
+
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/{name}.json")

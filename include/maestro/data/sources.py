@@ -2,7 +2,7 @@
 
 Structural problems (no file, empty or unreadable file, missing or undeclared columns, values
 of the wrong type, a one-class target) stop here with one message naming the file and column;
-the statistical checks are the Great Expectations suite's job (`maestro.validation`).
+the statistical checks are the Great Expectations suite's job (`maestro.data.validation`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+
 from maestro.config import Settings
 from maestro.errors import BadInput
+from maestro.files import atomic_write, atomic_write_text
 from maestro.spec import CsvSource, DemoSource, ModelSpec, ParquetSource, SqlSource
 
 
@@ -57,7 +59,7 @@ def read_source(spec: ModelSpec, settings: Settings) -> pd.DataFrame:
     """The raw source table with normalised column names."""
     source = spec.source
     if isinstance(source, DemoSource):
-        from maestro.demo_data import generate
+        from maestro.data.synthetic import generate
 
         frame = generate(source.rows, source.seed, source.drift, source.bias, source.noise)
     elif isinstance(source, SqlSource):
@@ -232,10 +234,8 @@ def write_snapshot(
         source=source,
     )
     if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(version.to_dict(), indent=2))
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(version.to_dict(), indent=2))
     return version
 
 

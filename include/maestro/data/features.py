@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
 from maestro.config import Settings
+from maestro.files import atomic_write, atomic_write_text
 from maestro.spec import ModelSpec
 
 FEAST_TYPES = {"int": "Int64", "float": "Float64", "category": "String"}
@@ -82,7 +84,7 @@ def definitions_path(spec: ModelSpec, settings: Settings) -> Path:
 
 def write_definitions(spec: ModelSpec, settings: Settings) -> Path:
     path = definitions_path(spec, settings)
-    path.write_text(render_definitions(spec))
+    atomic_write_text(path, render_definitions(spec))
     return path
 
 
@@ -133,10 +135,8 @@ def load_definitions(spec: ModelSpec, settings: Settings) -> list:
 def publish_snapshot(snapshot: pd.DataFrame, spec: ModelSpec, settings: Settings) -> Path:
     """Make the run's snapshot the model's offline source (atomic replace)."""
     path = offline_source_path(spec, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    snapshot.drop(columns=[spec.target.name]).to_parquet(tmp, index=False)
-    tmp.replace(path)
+    offline = snapshot.drop(columns=[spec.target.name])
+    atomic_write(path, lambda tmp: offline.to_parquet(tmp, index=False))
     return path
 
 

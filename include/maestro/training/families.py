@@ -10,18 +10,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from maestro.spec import ModelSpec, ParamSpec
 
-# Scores are probabilities of the positive class for classifiers, values for regressors.
-HIGHER_IS_BETTER = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
+from maestro.spec import ModelSpec, ParamSpec
 
 
 def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:

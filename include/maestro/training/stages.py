@@ -1,7 +1,7 @@
 """The training pipeline's stages, one function per Airflow task.
 
-Each stage takes and returns a small JSON-able dict (the run's "handle": model name, run
-ids, paths), never data, so the stages map one-to-one onto tasks passing XComs.
+Each stage takes and returns a small typed handle (`maestro.handles`: model name, run ids,
+paths), never data, so the stages map one-to-one onto tasks passing XComs.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from maestro import tracking
+
+from maestro import tracking, vocabulary
 from maestro.config import Settings
 from maestro.errors import BadInput
+from maestro.governance import registry
+from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun
 from maestro.spec import ModelSpec, get_spec
-
-Handle = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,17 @@ class RunInfo:
     window_end: str | None = None
 
 
-def _spec(handle: Handle, settings: Settings) -> ModelSpec:
-    return get_spec(handle["model"], settings)
+def _spec(handle: TrainingRun, settings: Settings) -> ModelSpec:
+    return get_spec(handle.model, settings)
 
 
-def ingest(model: str, run: RunInfo, settings: Settings) -> Handle:
+def ingest(model: str, run: RunInfo, settings: Settings) -> TrainingRun:
     """Snapshot the source for the run's window and open the run's MLflow record."""
-    from maestro import data
+    from maestro.data import sources
 
     spec = get_spec(model, settings)
     end = pd.Timestamp(run.window_end) if run.window_end else None
-    version = data.ingest(spec, settings, end)
+    version = sources.ingest(spec, settings, end)
     run_id = tracking.pipeline_run(settings, model, run.dag_id, run.run_id)
     mlc = tracking.client(settings)
     for key, value in {
@@ -51,50 +51,48 @@ def ingest(model: str, run: RunInfo, settings: Settings) -> Handle:
         "data_source": version.source,
     }.items():
         mlc.set_tag(run_id, key, str(value))
-    return {
-        "model": model,
-        "dag_id": run.dag_id,
-        "airflow_run_id": run.run_id,
-        "pipeline_run_id": run_id,
-        "data": version.to_dict(),
-    }
+    return TrainingRun(
+        model=model,
+        dag_id=run.dag_id,
+        airflow_run_id=run.run_id,
+        pipeline_run_id=run_id,
+        data=version.to_dict(),
+    )
 
 
-def validate_data(handle: Handle, settings: Settings) -> Handle:
+def validate_data(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Run the spec's expectation suite; publish Data Docs; stop the run on any failure."""
-    from maestro import data, validation
+    from maestro.data import sources, validation
 
     spec = _spec(handle, settings)
-    frame = data.load_snapshot(handle["data"])
+    frame = sources.load_snapshot(handle.data)
     mlc = tracking.client(settings)
     with tempfile.TemporaryDirectory(prefix="maestro-gx-") as tmp:
         report = validation.validate(frame, spec, Path(tmp))
-        mlc.log_artifacts(handle["pipeline_run_id"], str(report.docs_dir), "data_validation")
-    mlc.log_metric(handle["pipeline_run_id"], "data_expectations_failed", len(report.failed))
-    mlc.set_tag(
-        handle["pipeline_run_id"], "data_validation", "passed" if report.success else "failed"
-    )
+        mlc.log_artifacts(handle.pipeline_run_id, str(report.docs_dir), "data_validation")
+    mlc.log_metric(handle.pipeline_run_id, "data_expectations_failed", len(report.failed))
+    mlc.set_tag(handle.pipeline_run_id, "data_validation", "passed" if report.success else "failed")
     if not report.success:
-        mlc.set_terminated(handle["pipeline_run_id"], "FAILED")
+        mlc.set_terminated(handle.pipeline_run_id, "FAILED")
         raise validation.ValidationFailed(
             f"{spec.name}: data validation failed: {report.summary()}"
         )
-    return {**handle, "validation": report.summary()}
+    return handle.updated(validation=report.summary())
 
 
-def materialize_features(handle: Handle, settings: Settings) -> Handle:
+def materialize_features(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Apply the model's Feast definitions and materialize the window online."""
-    from maestro import data, features
+    from maestro.data import features, sources
 
     spec = _spec(handle, settings)
-    frame = data.load_snapshot(handle["data"])
-    start = pd.Timestamp(handle["data"]["start"])
-    end = pd.Timestamp(handle["data"]["end"]) + pd.Timedelta(seconds=1)
+    frame = sources.load_snapshot(handle.data)
+    start = pd.Timestamp(handle.data["start"])
+    end = pd.Timestamp(handle.data["end"]) + pd.Timedelta(seconds=1)
     result = features.apply_and_materialize(frame, spec, settings, start, end)
     mlc = tracking.client(settings)
-    mlc.set_tag(handle["pipeline_run_id"], "feature_service", result["feature_service"])
-    mlc.set_tag(handle["pipeline_run_id"], "feature_views", ",".join(result["feature_views"]))
-    return {**handle, "features": result}
+    mlc.set_tag(handle.pipeline_run_id, "feature_service", result["feature_service"])
+    mlc.set_tag(handle.pipeline_run_id, "feature_views", ",".join(result["feature_views"]))
+    return handle.updated(features=FeatureSet(**result))
 
 
 def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFrame]:
@@ -112,14 +110,14 @@ def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFram
     }
 
 
-def build_training_set(handle: Handle, settings: Settings) -> Handle:
+def build_training_set(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Point-in-time features from Feast, split by time, saved as parquet and as artifacts."""
-    from maestro import data, features
+    from maestro.data import features, sources
 
     spec = _spec(handle, settings)
-    snapshot = data.load_snapshot(handle["data"])
+    snapshot = sources.load_snapshot(handle.data)
     frame = features.historical_features(snapshot, spec, settings)
-    folder = settings.home / "training_sets" / spec.name / handle["data"]["hash"]
+    folder = settings.home / "training_sets" / spec.name / handle.data["hash"]
     folder.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for name, part in split_by_time(frame, spec).items():
@@ -127,105 +125,102 @@ def build_training_set(handle: Handle, settings: Settings) -> Handle:
         sizes[name] = len(part)
     (folder / "splits.json").write_text(json.dumps(sizes))
     mlc = tracking.client(settings)
-    mlc.log_artifacts(handle["pipeline_run_id"], str(folder), "training_set")
-    return {**handle, "training_set": str(folder), "splits": sizes}
+    mlc.log_artifacts(handle.pipeline_run_id, str(folder), "training_set")
+    return handle.updated(training_set=str(folder), splits=sizes)
 
 
-def load_split(handle: Handle, name: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(handle["training_set"]) / f"{name}.parquet")
+def load_split(handle: TrainingRun | CandidateVersion, name: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(handle.training_set) / f"{name}.parquet")
 
 
-def start_tuning(handle: Handle, settings: Settings, trials: int, workers: int) -> Handle:
+def start_tuning(handle: TrainingRun, settings: Settings, trials: int, workers: int) -> TrainingRun:
     """Create the study and the tuning run; the study is named after the Airflow run."""
-    from maestro import tune
+    from maestro.training import tune
 
     spec = _spec(handle, settings)
-    study = f"{spec.name}-{handle['pipeline_run_id']}"
+    study = f"{spec.name}-{handle.pipeline_run_id}"
     tune.open_study(spec, settings, study)
     mlc = tracking.client(settings)
     found = mlc.search_runs(
         [tracking.experiment_id(settings, spec.name)],
         filter_string=f"tags.`maestro.stage` = 'tune' and tags.`mlflow.parentRunId` = "
-        f"'{handle['pipeline_run_id']}'",
+        f"'{handle.pipeline_run_id}'",
         max_results=1,
     )
     tune_run = (
         found[0].info.run_id
         if found
-        else tracking.child_run(settings, handle["pipeline_run_id"], "tune", "tune")
+        else tracking.child_run(settings, handle.pipeline_run_id, "tune", "tune")
     )
     mlc.set_tag(tune_run, "trial_budget", str(trials))  # tags: a re-run may change them
     mlc.set_tag(tune_run, "workers", str(workers))
-    return {**handle, "study": study, "tune_run_id": tune_run, "budget": trials, "workers": workers}
+    return handle.updated(study=study, tune_run_id=tune_run, budget=trials, workers=workers)
 
 
-def tune_worker(handle: Handle, worker: int, settings: Settings) -> int:
+def tune_worker(handle: TrainingRun, worker: int, settings: Settings) -> int:
     """One parallel slot: run trials of the shared study until its budget is spent."""
-    from maestro import tune
+    from maestro.training import tune
 
     spec = _spec(handle, settings)
     return tune.run_worker(
         spec,
         settings,
-        handle["study"],
-        handle["budget"],
+        handle.study,
+        handle.budget,
         load_split(handle, "train"),
         load_split(handle, "valid"),
-        handle["tune_run_id"],
+        handle.tune_run_id,
         tracking.experiment_id(settings, spec.name),
         worker,
     )
 
 
-def finish_tuning(handle: Handle, settings: Settings) -> Handle:
+def finish_tuning(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Pick the best trial; log it and the study's plots on the tuning run."""
-    from maestro import tune
+    from maestro.training import tune
 
     spec = _spec(handle, settings)
-    best = tune.best_configuration(spec, settings, handle["study"])
+    best = BestTrial(**tune.best_configuration(spec, settings, handle.study))
     mlc = tracking.client(settings)
-    run = handle["tune_run_id"]
-    mlc.log_param(run, "best_family", best["family"])
-    for key, value in best["params"].items():
+    run = handle.tune_run_id
+    mlc.log_param(run, "best_family", best.family)
+    for key, value in best.params.items():
         mlc.log_param(run, f"best.{key}", value)
-    mlc.log_metric(run, f"best_val_{spec.metric.name}", best["value"])
-    mlc.set_tag(run, "best_trial", str(best["number"]))
+    mlc.log_metric(run, f"best_val_{spec.metric.name}", best.value)
+    mlc.set_tag(run, "best_trial", str(best.number))
     with tempfile.TemporaryDirectory(prefix="maestro-plots-") as tmp:
-        tune.log_study_plots(spec, settings, handle["study"], Path(tmp))
+        tune.log_study_plots(spec, settings, handle.study, Path(tmp))
         mlc.log_artifacts(run, tmp, "plots")
     mlc.set_terminated(run)
-    return {**handle, "best": best}
+    return handle.updated(best=best)
 
 
-def train_final(handle: Handle, settings: Settings) -> Handle:
+def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Refit the best configuration on train+validation; log the model and test metrics."""
     import mlflow
-    from maestro.modeling import build_estimator, evaluate, fit, scores
+
+    from maestro.training.families import build_estimator, evaluate, fit, scores
 
     spec = _spec(handle, settings)
-    best = handle["best"]
+    best = handle.best
+    assert best is not None, "train_final runs after finish_tuning"
     seen = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
     test = load_split(handle, "test")
     X, y = seen[spec.feature_names], seen[spec.target.name].to_numpy()
-    model = fit(
-        build_estimator(spec, best["family"], best["params"], threads=2), spec, best["family"], X, y
-    )
+    model = fit(build_estimator(spec, best.family, best.params, threads=2), spec, best.family, X, y)
     test_scores = scores(model, spec, test[spec.feature_names])
     metrics = {
         f"test_{k}": v
         for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
     }
-    run_id = tracking.child_run(settings, handle["pipeline_run_id"], "train_final", "train")
+    run_id = tracking.child_run(settings, handle.pipeline_run_id, "train_final", "train")
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({"family": best["family"], **best["params"]})
+        mlflow.log_params({"family": best.family, **best.params})
         mlflow.log_metrics(metrics)
         logged = log_pipeline(model, spec, X.head(5))
-    return {
-        **handle,
-        "model_run_id": run_id,
-        "logged_model_uri": logged.model_uri,
-        "test_metrics": metrics,
-    }
+    return handle.updated(
+        model_run_id=run_id, logged_model_uri=logged.model_uri, test_metrics=metrics
+    )
 
 
 def log_pipeline(model, spec: ModelSpec, example: pd.DataFrame):
@@ -262,41 +257,41 @@ def own_types(model) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
-def lineage_tags(handle: Handle, settings: Settings) -> dict[str, str]:
-    data = handle["data"]
+def lineage_tags(handle: TrainingRun, settings: Settings) -> dict[str, str]:
+    data = handle.data
     return {
         "data_version": data["hash"],
         "data_rows": str(data["rows"]),
         "data_source": data["source"],
         "training_window_start": data["start"],
         "training_window_end": data["end"],
-        "feature_service": handle["features"]["feature_service"],
-        "feature_views": ",".join(handle["features"]["feature_views"]),
-        "airflow_dag_id": handle["dag_id"],
-        "airflow_run_id": handle["airflow_run_id"],
+        "feature_service": handle.features.feature_service,
+        "feature_views": ",".join(handle.features.feature_views),
+        "airflow_dag_id": handle.dag_id,
+        "airflow_run_id": handle.airflow_run_id,
         "code_version": tracking.code_version(settings),
-        "best_trial": str(handle["best"]["number"]),
-        "best_family": handle["best"]["family"],
-        "pipeline_run_id": handle["pipeline_run_id"],
-        "optuna_study": handle["study"],
+        "best_trial": str(handle.best.number),
+        "best_family": handle.best.family,
+        "pipeline_run_id": handle.pipeline_run_id,
+        "optuna_study": handle.study,
     }
 
 
-def register(handle: Handle, settings: Settings) -> Handle:
+def register(handle: TrainingRun, settings: Settings) -> CandidateVersion:
     """Register the model (once per Airflow run), tag its lineage, then alias it challenger."""
     spec = _spec(handle, settings)
     tags = lineage_tags(handle, settings)
-    version = tracking.register(settings, spec.registered_name, handle["logged_model_uri"], tags)
-    tracking.set_alias(settings, spec.registered_name, tracking.CHALLENGER, version)
+    version = registry.register(settings, spec.name, handle.logged_model_uri, tags)
+    registry.set_alias(settings, spec.name, vocabulary.CHALLENGER, version)
     mlc = tracking.client(settings)
-    mlc.set_tag(handle["pipeline_run_id"], "registered_version", version)
-    mlc.set_terminated(handle["pipeline_run_id"])
-    return {
-        "model": spec.registered_name,
-        "version": str(version),
-        "alias": tracking.CHALLENGER,
-        "model_uri": f"models:/{spec.registered_name}@{tracking.CHALLENGER}",
-        "test_metrics": handle["test_metrics"],
-        "pipeline_run_id": handle["pipeline_run_id"],
-        "training_set": handle["training_set"],
-    }
+    mlc.set_tag(handle.pipeline_run_id, "registered_version", version)
+    mlc.set_terminated(handle.pipeline_run_id)
+    return CandidateVersion(
+        model=spec.name,
+        version=str(version),
+        alias=vocabulary.CHALLENGER,
+        model_uri=f"models:/{spec.name}@{vocabulary.CHALLENGER}",
+        test_metrics=handle.test_metrics,
+        pipeline_run_id=handle.pipeline_run_id,
+        training_set=handle.training_set,
+    )

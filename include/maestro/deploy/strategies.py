@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import json
 import math
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
 
 from maestro.errors import BadInput
+from maestro.files import atomic_write_text
 from maestro.serving.plan import ModelPlan, Plan, Route, read_plan, write_plan
+from maestro.vocabulary import STRATEGIES
+from maestro.waiting import wait_for
+from maestro.web import client
 
-STRATEGIES = ("rolling", "blue-green", "canary")
 CANARY_STEPS = (10, 50, 100)
 MAX_ERROR_RATE = 0.01
 
@@ -78,26 +80,26 @@ class ServerTarget:
     """A running model server (or the Service in front of its replicas): its address, where its
     plan lives, and its bearer token (if any)."""
 
-    def __init__(self, base_url: str, plans: PlanStore | Path, token: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        plans: PlanStore | Path,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.plans = FilePlanStore(plans) if isinstance(plans, Path) else plans
-        self.token = token
+        self._http = client(self.base_url, token=token, transport=transport)
 
     def request(
         self, method: str, path: str, body: object = None, timeout: float = 10
     ) -> tuple[int, bytes]:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(
-            self.base_url + path, data=data, headers=headers, method=method
+        """One request; the status and body whatever the status (httpx.TransportError when
+        nothing answers)."""
+        response = self._http.request(
+            method, path, json=body if body is not None else None, timeout=timeout
         )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
+        return response.status_code, response.content
 
     def serving_version(self, model: str) -> str | None:
         """The version with the largest share now (aliases resolved by the server)."""
@@ -113,19 +115,24 @@ class ServerTarget:
         whole = self.plans.read().with_model(model, plan)
         self.plans.write(whole)
         wanted, streak = whole.digest(), 0
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def applied() -> bool:
+            nonlocal streak
             status, body = self.request("GET", "/v1/models")
-            if status == 200:
-                state = json.loads(body)
-                streak = streak + 1 if state["plan"] == wanted else 0
-                if streak >= agreeing:
-                    return
-                if state["plan_error"] and state["plan"] != wanted:
-                    raise DeployError(f"the server refused the plan: {state['plan_error']}")
-            time.sleep(0.1)
-        raise DeployError(
-            f"the server at {self.base_url} did not apply plan {wanted} in {timeout:.0f}s"
+            if status != 200:
+                return False
+            state = json.loads(body)
+            streak = streak + 1 if state["plan"] == wanted else 0
+            if state["plan_error"] and state["plan"] != wanted:
+                raise DeployError(f"the server refused the plan: {state['plan_error']}")
+            return streak >= agreeing
+
+        wait_for(
+            applied,
+            timeout=timeout,
+            interval=0.1,
+            what=f"the server at {self.base_url} did not apply plan {wanted}",
+            error=DeployError,
         )
 
     def smoke(self, model: str, rows: list[dict], version: str | None = None) -> None:
@@ -269,14 +276,15 @@ def run_deployment(
 ) -> dict:
     """Deploy `version` (default: the champion) of `model` to the local server or to
     Kubernetes, with `strategy`."""
-    from maestro import governance, tracking
+    from maestro import tracking
+    from maestro.governance import registry
     from maestro.serving.scorer import example_rows
     from maestro.spec import get_spec
 
     spec = get_spec(model, settings)
     tracking.client(settings)
     if not version:
-        champion = governance.champion_version(settings, model)
+        champion = registry.champion_version(settings, model)
         if champion is None:
             raise BadInput(f"{model} has no champion to deploy: promote a version first")
         version = str(champion.version)
@@ -287,7 +295,7 @@ def run_deployment(
             local_server(settings, model, say), settings.plan_path, settings.serving_token
         )
     elif target == "kubernetes":
-        from maestro.serving import kubernetes as k8s
+        from maestro.deploy import kubernetes as k8s
 
         options = k8s.ServingOptions(namespace=settings.k8s_namespace, image=settings.serving_image)
         k8s.apply_stack(model, Plan({model: ModelPlan((Route(version, 100),))}), options)
@@ -327,19 +335,31 @@ def local_server(settings, model: str, say=print) -> str:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    (settings.home / "serving").mkdir(parents=True, exist_ok=True)
-    (settings.home / "serving" / "server.pid").write_text(str(process.pid))
+    atomic_write_text(settings.home / "serving" / "server.pid", str(process.pid))
     say(f"started the model server at {url} (pid {process.pid}, log {logs / 'serve.log'})")
-    deadline = time.monotonic() + 120
-    while not _answers(probe, "/ready"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise DeployError(f"the model server at {url} did not start; see {logs / 'serve.log'}")
-        time.sleep(0.5)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise DeployError(f"the model server at {url} exited; see {logs / 'serve.log'}")
+        return _answers(probe, "/ready")
+
+    what = f"the model server at {url} did not start; see {logs / 'serve.log'}"
+    wait_for(ready, timeout=120, interval=0.5, what=what, error=DeployError)
     return url
 
 
 def _answers(target: ServerTarget, path: str) -> bool:
     try:
         return target.request("GET", path, timeout=2)[0] == 200
-    except OSError:
+    except httpx.HTTPError:
         return False
+
+
+def requested_deployment(params: Mapping[str, Any], triggering_events: Mapping | None) -> dict:
+    """What a deployment run is asked to do: the `version` param, else the champion named by
+    the promotion's (or rollback's) asset event, else empty (the current champion)."""
+    version = params["version"]
+    for events in (triggering_events or {}).values():
+        for event in events:
+            version = version or str(event.extra.get("champion", ""))
+    return {"version": version, "strategy": params["strategy"], "target": params["target"]}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from maestro.modeling import SCALED
+
 from maestro.spec import ModelSpec
+from maestro.training.families import SCALED
 
 
 def _raw_feature(column: str, features: list[str]) -> str:

@@ -22,8 +22,8 @@ class DeployerPodOperator(BaseOperator):
         model: str,
         version: str,
         strategy: str,
-        namespace: str,
-        image: str,
+        namespace: str | None = None,
+        image: str | None = None,
         service_account: str = "maestro-deployer",
         env_secret: str = "maestro-serving",
         config_file: str | None = None,
@@ -36,15 +36,20 @@ class DeployerPodOperator(BaseOperator):
         self.config_file = config_file
 
     def pod_operator(self):
-        """The KubernetesPodOperator this task runs."""
+        """The KubernetesPodOperator this task runs; the namespace and image default to the
+        settings of the worker that runs it (`MAESTRO_K8S_NAMESPACE`, `MAESTRO_SERVING_IMAGE`)."""
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
         from kubernetes.client import models as k8s
+
+        from maestro.config import get_settings
+
+        settings = get_settings()
 
         return KubernetesPodOperator(
             task_id=self.task_id,
             name=f"deploy-{self.model.replace('_', '-')}",
-            namespace=self.namespace,
-            image=self.image,
+            namespace=self.namespace or settings.k8s_namespace,
+            image=self.image or settings.serving_image,
             cmds=["maestro", "deploy", self.model],
             arguments=[
                 "--version",

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from maestro.config import Settings
-from maestro.modeling import (
+from maestro.spec import ModelSpec
+from maestro.training.families import (
     SCALED,
     build_estimator,
     estimator_fit_params,
@@ -22,7 +24,6 @@ from maestro.modeling import (
     scores,
     suggest,
 )
-from maestro.spec import ModelSpec
 
 # LightGBM's own name of each spec metric, for pruning on its validation curve (None: no pruning).
 LIGHTGBM_METRIC = {
@@ -133,8 +134,9 @@ def run_worker(
 ) -> int:
     """Run trials until the study holds `budget` of them; return how many this worker ran."""
     import optuna
-    from maestro.tracking import client
     from threadpoolctl import threadpool_limits
+
+    from maestro.tracking import client
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)

@@ -2,7 +2,7 @@
 registry URI, through MLflow's pyfunc flavour, in a fresh process), score sample rows, and
 time single-row predictions.
 
-    python -m maestro.serving_check MODEL_URI ROWS.parquet RESULT.json
+    python -m maestro.governance.serving_check MODEL_URI ROWS.parquet RESULT.json
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def check_in_fresh_process(
             [
                 sys.executable,
                 "-m",
-                "maestro.serving_check",
+                "maestro.governance.serving_check",
                 model_uri,
                 str(rows_path),
                 str(result_path),

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 
 from maestro.serving.plan import Plan, parse_plan
+from maestro.waiting import wait_for
 
 PORT = 8000
 PLAN_DIR = "/etc/maestro/plan"
@@ -216,18 +216,25 @@ def apply_stack(model: str, plan: Plan, options: ServingOptions, timeout: float 
             force_conflicts=True,
         )
     apps = client.AppsV1Api()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = apps.read_namespaced_deployment_status(name_of(model), options.namespace)
-        want = d.spec.replicas or 1
-        if (
-            (d.status.updated_replicas or 0) >= want
-            and (d.status.available_replicas or 0) >= want
-            and d.status.observed_generation >= d.metadata.generation
-        ):
-            return
-        time.sleep(2)
-    raise TimeoutError(f"deployment {name_of(model)} not rolled out after {timeout:.0f}s")
+    wait_for(
+        lambda: rolled_out(
+            apps.read_namespaced_deployment_status(name_of(model), options.namespace)
+        ),
+        timeout=timeout,
+        interval=2,
+        what=f"deployment {name_of(model)} not rolled out",
+    )
+
+
+def rolled_out(deployment) -> bool:
+    """Whether a Deployment's status says its rollout is complete (as `kubectl rollout status`)."""
+    want = deployment.spec.replicas or 1
+    status = deployment.status
+    return (
+        (status.updated_replicas or 0) >= want
+        and (status.available_replicas or 0) >= want
+        and (status.observed_generation or 0) >= deployment.metadata.generation
+    )
 
 
 def _exists(resource, obj: dict) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from maestro.modeling import evaluate
+
 from maestro.spec import ModelSpec
+from maestro.training.families import evaluate
 
 
 @dataclass(frozen=True)

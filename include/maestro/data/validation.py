@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
 from maestro.errors import BadInput
 from maestro.spec import ModelSpec
 

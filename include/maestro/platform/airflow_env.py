@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from maestro.config import Settings, export_environment
+from maestro.files import atomic_write_text
+from maestro.platform.processes import stop_group
 
 
 def apply_environment(settings: Settings) -> dict[str, str]:
@@ -44,7 +46,6 @@ def airflow_secrets(settings: Settings) -> dict[str, str]:
     import base64
     import json
     import secrets
-    import tempfile
 
     path = settings.home / "airflow" / "secrets.json"
     if not path.exists():
@@ -53,15 +54,8 @@ def airflow_secrets(settings: Settings) -> dict[str, str]:
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         }
-        fd, draft = tempfile.mkstemp(dir=path.parent)  # mode 600
-        with os.fdopen(fd, "w") as out:
-            json.dump(keys, out)
-        try:
-            os.link(draft, path)  # atomic: of two processes racing, one set of keys wins
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(draft)
+        # mode 600; of two processes racing, one set of keys wins
+        atomic_write_text(path, json.dumps(keys), keep_existing=True)
     return json.loads(path.read_text())
 
 
@@ -126,7 +120,7 @@ REPORTED_STATES = (
     "deferred",
     "skipped",
 )
-STOP_GRACE_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0  # SIGINT first (Python unwinds), SIGKILL after
 
 
 class RunInterrupted(Exception):
@@ -163,20 +157,6 @@ def _signals_raise_stop():
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
-
-
-def stop_process_group(child: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGINT to the child's process group (Python code unwinds on KeyboardInterrupt); after
-    `grace` seconds whatever is left of the group is killed."""
-    with suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGINT)
-    try:
-        child.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    with suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)  # grandchildren too, even if the child has exited
-    child.wait()
 
 
 def fail_unfinished(dag_id: str, run_id: str) -> list[str]:
@@ -231,7 +211,7 @@ def watch_dag_test(
 
     apply_environment(settings)
     code = (
-        "import json, sys; from maestro.airflow_env import run_dag_test; "
+        "import json, sys; from maestro.platform.airflow_env import run_dag_test; "
         "from maestro.config import get_settings; "
         f"state, run_id = run_dag_test({dag_id!r}, get_settings(), json.loads(sys.argv[1])); "
         "print('MAESTRO_RESULT', state, run_id); sys.exit(0 if state == 'success' else 1)"
@@ -265,11 +245,11 @@ def watch_dag_test(
                 time.sleep(1.0)
         except _Stop as stop:
             if child is not None:
-                stop_process_group(child)
+                stop_group(child, signal.SIGINT, STOP_GRACE_SECONDS)
             run_id = task_states(dag_id, started)[0]
             unfinished = fail_unfinished(dag_id, run_id) if run_id else []
             raise RunInterrupted(stop.signum, run_id, unfinished) from None
         except BaseException:
             if child is not None and child.poll() is None:
-                stop_process_group(child)
+                stop_group(child, signal.SIGINT, STOP_GRACE_SECONDS)
             raise

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from maestro.airflow_env import airflow_bin, apply_environment
 from maestro.config import Settings
+from maestro.platform.airflow_env import airflow_bin, apply_environment
+from maestro.platform.processes import signal_group, stop_group
+from maestro.web import answers
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HOST = "127.0.0.1"
@@ -55,14 +56,6 @@ def health_urls(airflow_port: int, mlflow_port: int) -> dict[str, str]:
         "airflow": f"http://{HOST}:{airflow_port}/api/v2/monitor/health",
         "mlflow": f"http://{HOST}:{mlflow_port}/health",
     }
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) -> int:
@@ -127,21 +120,10 @@ def _print_addresses(settings: Settings, airflow_port: int, mlflow_port: int, ec
 def stop(children: dict[str, subprocess.Popen], echo, grace: float = 30.0) -> None:
     """SIGTERM every component's process group, then SIGKILL what is left after `grace`."""
     for child in children.values():
-        _signal_group(child, signal.SIGTERM)  # the whole group: workers and log servers too
+        signal_group(child, signal.SIGTERM)  # the whole group: workers and log servers too
     deadline = time.monotonic() + grace
     for name, child in children.items():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if not stop_group(child, signal.SIGTERM, deadline - time.monotonic()):
             echo(f"{name} did not stop in {grace:.0f}s: killed")
-            _signal_group(child, signal.SIGKILL)
-            child.wait()
     if children:
         echo("stopped")
-
-
-def _signal_group(child: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(child.pid, signum)
-    except ProcessLookupError:
-        pass

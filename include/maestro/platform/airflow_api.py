@@ -1,47 +1,53 @@
-"""A small client of Airflow's public REST API (v2): how CI and the benchmarks trigger runs."""
+"""A small client of Airflow's public REST API (v2): how CI, the CLI and the benchmarks trigger
+runs and post asset events."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
+from urllib.parse import quote
 
-from maestro.airflow_env import task_label
+import httpx
+
 from maestro.config import Settings
+from maestro.platform.airflow_env import task_label
+from maestro.waiting import wait_for
+from maestro.web import client
 
 TERMINAL_STATES = ("success", "failed")
 
 
 class AirflowAPIError(RuntimeError):
-    pass
+    """A request Airflow refused or that did not reach it; the message names the request."""
 
 
 class AirflowClient:
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = {"username": username, "password": password}
+        self._http = client(self.base_url, timeout=30, transport=transport)
         self._token: str | None = None
 
     def call(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
-        """One request; raises AirflowAPIError naming the request and Airflow's answer."""
+        """One request (signing in first); raises AirflowAPIError naming the request and
+        Airflow's answer, or why there was none."""
         if self._token is None and path != "/auth/token":
             self._token = self.call("/auth/token", "POST", self._credentials)["access_token"]
-        headers = {"Content-Type": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base_url + path, data=data, headers=headers, method=method
-        )
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")[:500]
-            raise AirflowAPIError(f"{method} {path}: HTTP {error.code}: {detail}") from None
+            response = self._http.request(method, path, json=body, headers=headers)
+        except httpx.TransportError as error:
+            raise AirflowAPIError(f"{method} {self.base_url}{path}: {error!r}") from None
+        if response.is_error:
+            raise AirflowAPIError(
+                f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+            )
+        return response.json() if response.content else None
 
     def dag_ids(self) -> set[str]:
         return {dag["dag_id"] for dag in self.call("/api/v2/dags?limit=1000")["dags"]}
@@ -61,16 +67,15 @@ class AirflowClient:
         return self.call(f"/api/v2/dags/{dag_id}/dagRuns?order_by=run_after&limit=100")["dag_runs"]
 
     def run(self, dag_id: str, run_id: str) -> dict:
-        return self.call(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+        return self.call(f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances"
         return self.call(path)["task_instances"]
 
     def asset_event(self, name: str, extra: dict) -> dict:
         """Record an event on the asset called `name` (its consumers' DAGs then run)."""
-        query = urllib.parse.urlencode({"name_pattern": name, "limit": 100})
-        assets = self.call(f"/api/v2/assets?{query}")["assets"]
+        assets = self.call(f"/api/v2/assets?name_pattern={quote(name)}&limit=100")["assets"]
         ids = [asset["id"] for asset in assets if asset["name"] == name]
         if not ids:
             raise AirflowAPIError(
@@ -80,7 +85,7 @@ class AirflowClient:
         return self.call("/api/v2/assets/events", "POST", {"asset_id": ids[0], "extra": extra})
 
     def asset_events(self, name: str) -> list[dict]:
-        query = urllib.parse.urlencode({"name_pattern": name, "order_by": "timestamp"})
+        query = f"name_pattern={quote(name)}&order_by=timestamp"
         events = self.call(f"/api/v2/assets/events?{query}")["asset_events"]
         return [event for event in events if event["name"] == name]
 
@@ -90,9 +95,9 @@ class AirflowClient:
         """Poll a run until it succeeds or fails; return it (raises TimeoutError).
         `on_state(task_label, state)` hears every change of a task's state, as with
         `watch_dag_test` (e.g. to answer an approval)."""
-        deadline = time.monotonic() + timeout
         seen: dict[str, str | None] = {}
-        while time.monotonic() < deadline:
+
+        def finished() -> dict | None:
             run = self.run(dag_id, run_id)
             if on_state is not None:
                 for ti in self.task_instances(dag_id, run_id):
@@ -100,10 +105,11 @@ class AirflowClient:
                     if seen.get(label, "") != ti["state"]:
                         seen[label] = ti["state"]
                         on_state(label, ti["state"])
-            if run["state"] in TERMINAL_STATES:
-                return run
-            time.sleep(poll)
-        raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
+            return run if run["state"] in TERMINAL_STATES else None
+
+        return wait_for(
+            finished, timeout=timeout, interval=poll, what=f"{dag_id} run {run_id} not finished"
+        )
 
 
 def platform_client(settings: Settings) -> AirflowClient:
@@ -111,7 +117,9 @@ def platform_client(settings: Settings) -> AirflowClient:
     password, the one `maestro up` generated in the state folder."""
     password = settings.airflow_password
     if password is None:
-        from maestro.services import passwords_file
+        import json
+
+        from maestro.platform.services import passwords_file
 
         path = passwords_file(settings.home)
         try:
@@ -122,8 +130,3 @@ def platform_client(settings: Settings) -> AirflowClient:
                 f"or start the platform with `maestro up` ({path}: {error!r})"
             ) from None
     return AirflowClient(settings.airflow_api_url, settings.airflow_username, password)
-
-
-def champion_asset(model: str) -> tuple[str, str]:
-    """Name and URI of the asset a promotion of `model` updates; deployment subscribes to it."""
-    return f"{model}_champion", f"mlflow-model://{model}/champion"

@@ -29,7 +29,7 @@ def echo(line: str = "") -> None:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.features import check_definitions
+    from maestro.data.features import check_definitions
     from maestro.spec import SpecError, get_spec, load_spec, spec_paths
 
     paths = [settings.specs_dir / f"{m}.yaml" for m in args.models] or spec_paths(settings)
@@ -46,7 +46,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.features import write_definitions
+    from maestro.data.features import write_definitions
     from maestro.spec import get_spec, load_spec, spec_paths
 
     specs = [get_spec(m, settings) for m in args.models] or [
@@ -67,7 +67,7 @@ def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
 
 def prepare(settings: Settings) -> None:
     """Create the state folder and bring the Airflow metadata database up to date."""
-    from maestro.airflow_env import migrate_metadata_db
+    from maestro.platform.airflow_env import migrate_metadata_db
 
     echo(f"state folder   {settings.home}")
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -78,24 +78,25 @@ def prepare(settings: Settings) -> None:
 
 def approval_hint(model: str, settings: Settings, approve_as: str | None):
     """What to do when the run waits for a human: say how to answer, or (the demo) answer."""
-    from maestro import governance, tracking
+    from maestro import tracking, vocabulary
+    from maestro.governance import decisions
 
     def on_state(label: str, state: str) -> None:
         # dag.test() keeps a deferred task "queued" while it runs the trigger in line
         if label != "request_approval" or state not in ("queued", "deferred"):
             return
-        version = tracking.client(settings).get_model_version_by_alias(model, tracking.CHALLENGER)
+        version = tracking.client(settings).get_model_version_by_alias(model, vocabulary.CHALLENGER)
         if approve_as is None:
             echo(
                 f"  waiting for a decision on {model} version {version.version}: approve in the "
                 f"Airflow UI (Required Actions) or run `maestro approve {model} {version.version}`"
             )
             return
-        governance.record_decision(
+        decisions.record_decision(
             settings,
             model,
             version.version,
-            governance.APPROVED,
+            vocabulary.APPROVED,
             approve_as,
             "approved by `maestro demo`, which plays the demo's approver",
             "maestro-demo",
@@ -106,7 +107,7 @@ def approval_hint(model: str, settings: Settings, approve_as: str | None):
 
 
 def train(model: str, settings: Settings, conf: dict, approve_as: str | None = None) -> int:
-    from maestro.airflow_env import RunInterrupted, watch_dag_test
+    from maestro.platform.airflow_env import RunInterrupted, watch_dag_test
     from maestro.spec import get_spec
 
     get_spec(model, settings)  # fail now, clearly, on a bad spec
@@ -132,14 +133,14 @@ def train(model: str, settings: Settings, conf: dict, approve_as: str | None = N
 
 def explain_interruption(model: str, settings: Settings, stop) -> None:
     """Say what a stopped training run left undone and how to finish it."""
-    from maestro import tracking
+    from maestro.governance import registry
     from maestro.spec import get_spec
 
     dag_id = f"train_{model}"
     echo(f"\n{stop}: stopped {dag_id} run {stop.run_id or '(not started)'}")
     if stop.run_id:
         echo(f"  marked failed in Airflow; not finished: {', '.join(stop.unfinished) or 'none'}")
-    version = tracking.version_of_run(settings, model, dag_id, stop.run_id) if stop.run_id else None
+    version = registry.version_of_run(settings, model, dag_id, stop.run_id) if stop.run_id else None
     waiting = version is not None and "request_approval" in stop.unfinished
     if waiting and version.tags.get("validation_status") == "passed":
         approvers = get_spec(model, settings).governance.approvers
@@ -164,10 +165,10 @@ def explain_interruption(model: str, settings: Settings, stop) -> None:
 
 def show(model: str, settings: Settings) -> int:
     """Print the challenger version of `model`, its metrics, lineage and where to look."""
-    from maestro import tracking
+    from maestro import tracking, vocabulary
 
     mlc = tracking.client(settings)
-    version = mlc.get_model_version_by_alias(model, tracking.CHALLENGER)
+    version = mlc.get_model_version_by_alias(model, vocabulary.CHALLENGER)
     run = mlc.get_run(version.run_id)
     echo()
     echo(f"registered     models:/{model}@challenger -> version {version.version}")
@@ -192,7 +193,8 @@ def show(model: str, settings: Settings) -> int:
     echo(
         f"approval       {version.tags.get('approval', 'none')} {version.tags.get('approval_by', '')}"
     )
-    from maestro.governance import CHAMPION, champion_version
+    from maestro.governance.registry import champion_version
+    from maestro.vocabulary import CHAMPION
 
     champion = champion_version(settings, model)
     echo(f"{CHAMPION:<14} {f'version {champion.version}' if champion else 'none yet'}")
@@ -224,12 +226,12 @@ def serve_demo(settings: Settings) -> int:
     import os
     import signal
 
-    from maestro import governance
-    from maestro.airflow_env import watch_dag_test
-    from maestro.serving.deploy import ServerTarget
+    from maestro.deploy.strategies import ServerTarget
+    from maestro.governance import registry
+    from maestro.platform.airflow_env import watch_dag_test
     from maestro.serving.scorer import example_rows
 
-    champion = governance.champion_version(settings, "demo")
+    champion = registry.champion_version(settings, "demo")
     if champion is None:
         echo("no champion, so nothing to deploy")
         return 0
@@ -268,13 +270,14 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro import governance
+    from maestro import vocabulary
+    from maestro.governance import decisions
     from maestro.spec import get_spec
 
     spec = get_spec(args.model, settings)
-    governance.check_approver(spec.governance.approvers, args.by, args.model)
-    decision = governance.APPROVED if args.command == "approve" else governance.REJECTED
-    record = governance.record_decision(
+    decisions.check_approver(spec.governance.approvers, args.by, args.model)
+    decision = vocabulary.APPROVED if args.command == "approve" else vocabulary.REJECTED
+    record = decisions.record_decision(
         settings, args.model, args.version, decision, args.by, args.comment, "cli"
     )
     echo(
@@ -284,18 +287,18 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro import governance
+    from maestro.governance import registry
 
-    done = governance.promote(settings, args.model, args.version, args.by, args.comment)
+    done = registry.promote(settings, args.model, args.version, args.by, args.comment)
     echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
     announce_champion(settings, done)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro import governance
+    from maestro.governance import registry
 
-    done = governance.rollback(settings, args.model, args.by, args.comment)
+    done = registry.rollback(settings, args.model, args.by, args.comment)
     echo(f"{args.model}: champion -> version {done['champion']} (previous: {done['previous']})")
     announce_champion(settings, done)
     return 0
@@ -305,12 +308,13 @@ def announce_champion(settings: Settings, done: dict) -> None:
     """The asset event the DAG's `promote` task would emit, through Airflow's REST API. The
     registry has already moved; without a reachable Airflow the deployment is not triggered,
     which is said, not hidden."""
-    from maestro.airflow_api import AirflowAPIError, champion_asset, platform_client
+    from maestro.platform.airflow_api import AirflowAPIError, platform_client
+    from maestro.vocabulary import champion_asset_name
 
-    name, _ = champion_asset(done["model"])
+    name = champion_asset_name(done["model"])
     try:
         event = platform_client(settings).asset_event(name, {**done, "via": "cli"})
-    except (AirflowAPIError, OSError) as error:
+    except AirflowAPIError as error:
         echo(f"warning: no asset event on {name}, so no deployment starts by itself: {error}")
         return
     echo(f"asset event {event['id']} on {name} at {settings.airflow_api_url}")
@@ -324,7 +328,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.serving.deploy import run_deployment
+    from maestro.deploy.strategies import run_deployment
 
     done = run_deployment(settings, args.model, args.version, args.strategy, args.target, echo)
     echo(f"{done['model']} version {done['version']} serves at {done['url']} ({done['strategy']})")
@@ -332,7 +336,7 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.services import run_platform
+    from maestro.platform.services import run_platform
 
     prepare(settings)
     return run_platform(settings, args.airflow_port, args.mlflow_port, echo)
@@ -401,8 +405,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from maestro.airflow_env import RunInterrupted
     from maestro.errors import BadInput
+    from maestro.platform.airflow_env import RunInterrupted
 
     try:
         return args.func(args, get_settings())

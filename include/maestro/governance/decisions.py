@@ -1,0 +1,85 @@
+"""Human decisions on a validated model version, whatever channel they come by (Airflow's
+Required Actions, `maestro approve|reject`, the MLflow UI or REST API): audit tags on the
+version, added to its model card. The first decision stands."""
+
+from __future__ import annotations
+
+from maestro import tracking
+from maestro.config import Settings
+from maestro.governance.model_card import load_result, publish_card
+from maestro.governance.registry import GovernanceError, now, promote
+from maestro.vocabulary import APPROVED, REJECTED
+
+
+def decision_of(settings: Settings, model: str, version: str) -> dict | None:
+    """The recorded decision on a version (from any channel), or None while undecided."""
+    tags = tracking.client(settings).get_model_version(model, version).tags
+    value = tags.get("approval", "").strip().lower()
+    if value not in (APPROVED, REJECTED):
+        return None
+    return {
+        "decision": value,
+        "by": tags.get("approval_by", ""),
+        "at": tags.get("approval_at", ""),
+        "comment": tags.get("approval_comment", ""),
+        "via": tags.get("approval_via", "mlflow-tag"),
+    }
+
+
+def record_decision(
+    settings: Settings, model: str, version: str, decision: str, by: str, comment: str, via: str
+) -> dict:
+    """Write a decision's audit tags; the first decision stands, a different later one is refused."""
+    if decision not in (APPROVED, REJECTED):
+        raise GovernanceError(f"decision must be {APPROVED!r} or {REJECTED!r}, got {decision!r}")
+    mlc = tracking.client(settings)
+    tags = mlc.get_model_version(model, version).tags
+    if tags.get("validation_status") != "passed":
+        raise GovernanceError(
+            f"{model} version {version}: validation_status is "
+            f"{tags.get('validation_status', 'missing')!r}; only a version that passed every gate "
+            "can be decided on"
+        )
+    earlier = decision_of(settings, model, version)
+    if earlier and earlier["at"]:  # already recorded in full: the first decision stands
+        if earlier["decision"] != decision:
+            raise GovernanceError(
+                f"{model} version {version} was already {earlier['decision']} by "
+                f"{earlier['by']} at {earlier['at']}"
+            )
+        return earlier
+    record = {"decision": decision, "by": by, "at": now(), "comment": comment, "via": via}
+    for key, value in (
+        ("approval", decision),
+        ("approval_by", by),
+        ("approval_at", record["at"]),
+        ("approval_comment", comment),
+        ("approval_via", via),
+    ):
+        mlc.set_model_version_tag(model, version, key, value)
+    _add_decision_to_card(settings, model, version, record)
+    return record
+
+
+def _add_decision_to_card(settings: Settings, model: str, version: str, record: dict) -> None:
+    tags = tracking.client(settings).get_model_version(model, version).tags
+    run_id = tags.get("evaluation_run_id")
+    if not run_id:
+        return
+    facts = load_result(run_id, "card_facts")
+    facts["approval"] = record
+    publish_card(settings, facts, run_id)
+
+
+def check_approver(allowed: list[str], by: str, model: str) -> None:
+    if allowed and by not in allowed:
+        raise GovernanceError(f"{by!r} may not decide on {model}: approvers are {allowed}")
+
+
+def promote_approved(settings: Settings, model: str, version: str) -> dict:
+    """Promote a version as its recorded decision says (the training DAG's `promote` task);
+    the promotion names who approved it."""
+    decision = decision_of(settings, model, version)
+    if decision is None or decision["decision"] != APPROVED:
+        raise GovernanceError(f"{model} version {version} has no approval to promote on")
+    return promote(settings, model, version, decision["by"], decision["comment"])

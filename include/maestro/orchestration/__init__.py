@@ -1,0 +1,2 @@
+"""Orchestration: the only package outside `dags/` and `plugins/` that imports Airflow at module
+level (operators, triggers, assets)."""

@@ -1,0 +1,12 @@
+"""The Assets that connect DAGs across the platform, declared once."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from maestro.vocabulary import champion_asset_name, champion_asset_uri
+
+
+def champion_asset(model: str) -> Asset:
+    """Updated by every promotion or rollback of `model`; its deployment DAG is scheduled on it."""
+    return Asset(name=champion_asset_name(model), uri=champion_asset_uri(model))

@@ -1,0 +1,1 @@
+"""Platform operations: the CLI, local services, Airflow's environment and REST clients."""

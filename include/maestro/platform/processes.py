@@ -1,0 +1,30 @@
+"""Stopping the process groups the platform starts (a DAG run, Airflow's components, a server)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+
+def signal_group(child: subprocess.Popen, signum: int) -> None:
+    """Send `signum` to the child's whole process group (it was started in a session of its
+    own), if any of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signum)
+
+
+def stop_group(child: subprocess.Popen, signum: int, grace: float) -> bool:
+    """`signum` to the child's group; after `grace` seconds SIGKILL to whatever is left of it
+    (grandchildren too, even when the child itself has exited). True if the child had exited
+    by itself within the grace time."""
+    signal_group(child, signum)
+    try:
+        child.wait(timeout=max(0.1, grace))
+        stopped = True
+    except subprocess.TimeoutExpired:
+        stopped = False
+    signal_group(child, signal.SIGKILL)
+    child.wait()
+    return stopped

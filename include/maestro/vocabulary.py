@@ -1,0 +1,45 @@
+"""The platform's shared words, defined once: registry aliases, decision values and tags,
+rollout strategies and targets, and the names of each model's DAGs and assets."""
+
+from __future__ import annotations
+
+# Registry aliases: the version a training run registered, the one serving, the one before.
+CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+
+# A human's decision on a validated version, and the version tags that record it.
+APPROVED, REJECTED = "approved", "rejected"
+APPROVAL_TAG = "approval"
+APPROVAL_TAGS = ("approval", "approval_by", "approval_at", "approval_comment", "approval_via")
+
+# The verdict of the evaluation gates, as version tags.
+VALIDATION_STATUS_TAG = "validation_status"
+PASSED, FAILED = "passed", "failed"
+
+# Lineage tags every registered version carries (model card, `maestro show`).
+LINEAGE_TAGS = (
+    "data_version",
+    "data_rows",
+    "training_window_start",
+    "training_window_end",
+    "feature_service",
+    "feature_views",
+    "airflow_dag_id",
+    "airflow_run_id",
+    "code_version",
+    "best_trial",
+    "best_family",
+    "pipeline_run_id",
+)
+
+# Rollouts: how a new version takes traffic, and where the model server runs.
+STRATEGIES = ("rolling", "blue-green", "canary")
+TARGETS = ("local", "kubernetes")
+
+
+def champion_asset_name(model: str) -> str:
+    """The asset a promotion or rollback of `model` updates; its deployment DAG subscribes."""
+    return f"{model}_champion"
+
+
+def champion_asset_uri(model: str) -> str:
+    return f"mlflow-model://{model}/champion"
