@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from maestro.web import free_port
 
 HERE = Path(__file__).resolve().parent
 BARE = """
@@ -39,12 +40,6 @@ async def predict() -> Response:
     return Response(b'{"predictions": [0.5]}', media_type="application/json")
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools", access_log=False, log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def register(settings, model: str, frame) -> dict:

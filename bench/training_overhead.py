@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -73,9 +72,9 @@ def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
     from maestro.platform.airflow_env import task_label
     from maestro.platform.cli import approval_hint
     from maestro.platform.services import admin_password, health_urls
-    from maestro.web import answers
+    from maestro.web import answers, free_port
 
-    ports = [_free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(4)]
     env = {
         **os.environ,
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports[2]),
@@ -124,12 +123,6 @@ def _quiet(line: str) -> None:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

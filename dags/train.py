@@ -3,28 +3,20 @@
 
 {description}
 
-Declared in `include/specs/{model}.yaml`. Each run turns the spec's source into a tuned,
-registered, traceable MLflow model version with alias `challenger`:
-
-1. **ingest** the run's window into a content-addressed snapshot (the data version);
-2. **validate_data** with the spec's Great Expectations suite (Data Docs go to MLflow);
-3. **materialize_features** through Feast (`feature_repo/{model}.py`);
-4. **build_training_set**: point-in-time features, time-ordered train/validation/test;
-5. **tune**: an Optuna study shared by `workers` mapped tasks until `trials` are spent;
-6. **train_final**: refit the best configuration, log model, signature and test metrics;
-7. **register** the version with its lineage tags and alias it `challenger`;
-8. **evaluation**: thresholds, champion change, sliced metrics and fairness gates, a serving
-   check in a fresh process, SHAP importance, the model card and the verdict tags;
-9. **request_approval** (only if every gate passed): the approvers answer in Required Actions
-   or by the version's `approval` tag (`maestro approve`); a timeout rejects;
-10. **promote**: `champion` moves to the version, the former champion becomes `previous`, and
-   the asset `{model}_champion` gets an event.
-
-Tasks hand each other typed references (`maestro.handles`), never data.
+Declared in `include/specs/{model}.yaml`. Each run: **ingest** the window into a versioned
+snapshot, **validate_data** (Great Expectations), **materialize_features** (Feast,
+`feature_repo/{model}.py`), **build_training_set** (point in time, split by time), **tune**
+(one Optuna study over `workers` mapped tasks, `trials` in all), **train_final**, **register**
+(lineage tags, alias `challenger`), **evaluation** (thresholds, champion change, slices,
+fairness, serving check, SHAP, model card, verdict), **request_approval** only if every gate
+passed (Required Actions, or the version's `approval` tag; a timeout rejects) and **promote**
+(`champion` moves, the former one becomes `previous`, the asset `{model}_champion` gets an
+event). Tasks hand each other typed references (`maestro.handles`), never data.
 """
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
@@ -36,6 +28,19 @@ from maestro.orchestration.approval import ModelApprovalOperator
 from maestro.orchestration.assets import champion_asset
 from maestro.orchestration.defaults import START_DATE, default_args
 from maestro.spec import ModelSpec, loadable_specs
+
+
+def stage(package: str, name: str, doc: str):
+    """A task running `maestro.<package>.stages.<name>(handle, settings)`: one typed handle in,
+    one out; bad input fails it at once, without retries."""
+
+    def run(handle):
+        stages = importlib.import_module(f"maestro.{package}.stages")
+        with fail_fast():
+            return getattr(stages, name)(handle, get_settings())
+
+    run.__doc__ = doc
+    return task(python_callable=run, task_id=name)
 
 
 def build_training_dag(spec: ModelSpec):
@@ -75,29 +80,13 @@ def build_training_dag(spec: ModelSpec):
                 run = stages.RunInfo(dag_run.dag_id, dag_run.run_id, end)
                 return stages.ingest(spec.name, run, get_settings())
 
-        @task
-        def validate_data(handle: TrainingRun) -> TrainingRun:
-            """Run the spec's Great Expectations suite; stop on failure."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.validate_data(handle, get_settings())
-
-        @task
-        def materialize_features(handle: TrainingRun) -> TrainingRun:
-            """Feast apply and materialize the window online."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.materialize_features(handle, get_settings())
-
-        @task
-        def build_training_set(handle: TrainingRun) -> TrainingRun:
-            """Point-in-time features from Feast, split by time."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.build_training_set(handle, get_settings())
+        validate_data = stage(
+            "training", "validate_data", "Great Expectations suite; stop on failure."
+        )
+        materialize_features = stage(
+            "training", "materialize_features", "Feast apply, materialize."
+        )
+        build_training_set = stage("training", "build_training_set", "Point-in-time, time split.")
 
         @task
         def start_tuning(handle: TrainingRun, params=None) -> TrainingRun:
@@ -121,53 +110,12 @@ def build_training_dag(spec: ModelSpec):
             with fail_fast():
                 return stages.tune_worker(handle, worker, get_settings())
 
-        @task
-        def finish_tuning(handle: TrainingRun) -> TrainingRun:
-            """Pick the best trial; log plots."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.finish_tuning(handle, get_settings())
-
-        @task
-        def train_final(handle: TrainingRun) -> TrainingRun:
-            """Refit the best configuration and log the model."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.train_final(handle, get_settings())
-
-        @task
-        def register(handle: TrainingRun) -> CandidateVersion:
-            """Register the version, tag its lineage, alias it challenger."""
-            from maestro.training import stages
-
-            with fail_fast():
-                return stages.register(handle, get_settings())
-
-        @task
-        def evaluate(handle: CandidateVersion) -> CandidateVersion:
-            """Metrics, champion comparison, sliced metrics and fairness on the test split."""
-            from maestro.governance import stages
-
-            with fail_fast():
-                return stages.evaluate(handle, get_settings())
-
-        @task
-        def validate_serving(handle: CandidateVersion) -> CandidateVersion:
-            """Load the version as serving will, in a fresh process; compare and time it."""
-            from maestro.governance import stages
-
-            with fail_fast():
-                return stages.validate_serving(handle, get_settings())
-
-        @task
-        def explain(handle: CandidateVersion) -> CandidateVersion:
-            """Global SHAP importance (table and plot)."""
-            from maestro.governance import stages
-
-            with fail_fast():
-                return stages.explain(handle, get_settings())
+        finish_tuning = stage("training", "finish_tuning", "Pick the best trial; log plots.")
+        train_final = stage("training", "train_final", "Refit the best; log model and metrics.")
+        register = stage("training", "register", "Register, tag lineage, alias challenger.")
+        evaluate = stage("governance", "evaluate", "Metrics, champion change, slices, fairness.")
+        validate_serving = stage("governance", "validate_serving", "Load as served; time it.")
+        explain = stage("governance", "explain", "Global SHAP importance (table and plot).")
 
         @task
         def verdict(handle: CandidateVersion, checked, explained) -> CandidateVersion:

@@ -45,5 +45,6 @@ adult_income_fv = FeatureView(
     tags={"model": "adult_income", "owner": "ml-platform"},
 )
 
-# Feature service: what training and serving of `adult_income` both fetch.
+# Feature service: what training of `adult_income` fetches, point in time (the model server
+# takes its features in each request).
 adult_income_service = FeatureService(name="adult_income_v1", features=[adult_income_fv])

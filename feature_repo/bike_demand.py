@@ -43,5 +43,6 @@ bike_demand_fv = FeatureView(
     tags={"model": "bike_demand", "owner": "ml-platform"},
 )
 
-# Feature service: what training and serving of `bike_demand` both fetch.
+# Feature service: what training of `bike_demand` fetches, point in time (the model server
+# takes its features in each request).
 bike_demand_service = FeatureService(name="bike_demand_v1", features=[bike_demand_fv])

@@ -40,5 +40,6 @@ demo_fv = FeatureView(
     tags={"model": "demo", "owner": "ml-platform"},
 )
 
-# Feature service: what training and serving of `demo` both fetch.
+# Feature service: what training of `demo` fetches, point in time (the model server
+# takes its features in each request).
 demo_service = FeatureService(name="demo_v1", features=[demo_fv])

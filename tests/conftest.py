@@ -20,6 +20,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+DAGS = PROJECT / "dags"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
 
 os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
@@ -34,7 +35,10 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{SESSION_HOME}/a
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata database for the session, migrated once, by the first test that
+    needs it (DAG runs); the fast tier never pays for it."""
     subprocess.run(
         [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
         check=True,

@@ -11,8 +11,8 @@ import pytest
 
 from maestro.config import get_settings
 from maestro.spec import load_spec, spec_paths
+from tests.conftest import DAGS
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = [
     "mlflow",
     "feast",
@@ -30,7 +30,7 @@ HEAVY = [
 
 
 @pytest.fixture(scope="module")
-def dagbag():
+def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))

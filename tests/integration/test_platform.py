@@ -21,15 +21,10 @@ import pytest
 from maestro.deploy.strategies import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.services import admin_password
+from maestro.web import free_port
 from tests.conftest import write_specs
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, platform: subprocess.Popen):

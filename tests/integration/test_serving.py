@@ -27,7 +27,8 @@ from maestro.deploy.strategies import DeployError, ServerTarget, deploy
 from maestro.serving.plan import ModelPlan, Route
 from maestro.serving.predlog import read_log
 from maestro.serving.scorer import example_rows
-from tests.integration.test_platform import free_port
+from maestro.web import free_port
+from tests.conftest import DAGS
 
 pytestmark = pytest.mark.slow
 
@@ -403,7 +404,6 @@ def test_the_deploy_dag_rolls_out_locally_and_batch_scoring_names_the_version(
     from airflow.dag_processing.dagbag import DagBag
 
     from maestro.config import get_settings
-    from tests.dags.test_dag_integrity import DAGS
 
     monkeypatch.setenv("MAESTRO_SERVING_PORT", str(free_port()))
     get_settings.cache_clear()

@@ -27,6 +27,7 @@ def test_a_spec_change_is_caught(settings, tmp_path, monkeypatch):
         features.check_definitions(get_spec("demo", get_settings()), get_settings())
 
 
+@pytest.mark.slow
 def test_definitions_follow_feast_conventions(settings):
     objects = features.load_definitions(get_spec("demo", settings), settings)
     kinds = sorted(type(o).__name__ for o in objects)
@@ -35,6 +36,7 @@ def test_definitions_follow_feast_conventions(settings):
     assert sorted(f.name for f in view.schema) == sorted(get_spec("demo", settings).feature_names)
 
 
+@pytest.mark.slow
 def test_point_in_time_join_never_sees_the_future(small_specs):
     spec = get_spec("demo", small_specs)
     snapshot = sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())

@@ -15,6 +15,7 @@ from maestro.deploy.kubernetes import (
     render,
 )
 from maestro.serving.plan import ModelPlan, Plan, Route, parse_plan
+from tests.conftest import DAGS
 
 PLAN = Plan({"adult_income": ModelPlan((Route("7", 90), Route("8", 10)))})
 
@@ -86,13 +87,12 @@ current-context: none
 """
 
 
-def test_the_deploy_dag_builds_the_deployer_pod_without_a_cluster(tmp_path):
+def test_the_deploy_dag_builds_the_deployer_pod_without_a_cluster(tmp_path, airflow_db):
     """The operator reads a kubeconfig to label the pod; this one points nowhere and nothing
     connects to it."""
     from airflow.dag_processing.dagbag import DagBag
 
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
-    from tests.dags.test_dag_integrity import DAGS
 
     dag = DagBag(dag_folder=str(DAGS / "deploy.py")).get_dag("deploy_demo")
     task = dag.get_task("deploy_kubernetes")

@@ -66,3 +66,22 @@ def test_the_fast_path_scores_exactly_like_the_pipeline(demo, family, params, pa
         one = scorer.score(to_columns([record], columns))
         assert one.shape == (1,)
         np.testing.assert_allclose(one[0], want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_fast_path_that_cannot_be_checked_is_refused_and_said(demo, caplog):
+    """Without an input example the fast path cannot be checked against the pipeline: the
+    version is scored by its pipeline, and the log and `fallback` say why."""
+    spec, X, y = demo
+    pipeline = fit(build_estimator(spec, "lightgbm", {"n_estimators": 20}), spec, "lightgbm", X, y)
+    signature = infer_signature(X.head(5), pipeline.predict_proba(X.head(5)))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]
+    with caplog.at_level("WARNING", logger="maestro.serving"):
+        scorer = Scorer("demo", "7", pipeline, columns, None)
+    assert scorer.path == "pipeline"
+    assert scorer.fallback == "no input example to check the booster path against"
+    assert "demo version 7 is scored by its pipeline" in caplog.text
+    records = requests(X, 3)
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    np.testing.assert_allclose(
+        scorer.score(to_columns(records, columns)), pipeline_scores(pipeline, records, numeric)
+    )

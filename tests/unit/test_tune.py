@@ -11,6 +11,8 @@ from maestro import tracking
 from maestro.config import get_settings
 from maestro.training import stages
 
+pytestmark = pytest.mark.slow  # Optuna studies run by a process pool
+
 
 @pytest.fixture
 def handle(small_specs):

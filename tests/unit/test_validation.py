@@ -16,6 +16,7 @@ def demo(small_specs):
     return spec, sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())
 
 
+@pytest.mark.slow
 def test_clean_snapshot_passes_and_writes_data_docs(demo, tmp_path):
     spec, frame = demo
     report = validate(frame, spec, tmp_path)
@@ -24,6 +25,7 @@ def test_clean_snapshot_passes_and_writes_data_docs(demo, tmp_path):
     assert (report.docs_dir / "index.html").exists()
 
 
+@pytest.mark.slow
 def test_each_broken_rule_is_named(demo, tmp_path):
     spec, frame = demo
     frame = frame.copy()
@@ -45,12 +47,14 @@ def test_each_broken_rule_is_named(demo, tmp_path):
     assert summary.startswith("4 of ")
 
 
+@pytest.mark.slow
 def test_row_count_bounds(demo, tmp_path):
     spec, frame = demo
     report = validate(frame.head(50), spec, tmp_path)
     assert "expect_table_row_count_to_be_between observed 50" in report.summary()
 
 
+@pytest.mark.slow
 def test_null_fraction_within_spec_passes(settings, tmp_path):
     from tests.conftest import needs_shared_data
 
@@ -66,6 +70,7 @@ def test_null_fraction_within_spec_passes(settings, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_types_are_checked(demo, tmp_path):
     spec, frame = demo
     frame = frame.assign(income=frame["income"].astype(str))

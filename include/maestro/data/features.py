@@ -55,7 +55,8 @@ from feast.types import {types}
     tags={{"model": "{name}", "owner": "{owner}"}},
 )
 
-# Feature service: what training and serving of `{name}` both fetch.
+# Feature service: what training of `{name}` fetches, point in time (the model server
+# takes its features in each request).
 {name}_service = FeatureService(name="{service}", features=[{name}_fv])
 '''
 

@@ -94,11 +94,12 @@ class ServerTarget:
     def request(
         self, method: str, path: str, body: object = None, timeout: float = 10
     ) -> tuple[int, bytes]:
-        """One request; the status and body whatever the status (httpx.TransportError when
-        nothing answers)."""
-        response = self._http.request(
-            method, path, json=body if body is not None else None, timeout=timeout
-        )
+        """One request; the status and body whatever the status. ConnectionError (an OSError)
+        when no answer comes: nothing listens, or the connection broke."""
+        try:
+            response = self._http.request(method, path, json=body, timeout=timeout)
+        except httpx.TransportError as error:
+            raise ConnectionError(f"{method} {self.base_url}{path}: {error!r}") from error
         return response.status_code, response.content
 
     def serving_version(self, model: str) -> str | None:
@@ -206,8 +207,9 @@ def deploy(
     steps: tuple[int, ...] = CANARY_STEPS,
     say: Callable[[str], None] = print,
 ) -> dict:
-    """Roll `version` of `model` out with `strategy`; on any failure restore the plan that
-    served before and raise DeployError. `observe` runs while a canary step is watched (by
+    """Roll `version` of `model` out with `strategy`. On any failure the plan that served before
+    is restored; a failed check raises DeployError (retrying the same version cannot help),
+    anything else (the server unreachable, a bug) is raised as it is, so retries apply. `observe` runs while a canary step is watched (by
     default: the smoke rows, repeated, so the check has traffic to judge)."""
     if strategy not in STRATEGIES:
         raise BadInput(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -248,7 +250,7 @@ def deploy(
         if stable is not None:
             target.apply(model, ModelPlan((Route(stable, 100),)))
             say(f"{model}: rolled back to version {stable}: {error}")
-        raise DeployError(str(error)) from error
+        raise
     return {"model": model, "version": version, "strategy": strategy, "previous": stable}
 
 
@@ -351,7 +353,7 @@ def local_server(settings, model: str, say=print) -> str:
 def _answers(target: ServerTarget, path: str) -> bool:
     try:
         return target.request("GET", path, timeout=2)[0] == 200
-    except httpx.HTTPError:
+    except OSError:
         return False
 
 

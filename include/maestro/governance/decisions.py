@@ -71,7 +71,20 @@ def _add_decision_to_card(settings: Settings, model: str, version: str, record: 
     publish_card(settings, facts, run_id)
 
 
+def authorised_decision(
+    settings: Settings, model: str, version: str, approvers: list[str]
+) -> dict | None:
+    """The recorded decision on a version, or None while undecided. A decision by someone who
+    is not one of `approvers` raises GovernanceError, as `maestro approve` does: the approval
+    trigger logs it and keeps waiting for an approver."""
+    decision = decision_of(settings, model, version)
+    if decision is not None:
+        check_approver(approvers, decision["by"], model)
+    return decision
+
+
 def check_approver(allowed: list[str], by: str, model: str) -> None:
+    """Refuse a decision by anyone but the model's approvers (anyone, when none are named)."""
     if allowed and by not in allowed:
         raise GovernanceError(f"{by!r} may not decide on {model}: approvers are {allowed}")
 

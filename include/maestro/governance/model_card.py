@@ -7,6 +7,8 @@ HTML; its first paragraph (`summary`) becomes the model version's description.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from maestro import tracking
@@ -21,19 +23,29 @@ STYLE = (
 )
 
 
-def _fmt(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A Markdown table cell: numbers to 4 significant digits, and nothing that would end the
+    cell or the row (`|`, line breaks)."""
     if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
+        text = "n/a" if math.isnan(value) else f"{value:.4g}"
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _table(rows: list[dict], columns: list[str] | None = None) -> list[str]:
-    if not rows:
-        return ["(none)", ""]
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return [*lines, ""]
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=False,  # Markdown; cells are escaped by `cell`, the HTML by mistune
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["cell"] = cell
+    env.filters["code"] = lambda name: f"`{name}`"
+    return env.get_template("model_card.md.j2")
 
 
 def summary(facts: dict) -> str:
@@ -52,98 +64,43 @@ def summary(facts: dict) -> str:
 
 
 def to_markdown(facts: dict) -> str:
-    lines = [f"# Model card: {facts['model']} version {facts['version']}", "", summary(facts), ""]
-    lines += ["## Intended use", "", facts["intended_use"] or "(not stated in the spec)", ""]
-    lines += ["## Data", ""]
-    lines += _table(
-        [
-            {"what": "data version", "value": facts["lineage"].get("data_version", "")},
-            {"what": "rows", "value": facts["lineage"].get("data_rows", "")},
-            {
-                "what": "training window",
-                "value": f"{facts['lineage'].get('training_window_start', '')} to {facts['lineage'].get('training_window_end', '')}",
-            },
-            {"what": "test rows", "value": facts["test_rows"]},
-        ]
-    )
-    lines += ["## Features", "", ", ".join(f"`{f}`" for f in facts["features"]), ""]
-    lines += ["## Metrics (test split)", ""]
+    """The card as Markdown (the HTML version is rendered from it)."""
     champion = facts.get("champion_metrics") or {}
-    lines += _table(
-        [
-            {"metric": k, "this version": v, "champion": champion.get(k, "")}
-            for k, v in facts["metrics"].items()
-        ]
-    )
-    if facts.get("champion_version"):
-        lines += [
-            f"Champion compared: version {facts['champion_version']}, on the same test rows.",
-            "",
-        ]
-    else:
-        lines += ["No champion yet: judged on value thresholds alone.", ""]
-    lines += ["## Metrics per slice", ""]
-    for name, rows in facts["slices"].items():
-        lines += [f"### {name}", ""] + _table(rows)
-    lines += ["## Fairness", ""]
-    fairness_checks = [c for c in facts["checks"] if c["name"].startswith("fairness:")]
-    lines += _table(
-        [
-            {
-                "check": c["name"],
-                "value": c["value"],
-                "limit": c["limit"],
-                "result": "pass" if c["passed"] else "FAIL",
-                "note": c["detail"],
-            }
-            for c in fairness_checks
-        ]
-    )
-    lines += ["## Serving check", ""]
+    approval = facts.get("approval") or {}
     serving = facts.get("serving") or {}
-    lines += (
-        _table([{k: v for k, v in serving.items() if k != "error"}])
-        if serving.get("loaded")
-        else [f"Not loadable: {serving.get('error', 'not run')}", ""]
-    )
-    lines += ["## Global feature importance", ""]
-    lines += _table(facts["importance"][:15])
-    lines += ["## Verdict", "", f"**{facts['verdict']['status']}**", ""]
-    lines += _table(
-        [
-            {
-                "check": c["name"],
-                "value": c["value"],
-                "limit": c["limit"],
-                "result": "pass" if c["passed"] else "FAIL",
-            }
-            for c in facts["checks"]
-        ]
-    )
-    lines += ["## Lineage", ""]
-    lines += _table([{"tag": k, "value": v} for k, v in sorted(facts["lineage"].items())])
-    lines += ["## Approval", ""]
-    if facts.get("approval"):
-        a = facts["approval"]
-        lines += _table(
-            [
-                {
-                    "decision": a["decision"],
-                    "by": a["by"],
-                    "at": a["at"],
-                    "via": a.get("via", ""),
-                    "comment": a.get("comment", ""),
-                }
-            ]
+    return (
+        _template()
+        .render(
+            **{**facts, "serving": serving},
+            summary=summary(facts),
+            metric_rows=[
+                {"metric": k, "this version": v, "champion": champion.get(k, "")}
+                for k, v in facts["metrics"].items()
+            ],
+            fairness_rows=[
+                {**_check_row(c), "note": c["detail"]}
+                for c in facts["checks"]
+                if c["name"].startswith("fairness:")
+            ],
+            serving_row={k: v for k, v in serving.items() if k != "error"},
+            check_rows=[_check_row(c) for c in facts["checks"]],
+            lineage_rows=[{"tag": k, "value": v} for k, v in sorted(facts["lineage"].items())],
+            approval_row={
+                key: approval.get(key, "") for key in ("decision", "by", "at", "via", "comment")
+            },
         )
-    else:
-        lines += [
-            "Not decided yet."
-            if facts["verdict"]["status"] == "passed"
-            else "Not requested: the version failed validation.",
-            "",
-        ]
-    return "\n".join(lines)
+        .rstrip("\n")
+    )
+
+
+def _check_row(check: dict) -> dict:
+    result = "pass" if check["passed"] else "FAIL"
+    return {
+        "check": check["name"],
+        "value": check["value"],
+        "limit": check["limit"],
+        "result": result,
+    }
 
 
 def to_html(markdown_text: str, title: str) -> str:

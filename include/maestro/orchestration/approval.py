@@ -26,17 +26,13 @@ DECISION_OPTION = {"approved": ApprovalOperator.APPROVE, "rejected": ApprovalOpe
 
 
 def tag_decision(tracking_uri: str, model: str, version: str, approvers: list[str]) -> dict | None:
-    """A decision set by tag by someone allowed to give it (others are ignored), or None."""
+    """A decision set by tag, or None; one by someone not allowed to give it raises
+    GovernanceError (`maestro.governance.decisions.authorised_decision`)."""
     from maestro.config import get_settings
-    from maestro.governance.decisions import decision_of
+    from maestro.governance.decisions import authorised_decision
 
     settings = get_settings().model_copy(update={"mlflow_tracking_uri": tracking_uri})
-    decision = decision_of(settings, model, version)
-    if decision is None:
-        return None
-    if approvers and decision["by"] not in approvers:
-        return None
-    return decision
+    return authorised_decision(settings, model, version, approvers)
 
 
 class ApprovalOrTagTrigger(HITLTrigger):
@@ -48,6 +44,7 @@ class ApprovalOrTagTrigger(HITLTrigger):
         super().__init__(**kwargs)
         self.tracking_uri, self.model, self.version = tracking_uri, model, version
         self.approvers = approvers
+        self._refused = ""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
@@ -63,9 +60,17 @@ class ApprovalOrTagTrigger(HITLTrigger):
         from airflow.sdk.execution_time.hitl import update_hitl_detail_response
         from asgiref.sync import sync_to_async
 
-        decision = await sync_to_async(tag_decision)(
-            self.tracking_uri, self.model, self.version, self.approvers
-        )
+        from maestro.governance.registry import GovernanceError
+
+        try:
+            decision = await sync_to_async(tag_decision)(
+                self.tracking_uri, self.model, self.version, self.approvers
+            )
+        except GovernanceError as refused:
+            if str(refused) != self._refused:  # say it once, not at every poll
+                self._refused = str(refused)
+                self.log.warning("decision by tag refused: %s; still waiting", refused)
+            return None
         if decision is None:
             return None
         option = DECISION_OPTION[decision["decision"]]

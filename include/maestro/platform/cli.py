@@ -1,27 +1,15 @@
-"""`maestro`: the platform's command line.
-
-maestro demo                 train the `demo` model end to end on embedded defaults
-maestro train MODEL          run a model's training DAG once (dag.test) with progress
-maestro up                   start Airflow (UI, scheduler, ...) and the MLflow UI
-maestro validate [MODEL...]  check model specs and their Feast definitions
-maestro features generate    (re)write feature_repo/<model>.py from the specs
-maestro show MODEL           the model's challenger version, metrics and lineage
-maestro approve MODEL VERSION [--comment C]   approve a validated version (its `approval` tag)
-maestro reject MODEL VERSION [--comment C]    reject it
-maestro promote MODEL VERSION                 champion -> VERSION (validated and approved only)
-maestro rollback MODEL                        champion <-> previous
-maestro serve [MODEL...]     the model server on :8000 (serving plan, prediction log)
-maestro deploy MODEL [--version V] [--strategy rolling|blue-green|canary] [--target local|kubernetes]
-maestro env                  shell exports of the platform's environment
-"""
+"""`maestro`: the platform's command line. `maestro --help` lists the commands and
+`maestro COMMAND --help` their arguments, both generated from the parser below."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import time
 
 from maestro.config import Settings, get_settings
+from maestro.vocabulary import STRATEGIES, TARGETS
 
 
 def echo(line: str = "") -> None:
@@ -344,9 +332,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="maestro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="maestro",
+        description="Maestro ML: an ML lifecycle platform orchestrated by Apache Airflow, with "
+        "MLflow as the system of record.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="train the demo model end to end")
     demo.add_argument("--trials", type=int)
     demo.set_defaults(func=cmd_demo)
@@ -367,8 +357,8 @@ def parser() -> argparse.ArgumentParser:
     dep = sub.add_parser("deploy", help="roll a version out to the model server")
     dep.add_argument("model")
     dep.add_argument("--version", default="", help="default: the champion")
-    dep.add_argument("--strategy", default="canary", choices=["rolling", "blue-green", "canary"])
-    dep.add_argument("--target", default="local", choices=["local", "kubernetes"])
+    dep.add_argument("--strategy", default="canary", choices=STRATEGIES)
+    dep.add_argument("--target", default="local", choices=TARGETS)
     dep.set_defaults(func=cmd_deploy)
     val = sub.add_parser("validate", help="check model specs and Feast definitions")
     val.add_argument("models", nargs="*")
@@ -380,8 +370,6 @@ def parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="the challenger version of a model")
     sh.add_argument("model")
     sh.set_defaults(func=cmd_show)
-    import getpass
-
     for name, func, help_text in (
         ("approve", cmd_decide, "approve a validated model version"),
         ("reject", cmd_decide, "reject a validated model version"),

@@ -103,6 +103,12 @@ class Metrics:
             ["model", "version", "role"],
             registry=r,
         )
+        self.pipeline_fallback = Gauge(
+            "maestro_scoring_fallback",
+            "1 for a version scored by its pipeline because its fast path was refused at load",
+            ["model", "version"],
+            registry=r,
+        )
 
 
 @dataclass
@@ -199,11 +205,15 @@ class ModelServer:
         }
         self._scorers = {k: v for k, v in self._scorers.items() if k in live}
         self.metrics.info.clear()
+        self.metrics.pipeline_fallback.clear()
         for model, r in routing.items():
             for lane in r.lanes:
                 self.metrics.info.labels(model, lane.scorer.version, "serving").set(lane.share)
             if r.shadow:
                 self.metrics.info.labels(model, r.shadow.scorer.version, "shadow").set(0)
+            for version, lane in r.by_version.items():
+                fallback = 1 if lane.scorer.fallback else 0
+                self.metrics.pipeline_fallback.labels(model, version).set(fallback)
         log.info("serving plan %s applied: %s", self.digest, self.describe()["models"])
 
     def _lane(self, model: str, version: str, share: float) -> Lane:
@@ -249,6 +259,7 @@ class ModelServer:
                         "version": lane.scorer.version,
                         "share": round(lane.share, 6),
                         "path": lane.scorer.path,
+                        "fallback": lane.scorer.fallback,
                     }
                     for route, lane in zip(r.plan.routes, r.lanes, strict=True)
                 ],

@@ -15,38 +15,73 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 from maestro.errors import BadInput
 from maestro.files import atomic_write_text
+
+STRICT = ConfigDict(extra="forbid")
 
 
 class PlanError(BadInput):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Route:
     ref: str
     weight: float = 100.0
 
-    def __post_init__(self) -> None:  # one form, so equal plans have equal digests
-        object.__setattr__(self, "ref", str(self.ref))
-        object.__setattr__(self, "weight", float(self.weight))
+    @model_validator(mode="before")
+    @classmethod
+    def _a_route(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and ("ref" not in raw or set(raw) - {"ref", "weight"}):
+            raise ValueError("a route is {'ref': ..., 'weight': ...}")
+        return raw
+
+    @field_validator("ref", mode="before")
+    @classmethod
+    def _one_form(cls, ref: Any) -> str:  # "3" and 3 are one version: equal plans, equal digests
+        return str(ref)
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight(cls, weight: Any) -> float:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ValueError(f"must be a number >= 0, got {weight!r}")
+        return float(weight)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ModelPlan:
     routes: tuple[Route, ...]
     shadow: str | None = None
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
+        if not routes or sum(r.weight for r in routes) <= 0:
+            raise ValueError("at least one route needs a weight above 0")
+        if len({r.ref for r in routes}) != len(routes):
+            raise ValueError("a version appears twice")
+        return routes
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _shadow(cls, shadow: Any) -> str | None:
+        return None if shadow is None else str(shadow)
 
     @property
     def refs(self) -> set[str]:
         return {r.ref for r in self.routes} | ({self.shadow} if self.shadow else set())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Plan:
     models: dict[str, ModelPlan] = field(default_factory=dict)
 
@@ -61,37 +96,36 @@ class Plan:
         return Plan({**self.models, name: plan})
 
 
+PLAN = TypeAdapter(Plan)
+
+
 def champion_plan() -> ModelPlan:
     return ModelPlan((Route("champion", 100.0),))
 
 
-def parse_plan(raw: dict, where: str) -> Plan:
+def parse_plan(raw: Any, where: str) -> Plan:
     """A plan from its JSON form; PlanError names the file and the field."""
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
         raise PlanError(f"{where}: a plan is an object with a 'models' object")
-    models = {}
-    for name, body in raw["models"].items():
-        at = f"{where}: models.{name}"
-        if not isinstance(body, dict) or not isinstance(body.get("routes"), list):
-            raise PlanError(f"{at}: needs a list 'routes'")
-        unknown = set(body) - {"routes", "shadow"}
-        if unknown:
-            raise PlanError(f"{at}: unknown field {min(unknown)!r}")
-        routes = []
-        for i, route in enumerate(body["routes"]):
-            if not isinstance(route, dict) or set(route) - {"ref", "weight"} or "ref" not in route:
-                raise PlanError(f"{at}.routes[{i}]: a route is {{'ref': ..., 'weight': ...}}")
-            weight = route.get("weight", 100.0)
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-                raise PlanError(f"{at}.routes[{i}].weight: must be a number >= 0, got {weight!r}")
-            routes.append(Route(str(route["ref"]), float(weight)))
-        if not routes or sum(r.weight for r in routes) <= 0:
-            raise PlanError(f"{at}.routes: at least one route needs a weight above 0")
-        if len({r.ref for r in routes}) != len(routes):
-            raise PlanError(f"{at}.routes: a version appears twice")
-        shadow = body.get("shadow")
-        models[name] = ModelPlan(tuple(routes), str(shadow) if shadow is not None else None)
-    return Plan(models)
+    try:
+        return PLAN.validate_python(raw)
+    except ValidationError as error:
+        raise PlanError(f"{where}: " + "; ".join(_describe(e) for e in error.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    """One validation error as `models.demo.routes[0].weight: message`."""
+    loc = list(error["loc"])
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{_path(loc[:-1])}: unknown field {loc[-1]!r}"
+    return f"{_path(loc)}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _path(loc: list) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def read_plan(path: Path) -> Plan:

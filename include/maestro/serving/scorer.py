@@ -11,6 +11,7 @@ example at load; anything else is scored by the pipeline itself.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+log = logging.getLogger("maestro.serving")
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
 TEXT_TYPES = {"string": "string", "boolean": "boolean"}
 PARALLEL_ROWS = 200  # batches this large are scored on several threads
@@ -105,6 +107,7 @@ class Scorer:
         self.pipeline = pipeline
         self.classification = hasattr(pipeline, "predict_proba")
         self.path, self._fast = "pipeline", None
+        self.fallback: str | None = None  # why a fast path that was built is not used
         builders = (
             ("booster", partial(_booster_scorer, threads=threads)),
             ("linear", _linear_scorer),
@@ -112,12 +115,24 @@ class Scorer:
         for path, build in builders:
             try:
                 fast = build(pipeline, columns, self.classification)
-                agrees = fast is not None and example is not None and self._agrees(fast, example)
-            except Exception:  # noqa: BLE001 - the pipeline itself is the reference
-                agrees = False
-            if agrees:
-                self.path, self._fast = path, fast
-                break
+                if fast is None:
+                    continue  # not this kind of pipeline
+                if example is None:
+                    self.fallback = f"no input example to check the {path} path against"
+                elif self._agrees(fast, example):
+                    self.path, self._fast, self.fallback = path, fast, None
+                    break
+                else:
+                    self.fallback = f"the {path} path disagrees with the pipeline"
+            except Exception as error:  # noqa: BLE001 - the pipeline itself is the reference
+                self.fallback = f"the {path} path failed: {type(error).__name__}: {error}"
+        if self.fallback:
+            log.warning(
+                "%s version %s is scored by its pipeline (slower): %s",
+                model,
+                version,
+                self.fallback,
+            )
 
     def score(self, table: dict[str, list]) -> np.ndarray:
         return self._fast(table) if self._fast is not None else self._score_pipeline(table)
@@ -207,7 +222,9 @@ class SingleRowPredictor:
     (`LGBM_BoosterPredictForMatSingleRowFast`): `Booster.predict` spends about 30 us of Python
     per call around a prediction that takes a few. The row and result buffers and their C
     pointers are made once too; a lock keeps them and the configuration to one caller at a
-    time (shadow scoring runs in a thread)."""
+    time (shadow scoring runs in a thread). It uses LightGBM's private `_LIB` and `_safe_call`:
+    if an upgrade removes them, the booster path is refused at load and
+    `tests/unit/test_scorer.py` fails (it requires the booster path)."""
 
     def __init__(self, booster, n_features: int) -> None:
         import ctypes

@@ -111,11 +111,12 @@ def scores(model, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
 
 
 def evaluate(spec: ModelSpec, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
-    """Every metric of the spec's task."""
+    """Every metric of the spec's task; labels (accuracy, F1) at the spec's
+    `decision_threshold`, the threshold the fairness gates judge at."""
     from sklearn import metrics as m
 
     if spec.task == "binary_classification":
-        labels = (y_score >= 0.5).astype(int)
+        labels = (y_score >= spec.governance.decision_threshold).astype(int)
         return {
             "roc_auc": float(m.roc_auc_score(y_true, y_score)),
             "accuracy": float(m.accuracy_score(y_true, labels)),
