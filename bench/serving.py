@@ -21,8 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +68,19 @@ def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def wait_until_up(url: str, body: bytes, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until `url` answers the body with 200 (a server loading its models answers 503)."""
+    import httpx
+
+    from maestro.waiting import wait_for
+
+    def answers() -> bool:
         try:
-            req = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(req, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout:.0f}s")
+            headers = {"Content-Type": "application/json"}
+            return httpx.post(url, content=body, headers=headers, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, timeout=timeout, interval=0.5, what=f"{url} did not answer")
 
 
 def load(
@@ -146,7 +145,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-serving-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")
     from maestro.config import get_settings
-    from maestro.data.sources import sources
+    from maestro.data import sources
     from maestro.data.synthetic import generate
     from maestro.spec import get_spec
 

@@ -81,15 +81,71 @@ def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
 
 
 @pytest.fixture
-def small_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
+def use_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
+    """`use_specs(overrides)`: point the platform at copies of the shipped specs with some
+    fields changed (see `write_specs`), and return the settings re-read to use them."""
+
+    def use(overrides: dict[str, dict], folder: str = "specs"):
+        specs = write_specs(tmp_path / folder, overrides)
+        monkeypatch.setenv("MAESTRO_SPECS_DIR", str(specs))
+        get_settings.cache_clear()
+        return get_settings()
+
+    return use
+
+
+@pytest.fixture
+def small_specs(use_specs):
     """Specs sized for tests: a 3,000-row demo; settings re-read to use them."""
-    folder = write_specs(
-        tmp_path / "specs",
-        {"demo": {"source": {"rows": 3000}, "governance": {"latency_budget_ms": 500}}},
-    )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
-    return get_settings()
+    return use_specs({"demo": {"source": {"rows": 3000}, "governance": {"latency_budget_ms": 500}}})
+
+
+@pytest.fixture
+def demo_versions(tmp_path: Path):
+    """`demo_versions(settings, count, **tags)`: `count` versions of `demo` in the settings'
+    MLflow registry (real, SQLite), each with `tags`; their version numbers."""
+
+    def make(settings, count: int, **tags: str) -> list[str]:
+        from maestro import tracking
+
+        mlc = tracking.client(settings)
+        if not mlc.search_registered_models("name = 'demo'"):
+            mlc.create_registered_model("demo")
+        source = tmp_path / "model"
+        source.mkdir(exist_ok=True)
+        versions = []
+        for _ in range(count):
+            version = str(mlc.create_model_version("demo", source.as_uri()).version)
+            for key, value in tags.items():
+                mlc.set_model_version_tag("demo", version, key, value)
+            versions.append(version)
+        return versions
+
+    return make
+
+
+@pytest.fixture
+def demo_champion(settings):
+    """A small LightGBM pipeline of `demo`, logged with its signature and input example,
+    registered and aliased champion in the test's registry: (pipeline, the rows it saw)."""
+    import mlflow
+
+    from maestro import tracking
+    from maestro.data.synthetic import generate
+    from maestro.spec import get_spec
+    from maestro.training.families import build_estimator, fit
+    from maestro.training.stages import log_pipeline
+
+    spec = get_spec("demo", settings)
+    frame = generate(2000)
+    X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
+    params = {"n_estimators": 30, "num_leaves": 15}
+    pipeline = fit(build_estimator(spec, "lightgbm", params), spec, "lightgbm", X, y)
+    with mlflow.start_run(experiment_id=tracking.experiment_id(settings, "demo")):
+        logged = log_pipeline(pipeline, spec, X.dropna().head(5))
+    version = mlflow.register_model(logged.model_uri, "demo").version
+    tracking.client(settings).set_registered_model_alias("demo", "champion", str(version))
+    return pipeline, frame
 
 
 def needs_shared_data(name: str) -> Path:

@@ -77,14 +77,10 @@ def test_dag_file_imports_nothing_heavy(path: Path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_broken_spec_hides_only_itself(tmp_path, monkeypatch):
+def test_broken_spec_hides_only_itself(use_specs):
     from airflow.dag_processing.dagbag import DagBag
 
-    from tests.conftest import write_specs
-
-    folder = write_specs(tmp_path / "specs", {"bike_demand": {"trials": 0}})
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
+    use_specs({"bike_demand": {"trials": 0}})
     try:
         bag = DagBag(dag_folder=str(DAGS))
     finally:

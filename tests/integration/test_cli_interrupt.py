@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from maestro import tracking, vocabulary
-from maestro.config import get_settings
 from maestro.governance import decisions, registry
-from tests.conftest import write_specs
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +39,10 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_ctrl_c_stops_a_run_waiting_for_approval(settings, tmp_path, monkeypatch):
-    specs = write_specs(
-        tmp_path / "specs",
-        {"demo": {"source": {"rows": 8000}, "governance": {"latency_budget_ms": 500}}},
+def test_ctrl_c_stops_a_run_waiting_for_approval(use_specs):
+    settings = use_specs(
+        {"demo": {"source": {"rows": 8000}, "governance": {"latency_budget_ms": 500}}}
     )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(specs))
-    get_settings.cache_clear()
-    settings = get_settings()
     maestro = str(Path(sys.executable).with_name("maestro"))
     proc = subprocess.Popen(
         [maestro, "train", "demo", "--trials", "4", "--workers", "1"],

@@ -8,24 +8,18 @@ import mlflow
 import pytest
 
 from maestro import tracking
-from maestro.config import get_settings
 from maestro.governance import registry
 from maestro.platform.airflow_env import load_dag
-from tests.conftest import deciding, write_specs
+from tests.conftest import deciding
 
 pytestmark = pytest.mark.slow
 
 
-def use_specs(tmp_path, monkeypatch, name: str, demo: dict):
+def demo_specs(use_specs, name: str, demo: dict):
     source = {"rows": 8000, **demo.pop("source", {})}  # enough test rows to judge fairness
     # a latency budget that a loaded, shared test machine still meets (the gate stays on)
     governance = {"latency_budget_ms": 500, **demo.pop("governance", {})}
-    folder = write_specs(
-        tmp_path / name, {"demo": {"source": source, "governance": governance, **demo}}
-    )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
-    return get_settings()
+    return use_specs({"demo": {"source": source, "governance": governance, **demo}}, name)
 
 
 def train(settings, decision: str | None = None, trials: int = 4):
@@ -41,8 +35,8 @@ def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def test_a_good_model_is_approved_by_tag_and_becomes_champion(settings, tmp_path, monkeypatch):
-    settings = use_specs(tmp_path, monkeypatch, "specs", {})
+def test_a_good_model_is_approved_by_tag_and_becomes_champion(use_specs):
+    settings = demo_specs(use_specs, "specs", {})
     first = train(settings, "approved")
     mlc = tracking.client(settings)
     assert first.state == "success", states(first)
@@ -74,10 +68,10 @@ def first_champion(settings) -> str:
     return champion_of(settings)
 
 
-def test_a_biased_model_fails_fairness_and_asks_nobody(settings, tmp_path, monkeypatch):
-    settings = use_specs(tmp_path, monkeypatch, "fair", {})
+def test_a_biased_model_fails_fairness_and_asks_nobody(use_specs):
+    settings = demo_specs(use_specs, "fair", {})
     champion = first_champion(settings)
-    settings = use_specs(tmp_path, monkeypatch, "biased", {"source": {"bias": 0.6}})
+    settings = demo_specs(use_specs, "biased", {"source": {"bias": 0.6}})
     run = train(settings)  # nobody answers: a request would wait, and the test would time out
     assert run.state == "success"
     assert states(run)["not_promoted"] == "success"
@@ -89,10 +83,10 @@ def test_a_biased_model_fails_fairness_and_asks_nobody(settings, tmp_path, monke
     assert champion_of(settings) == champion
 
 
-def test_a_worse_model_fails_the_champion_comparison(settings, tmp_path, monkeypatch):
-    settings = use_specs(tmp_path, monkeypatch, "clean", {})
+def test_a_worse_model_fails_the_champion_comparison(use_specs):
+    settings = demo_specs(use_specs, "clean", {})
     champion = first_champion(settings)
-    settings = use_specs(tmp_path, monkeypatch, "noisy", {"source": {"noise": 0.9}})
+    settings = demo_specs(use_specs, "noisy", {"source": {"noise": 0.9}})
     run = train(settings)
     assert states(run)["not_promoted"] == "success", states(run)
     version = tracking.client(settings).get_model_version_by_alias("demo", "challenger")
@@ -100,8 +94,8 @@ def test_a_worse_model_fails_the_champion_comparison(settings, tmp_path, monkeyp
     assert champion_of(settings) == champion
 
 
-def test_rejection_and_timeout_are_recorded_and_promote_nothing(settings, tmp_path, monkeypatch):
-    settings = use_specs(tmp_path, monkeypatch, "reject", {})
+def test_rejection_and_timeout_are_recorded_and_promote_nothing(use_specs):
+    settings = demo_specs(use_specs, "reject", {})
     rejected = train(settings, "rejected")
     assert rejected.state == "success" and states(rejected)["promote"] == "skipped"
     mlc = tracking.client(settings)
@@ -109,9 +103,7 @@ def test_rejection_and_timeout_are_recorded_and_promote_nothing(settings, tmp_pa
     assert v1.tags["approval"] == "rejected" and v1.tags["approval_by"] == "admin"
     assert champion_of(settings) is None
 
-    settings = use_specs(
-        tmp_path, monkeypatch, "timeout", {"governance": {"approval_timeout_hours": 0.002}}
-    )
+    settings = demo_specs(use_specs, "timeout", {"governance": {"approval_timeout_hours": 0.002}})
     timed_out = train(settings)  # nobody answers within 7 seconds
     assert timed_out.state == "success" and states(timed_out)["promote"] == "skipped"
     v2 = mlc.get_model_version_by_alias("demo", "challenger")
@@ -122,8 +114,8 @@ def test_rejection_and_timeout_are_recorded_and_promote_nothing(settings, tmp_pa
     assert "timeout" in card
 
 
-def test_promote_refuses_unapproved_and_rollback_restores_previous(settings, tmp_path, monkeypatch):
-    settings = use_specs(tmp_path, monkeypatch, "manual", {})
+def test_promote_refuses_unapproved_and_rollback_restores_previous(use_specs):
+    settings = demo_specs(use_specs, "manual", {})
     v1 = first_champion(settings)
     run = train(settings, "rejected")
     v2 = str(tracking.client(settings).get_model_version_by_alias("demo", "challenger").version)

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from maestro import tracking
-from maestro.config import get_settings
 from maestro.platform.airflow_env import load_dag
 from maestro.spec import get_spec
 from maestro.training import stages
 from maestro.training.families import evaluate
-from tests.conftest import deciding, needs_shared_data, write_specs
+from tests.conftest import deciding, needs_shared_data
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +98,7 @@ def test_rerunning_a_run_registers_one_version(small_specs):
     assert len(tracking.client(small_specs).search_model_versions("name = 'demo'")) == 1
 
 
-def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path, monkeypatch):
+def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path, use_specs):
     first = run_training("demo", small_specs, trials=2)
     assert first.state == "success"
     mlc = tracking.client(small_specs)
@@ -111,12 +110,9 @@ def test_bad_data_stops_before_training_and_moves_no_alias(small_specs, tmp_path
     broken.loc[:99, "age"] = 150  # outside the spec's range
     source = tmp_path / "broken.csv"
     broken.to_csv(source, index=False)
-    folder = write_specs(
-        tmp_path / "broken_specs", {"demo": {"source": {"format": "csv", "path": str(source)}}}
+    settings = use_specs(
+        {"demo": {"source": {"format": "csv", "path": str(source)}}}, "broken_specs"
     )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
-    settings = get_settings()
     dag_run = run_training("demo", settings, trials=2)
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}

@@ -9,7 +9,6 @@ import pytest
 from maestro.data import sources
 from maestro.data.synthetic import generate
 from maestro.spec import get_spec
-from tests.conftest import write_specs
 
 COLUMNS = [
     "customer_id",
@@ -28,17 +27,10 @@ COLUMNS = [
 
 
 @pytest.fixture
-def csv_spec(tmp_path, monkeypatch, settings):
+def csv_spec(tmp_path, use_specs):
     """The demo spec reading a CSV file the test writes."""
-    from maestro.config import get_settings
-
     path = tmp_path / "source.csv"
-    folder = write_specs(
-        tmp_path / "specs", {"demo": {"source": {"format": "csv", "path": str(path)}}}
-    )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
-    s = get_settings()
+    s = use_specs({"demo": {"source": {"format": "csv", "path": str(path)}}})
     return get_spec("demo", s), s, path
 
 
@@ -156,7 +148,7 @@ def test_adult_data_loads_with_missing_values(settings):
     assert frame["person_id"].is_unique
 
 
-def test_sql_source(tmp_path, monkeypatch, settings):
+def test_sql_source(tmp_path, monkeypatch, use_specs):
     """A spec whose source is a SQL query, read through SQLAlchemy from the URL in an env var."""
     import sqlalchemy
 
@@ -166,8 +158,7 @@ def test_sql_source(tmp_path, monkeypatch, settings):
     good_frame(300).assign(event_timestamp=lambda f: f.event_timestamp.astype(str)).to_sql(
         "customers", sqlalchemy.create_engine(url), index=False
     )
-    folder = write_specs(
-        tmp_path / "specs",
+    use_specs(
         {
             "demo": {
                 "source": {
@@ -176,10 +167,8 @@ def test_sql_source(tmp_path, monkeypatch, settings):
                     "connection_env": "WAREHOUSE_URL",
                 }
             }
-        },
+        }
     )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
     spec = get_spec("demo", get_settings())
     with pytest.raises(sources.DataError, match="environment variable WAREHOUSE_URL is not set"):
         sources.ingest(spec, get_settings(), None)

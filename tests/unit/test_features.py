@@ -14,17 +14,12 @@ def test_committed_definitions_match_specs(settings):
         features.check_definitions(load_spec(path), settings)
 
 
-def test_a_spec_change_is_caught(settings, tmp_path, monkeypatch):
-    from maestro.config import get_settings
-    from tests.conftest import write_specs
-
-    spec_dir = write_specs(tmp_path / "specs", {})
-    text = (spec_dir / "demo.yaml").read_text().replace("name: income", "name: yearly_income")
-    (spec_dir / "demo.yaml").write_text(text)
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(spec_dir))
-    get_settings.cache_clear()
+def test_a_spec_change_is_caught(use_specs):
+    settings = use_specs({})
+    spec_file = settings.specs_dir / "demo.yaml"
+    spec_file.write_text(spec_file.read_text().replace("name: income", "name: yearly_income"))
     with pytest.raises(ValueError, match="run `maestro features generate demo`"):
-        features.check_definitions(get_spec("demo", get_settings()), get_settings())
+        features.check_definitions(get_spec("demo", settings), settings)
 
 
 @pytest.mark.slow

@@ -5,27 +5,15 @@ from __future__ import annotations
 import pytest
 
 from maestro import tracking, vocabulary
-from maestro.config import get_settings
 from maestro.governance import registry as aliases
 from maestro.governance.registry import GovernanceError
-from tests.conftest import write_specs
 
 
 @pytest.fixture
-def registry(settings, tmp_path, monkeypatch):
+def registry(use_specs, demo_versions):
     """Five versions of `demo`, each validated and approved; the spec keeps two."""
-    specs = write_specs(tmp_path / "specs", {"demo": {"governance": {"keep_versions": 2}}})
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(specs))
-    get_settings.cache_clear()
-    settings = get_settings()
-    mlc = tracking.client(settings)
-    mlc.create_registered_model("demo")
-    source = tmp_path / "model"
-    source.mkdir()
-    for _ in range(5):
-        version = mlc.create_model_version("demo", source.as_uri()).version
-        mlc.set_model_version_tag("demo", version, "validation_status", "passed")
-        mlc.set_model_version_tag("demo", version, "approval", vocabulary.APPROVED)
+    settings = use_specs({"demo": {"governance": {"keep_versions": 2}}})
+    demo_versions(settings, 5, validation_status="passed", approval=vocabulary.APPROVED)
     return settings
 
 

@@ -80,19 +80,14 @@ LIGHTGBM_TRIAL = {
 
 
 @pytest.mark.parametrize("pruning", [True, False])
-def test_pruning_follows_the_spec(handle, small_specs, tmp_path, monkeypatch, pruning):
+def test_pruning_follows_the_spec(handle, small_specs, use_specs, pruning):
     """With pruning on, LightGBM trials report their validation curve so the median pruner
     can stop them; with `pruning: false` they report nothing and always run to the end."""
     from maestro.training import tune
-    from tests.conftest import write_specs
 
-    folder = write_specs(
-        tmp_path / f"specs-{pruning}",
-        {"demo": {"source": {"rows": 3000}, "pruning": pruning}},
+    settings = use_specs(
+        {"demo": {"source": {"rows": 3000}, "pruning": pruning}}, f"specs-{pruning}"
     )
-    monkeypatch.setenv("MAESTRO_SPECS_DIR", str(folder))
-    get_settings.cache_clear()
-    settings = get_settings()
     spec = tracking_spec(settings)
     started = stages.start_tuning(handle, settings, trials=1, workers=1)
     tune.open_study(spec, settings, started.study).enqueue_trial(LIGHTGBM_TRIAL)
