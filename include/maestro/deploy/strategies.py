@@ -89,7 +89,8 @@ class ServerTarget:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.plans = FilePlanStore(plans) if isinstance(plans, Path) else plans
-        self._http = client(self.base_url, token=token, transport=transport)
+        self.token = token
+        self._http = client(self.base_url, transport=transport)
 
     def request(
         self, method: str, path: str, body: object = None, timeout: float = 10
@@ -97,7 +98,8 @@ class ServerTarget:
         """One request; the status and body whatever the status. ConnectionError (an OSError)
         when no answer comes: nothing listens, or the connection broke."""
         try:
-            response = self._http.request(method, path, json=body, timeout=timeout)
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            response = self._http.request(method, path, json=body, headers=headers, timeout=timeout)
         except httpx.TransportError as error:
             raise ConnectionError(f"{method} {self.base_url}{path}: {error!r}") from error
         return response.status_code, response.content

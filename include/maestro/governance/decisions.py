@@ -7,7 +7,7 @@ from __future__ import annotations
 from maestro import tracking
 from maestro.config import Settings
 from maestro.governance.model_card import load_result, publish_card
-from maestro.governance.registry import GovernanceError, now, promote
+from maestro.governance.registry import GovernanceError, now, promote, require_validated
 from maestro.vocabulary import APPROVED, REJECTED
 
 
@@ -33,13 +33,7 @@ def record_decision(
     if decision not in (APPROVED, REJECTED):
         raise GovernanceError(f"decision must be {APPROVED!r} or {REJECTED!r}, got {decision!r}")
     mlc = tracking.client(settings)
-    tags = mlc.get_model_version(model, version).tags
-    if tags.get("validation_status") != "passed":
-        raise GovernanceError(
-            f"{model} version {version}: validation_status is "
-            f"{tags.get('validation_status', 'missing')!r}; only a version that passed every gate "
-            "can be decided on"
-        )
+    require_validated(mlc.get_model_version(model, version).tags, model, version)
     earlier = decision_of(settings, model, version)
     if earlier and earlier["at"]:  # already recorded in full: the first decision stands
         if earlier["decision"] != decision:

@@ -15,6 +15,7 @@ from maestro import tracking
 from maestro.config import Settings
 from maestro.handles import CandidateVersion
 from maestro.spec import get_spec
+from maestro.vocabulary import LINEAGE_TAGS
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
@@ -121,20 +122,6 @@ def card_facts(
 ) -> dict:
     spec = get_spec(handle.model, settings)
     version = tracking.client(settings).get_model_version(handle.model, handle.version)
-    lineage_keys = (
-        "data_version",
-        "data_rows",
-        "training_window_start",
-        "training_window_end",
-        "feature_service",
-        "feature_views",
-        "airflow_dag_id",
-        "airflow_run_id",
-        "code_version",
-        "best_trial",
-        "best_family",
-        "pipeline_run_id",
-    )
     return {
         "model": handle.model,
         "version": handle.version,
@@ -150,7 +137,7 @@ def card_facts(
         "serving": serving,
         "importance": load_result(handle.evaluation_run_id, "importance")["importance"],
         "test_rows": result["rows"],
-        "lineage": {k: version.tags[k] for k in lineage_keys if k in version.tags},
+        "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},
         "verdict": {"status": status, "failed": failed},
         "approval": None,
     }

@@ -11,7 +11,7 @@ from maestro import tracking
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.spec import get_spec
-from maestro.vocabulary import APPROVED, CHAMPION, PREVIOUS
+from maestro.vocabulary import APPROVED, CHAMPION, PASSED, PREVIOUS, VALIDATION_STATUS_TAG
 
 
 class GovernanceError(BadInput):
@@ -64,17 +64,23 @@ def champion_version(settings: Settings, model: str):
     return version_by_alias(settings, model, CHAMPION)
 
 
+def require_validated(tags: dict[str, str], model: str, version: str) -> None:
+    """Refuse a version that did not pass every evaluation gate (decisions and promotion)."""
+    status = tags.get(VALIDATION_STATUS_TAG, "missing")
+    if status != PASSED:
+        raise GovernanceError(
+            f"{model} version {version}: validation_status is {status!r}; only a version that "
+            "passed every gate can be decided on or promoted"
+        )
+
+
 def promote(settings: Settings, model: str, version: str, by: str, comment: str = "") -> dict:
     """Move `champion` to `version` (the former champion becomes `previous`); archive the
     versions beyond the spec's `keep_versions`. Refused unless validated and approved."""
     spec = get_spec(model, settings)
     mlc = tracking.client(settings)
     tags = mlc.get_model_version(model, version).tags
-    if tags.get("validation_status") != "passed":
-        raise GovernanceError(
-            f"{model} version {version} has not passed validation "
-            f"(validation_status={tags.get('validation_status', 'missing')!r})"
-        )
+    require_validated(tags, model, version)
     if tags.get("approval") != APPROVED:
         raise GovernanceError(
             f"{model} version {version} is not approved "
