@@ -8,12 +8,17 @@ CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 
 # A human's decision on a validated version, and the version tags that record it.
 APPROVED, REJECTED = "approved", "rejected"
-APPROVAL_TAG = "approval"
-APPROVAL_TAGS = ("approval", "approval_by", "approval_at", "approval_comment", "approval_via")
+APPROVAL_TAGS = {  # a decision's fields and the version tags that hold them
+    "decision": "approval",
+    "by": "approval_by",
+    "at": "approval_at",
+    "comment": "approval_comment",
+    "via": "approval_via",
+}
 
-# The verdict of the evaluation gates, as version tags.
+# The verdict of the evaluation gates, as a version tag.
 VALIDATION_STATUS_TAG = "validation_status"
-PASSED, FAILED = "passed", "failed"
+PASSED = "passed"
 
 # Lineage tags every registered version carries (model card, `maestro show`).
 LINEAGE_TAGS = (

@@ -8,22 +8,18 @@ from maestro import tracking
 from maestro.config import Settings
 from maestro.governance.model_card import load_result, publish_card
 from maestro.governance.registry import GovernanceError, now, promote, require_validated
-from maestro.vocabulary import APPROVED, REJECTED
+from maestro.vocabulary import APPROVAL_TAGS, APPROVED, REJECTED
 
 
 def decision_of(settings: Settings, model: str, version: str) -> dict | None:
     """The recorded decision on a version (from any channel), or None while undecided."""
     tags = tracking.client(settings).get_model_version(model, version).tags
-    value = tags.get("approval", "").strip().lower()
-    if value not in (APPROVED, REJECTED):
+    decision = {field: tags.get(key, "") for field, key in APPROVAL_TAGS.items()}
+    decision["decision"] = decision["decision"].strip().lower()
+    if decision["decision"] not in (APPROVED, REJECTED):
         return None
-    return {
-        "decision": value,
-        "by": tags.get("approval_by", ""),
-        "at": tags.get("approval_at", ""),
-        "comment": tags.get("approval_comment", ""),
-        "via": tags.get("approval_via", "mlflow-tag"),
-    }
+    decision["via"] = decision["via"] or "mlflow-tag"  # a tag set by hand says nothing more
+    return decision
 
 
 def record_decision(
@@ -43,14 +39,8 @@ def record_decision(
             )
         return earlier
     record = {"decision": decision, "by": by, "at": now(), "comment": comment, "via": via}
-    for key, value in (
-        ("approval", decision),
-        ("approval_by", by),
-        ("approval_at", record["at"]),
-        ("approval_comment", comment),
-        ("approval_via", via),
-    ):
-        mlc.set_model_version_tag(model, version, key, value)
+    for field, key in APPROVAL_TAGS.items():
+        mlc.set_model_version_tag(model, version, key, record[field])
     _add_decision_to_card(settings, model, version, record)
     return record
 
