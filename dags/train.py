@@ -116,25 +116,13 @@ def build_training_dag(spec: ModelSpec):
         evaluate = stage("governance", "evaluate", "Metrics, champion change, slices, fairness.")
         validate_serving = stage("governance", "validate_serving", "Load as served; time it.")
         explain = stage("governance", "explain", "Global SHAP importance (table and plot).")
-
-        @task
-        def verdict(handle: CandidateVersion, checked, explained) -> CandidateVersion:
-            """Verdict tags, model card and description on the version."""
-            from maestro.governance import stages
-
-            with fail_fast():
-                return stages.verdict(handle, get_settings())
+        verdict = stage("governance", "verdict", "Verdict tags, model card, description.")
+        not_promoted = stage("governance", "not_promoted", "Failed a gate: nothing is asked.")
 
         @task.branch
         def gate(handle: CandidateVersion) -> str:
             """Ask a human only when every gate passed."""
             return "request_approval" if handle.validation_status == "passed" else "not_promoted"
-
-        @task
-        def not_promoted(handle: CandidateVersion) -> None:
-            """The version failed a gate: no approval is requested, no alias moves."""
-            failed = ", ".join(handle.failed_checks)
-            print(f"{handle.model} version {handle.version} not promoted: failed {failed}")
 
         @task(outlets=[champion])
         def promote(handle: CandidateVersion, outlet_events=None) -> dict:
@@ -151,7 +139,8 @@ def build_training_dag(spec: ModelSpec):
         registered = register(train_final(trials >> finish_tuning(study)))
         with TaskGroup("evaluation"):
             evaluated = evaluate(registered)
-            judged = verdict(evaluated, validate_serving(evaluated), explain(evaluated))
+            judged = verdict(evaluated)
+            [validate_serving(evaluated), explain(evaluated)] >> judged
         pulled = "ti.xcom_pull(task_ids='evaluation.verdict')"
         approval = ModelApprovalOperator(
             task_id="request_approval",

@@ -1,5 +1,6 @@
-"""MLflow as the system of record: experiments, the pipeline run of each Airflow run, and the
-model registry (aliases, never the deprecated stages)."""
+"""MLflow as the system of record: the client, each model's experiment, the pipeline run that
+records one Airflow run and its child runs, and the code version. The registry's versions and
+aliases are `maestro.governance.registry`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ verdict is a set of tags on the model version, so the audit trail lives in the r
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from maestro.governance.registry import champion_version
 from maestro.handles import CandidateVersion
 from maestro.spec import get_spec
 
+log = logging.getLogger(__name__)
 SAMPLE_ROWS = 50  # rows the serving check scores and times
 EXPLAIN_ROWS = 2000
 
@@ -173,3 +175,10 @@ def verdict(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     if status == "passed":
         judged = judged.updated(approval_request=approval_request(settings, judged))
     return judged
+
+
+def not_promoted(handle: CandidateVersion, settings: Settings) -> None:
+    """The end of a run whose version failed a gate: say which, in the task's log; no approval
+    is requested and no alias moves."""
+    failed = ", ".join(handle.failed_checks)
+    log.warning("%s version %s not promoted: failed %s", handle.model, handle.version, failed)

@@ -22,6 +22,7 @@ from airflow.providers.standard.triggers.hitl import (
 from airflow.sdk.timezone import utcnow
 from airflow.triggers.base import TriggerEvent
 
+NO_HITL_CHANNEL = (AttributeError, ImportError)
 DECISION_OPTION = {"approved": ApprovalOperator.APPROVE, "rejected": ApprovalOperator.REJECT}
 
 
@@ -100,16 +101,17 @@ class ApprovalOrTagTrigger(HITLTrigger):
 
     async def _ui_event(self) -> TriggerEvent | None:
         """The Required Action's answer, if any. `dag.test()` runs triggers in its own process
-        without Airflow's HITL channel: there the tag is the only way to answer."""
+        without Airflow's HITL channel (AttributeError), and outside any task runtime there is
+        none either (ImportError): there the tag is the only way to answer."""
         try:
             return await self._handle_response()
-        except AttributeError:
+        except NO_HITL_CHANNEL:
             return None
 
     async def _timeout_event(self) -> TriggerEvent:
         try:
             return await self._handle_timeout()
-        except AttributeError:  # no HITL channel (dag.test): the default answer is Reject
+        except NO_HITL_CHANNEL:  # dag.test() or no task runtime: the default answer is Reject
             return TriggerEvent(
                 HITLTriggerEventSuccessPayload(
                     chosen_options=list(self.defaults or [ApprovalOperator.REJECT]),
