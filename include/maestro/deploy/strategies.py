@@ -211,8 +211,9 @@ def deploy(
 ) -> dict:
     """Roll `version` of `model` out with `strategy`. On any failure the plan that served before
     is restored; a failed check raises DeployError (retrying the same version cannot help),
-    anything else (the server unreachable, a bug) is raised as it is, so retries apply. `observe` runs while a canary step is watched (by
-    default: the smoke rows, repeated, so the check has traffic to judge)."""
+    anything else (the server unreachable, a bug) is raised as it is, so retries apply.
+    `observe` runs while a canary step is watched (by default: the smoke rows, repeated, so the
+    check has traffic to judge)."""
     if strategy not in STRATEGIES:
         raise BadInput(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     stable = target.serving_version(model)

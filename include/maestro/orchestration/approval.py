@@ -163,6 +163,7 @@ class ModelApprovalOperator(ApprovalOperator):
 
         from maestro.config import get_settings
 
+        settings = get_settings()
         ti_id = context["task_instance"].id
         upsert_hitl_detail(
             ti_id=ti_id,
@@ -183,8 +184,8 @@ class ModelApprovalOperator(ApprovalOperator):
                 multiple=self.multiple,
                 timeout_datetime=utcnow() + self.response_timeout,
                 # how often the trigger looks for a tag: the worker's setting unless given
-                poke_interval=self.poke_interval or get_settings().approval_poll_seconds,
-                tracking_uri=get_settings().tracking_uri,
+                poke_interval=self.poke_interval or settings.approval_poll_seconds,
+                tracking_uri=settings.tracking_uri,
                 model=self.model,
                 version=str(self.version),
                 approvers=self.approvers,

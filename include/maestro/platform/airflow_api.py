@@ -3,6 +3,7 @@ runs and post asset events."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -117,8 +118,6 @@ def platform_client(settings: Settings) -> AirflowClient:
     password, the one `maestro up` generated in the state folder."""
     password = settings.airflow_password
     if password is None:
-        import json
-
         from maestro.platform.services import passwords_file
 
         path = passwords_file(settings.home)

@@ -93,7 +93,7 @@ def run_dag_test(dag_id: str, settings: Settings, conf: dict | None = None) -> t
 def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
     """The newest run of `dag_id` started after `since`: its id and (task, map index, state,
     duration) rows in start order, read from the metadata database."""
-    from airflow.models import DagRun, TaskInstance
+    from airflow.models import DagRun
     from airflow.utils.session import create_session
 
     with create_session() as session:
@@ -102,13 +102,20 @@ def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
         )
         if run is None or run.start_date is None or run.start_date.timestamp() < since - 5:
             return None, []
-        rows = (
-            session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
-            .all()
-        )
-        rows = sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index))
+        rows = _task_instances(session, dag_id, run.run_id)
         return run.run_id, [(t.task_id, t.map_index, t.state, t.duration) for t in rows]
+
+
+def _task_instances(session, dag_id: str, run_id: str) -> list:
+    """A run's task instances in start order (not started last)."""
+    from airflow.models import TaskInstance
+
+    rows = (
+        session.query(TaskInstance)
+        .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        .all()
+    )
+    return sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index))
 
 
 REPORTED_STATES = (
@@ -162,19 +169,14 @@ def _signals_raise_stop():
 def fail_unfinished(dag_id: str, run_id: str) -> list[str]:
     """Mark a stopped run failed in the metadata database, as Airflow's "mark failed" does:
     tasks under way fail, tasks not started are skipped. Returns the unfinished task labels."""
-    from airflow.models import DagRun, TaskInstance
+    from airflow.models import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, State, TaskInstanceState
 
     not_started = (None, TaskInstanceState.SCHEDULED)
     unfinished = []
     with create_session() as session:
-        rows = (
-            session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-            .all()
-        )
-        for ti in sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index)):
+        for ti in _task_instances(session, dag_id, run_id):
             if ti.state in State.finished:
                 continue
             unfinished.append(task_label(ti.task_id, ti.map_index))

@@ -16,10 +16,15 @@ def signal_group(child: subprocess.Popen, signum: int) -> None:
 
 
 def stop_group(child: subprocess.Popen, signum: int, grace: float) -> bool:
-    """`signum` to the child's group; after `grace` seconds SIGKILL to whatever is left of it
-    (grandchildren too, even when the child itself has exited). True if the child had exited
-    by itself within the grace time."""
+    """`signum` to the child's group, then `reap_group`."""
     signal_group(child, signum)
+    return reap_group(child, grace)
+
+
+def reap_group(child: subprocess.Popen, grace: float) -> bool:
+    """Wait up to `grace` seconds for a child already asked to stop, then SIGKILL whatever is
+    left of its group (grandchildren too, even when the child itself has exited). True if the
+    child had exited by itself within the grace time."""
     try:
         child.wait(timeout=max(0.1, grace))
         stopped = True

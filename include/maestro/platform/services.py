@@ -11,7 +11,7 @@ from pathlib import Path
 
 from maestro.config import Settings
 from maestro.platform.airflow_env import airflow_bin, apply_environment
-from maestro.platform.processes import signal_group, stop_group
+from maestro.platform.processes import reap_group, signal_group
 from maestro.web import answers
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -123,7 +123,7 @@ def stop(children: dict[str, subprocess.Popen], echo, grace: float = 30.0) -> No
         signal_group(child, signal.SIGTERM)  # the whole group: workers and log servers too
     deadline = time.monotonic() + grace
     for name, child in children.items():
-        if not stop_group(child, signal.SIGTERM, deadline - time.monotonic()):
+        if not reap_group(child, deadline - time.monotonic()):
             echo(f"{name} did not stop in {grace:.0f}s: killed")
     if children:
         echo("stopped")
