@@ -12,6 +12,10 @@ fairness, serving check, SHAP, model card, verdict), **request_approval** only i
 passed (Required Actions, or the version's `approval` tag; a timeout rejects) and **promote**
 (`champion` moves, the former one becomes `previous`, the asset `{model}_champion` gets an
 event). Tasks hand each other typed references (`maestro.handles`), never data.
+
+Runs on its schedule, by hand (`trigger`: manual or ci), or on an event of the asset
+`{model}_drift` from `monitor_{model}`; a drift-triggered run inside the spec's cooldown after
+the last training ends at **check_trigger**, a success with the reason in its log.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from airflow.sdk import Param, TaskGroup, dag, task
 
 from maestro.config import get_settings
 from maestro.errors import fail_fast
-from maestro.handles import CandidateVersion, TrainingRun
+from maestro.handles import CandidateVersion, TrainingRun, TrainingTrigger
 from maestro.orchestration.approval import ModelApprovalOperator
-from maestro.orchestration.assets import champion_asset
+from maestro.orchestration.assets import champion_asset, drift_asset
 from maestro.orchestration.defaults import START_DATE, default_args
+from maestro.orchestration.notify import outcome_callbacks
 from maestro.spec import ModelSpec, loadable_specs
 
 
@@ -43,6 +48,20 @@ def stage(package: str, name: str, doc: str):
     return task(python_callable=run, task_id=name)
 
 
+def training_schedule(spec: ModelSpec):
+    """The spec's cron schedule OR its drift asset (when drift retrains), or either alone."""
+    if not (spec.monitoring.enabled and spec.monitoring.retrain):
+        return spec.schedule
+    if spec.schedule is None:
+        return drift_asset(spec.name)
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(spec.schedule, timezone="UTC"),
+        assets=drift_asset(spec.name),
+    )
+
+
 def build_training_dag(spec: ModelSpec):
     """The training DAG of one model spec."""
     champion = champion_asset(spec.name)
@@ -51,11 +70,12 @@ def build_training_dag(spec: ModelSpec):
         dag_id=f"train_{spec.name}",
         description=spec.description or f"Train {spec.name}",
         doc_md=__doc__.format(model=spec.name, description=spec.description),
-        schedule=spec.schedule,
+        schedule=training_schedule(spec),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=default_args(spec.owner),
+        **outcome_callbacks(spec.name),
         dagrun_timeout=timedelta(minutes=spec.timeout_minutes),
         tags=["maestro", "training", spec.name, *spec.tags],
         params={
@@ -67,17 +87,42 @@ def build_training_dag(spec: ModelSpec):
                 maximum=16,
                 description="Parallel trial workers",
             ),
+            "trigger": Param(
+                "manual", enum=["manual", "ci", "drift"], description="Why (manual runs)"
+            ),
+            "drift_event": Param(
+                None, type=["null", "object"], description="A drift run's verdict (drift runs)"
+            ),
         },
     )
     def training():
+        @task.short_circuit
+        def check_trigger(params=None, dag_run=None, triggering_asset_events=None):
+            """Why this run; a drift-triggered one inside the cooldown stops here."""
+            from maestro.training import stages
+
+            events = [
+                dict(event.extra)
+                for found in (triggering_asset_events or {}).values()
+                for event in found
+            ]
+            events += [params["drift_event"]] if params.get("drift_event") else []
+            run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
+            with fail_fast():
+                why = stages.why_train(
+                    spec.name, get_settings(), run_type, params["trigger"], events
+                )
+            return why.model_dump() if why else False
+
         @task
-        def ingest(dag_run=None, data_interval_end=None) -> TrainingRun:
+        def ingest(why: dict, dag_run=None, data_interval_end=None) -> TrainingRun:
             """Snapshot the source for the run's window."""
             from maestro.training import stages
 
             end = data_interval_end.isoformat() if data_interval_end else None
             with fail_fast():
-                run = stages.RunInfo(dag_run.dag_id, dag_run.run_id, end)
+                trigger = TrainingTrigger(**why)
+                run = stages.RunInfo(dag_run.dag_id, dag_run.run_id, end, trigger)
                 return stages.ingest(spec.name, run, get_settings())
 
         validate_data = stage(
@@ -134,7 +179,8 @@ def build_training_dag(spec: ModelSpec):
             outlet_events[champion].extra = done
             return done
 
-        study = start_tuning(build_training_set(materialize_features(validate_data(ingest()))))
+        snapshot = ingest(check_trigger())
+        study = start_tuning(build_training_set(materialize_features(validate_data(snapshot))))
         trials = tune.partial(handle=study).expand(worker=worker_slots(study))
         registered = register(train_final(trials >> finish_tuning(study)))
         with TaskGroup("evaluation"):

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     serving_image: str = "maestro-ml:latest"
     # Batch scoring output: a folder (parquet per model and date) or a postgresql:// URL.
     batch_output: str | None = None
+    # Monitoring: where jobs push their figures for Prometheus (none: not pushed), and the
+    # Evidently workspace that keeps each monitoring run's report (default: a folder in home).
+    pushgateway_url: str | None = None
+    evidently_workspace: Path | None = None
+    # E-mail notifications (a spec's `monitoring.notify.email`) go through this SMTP server.
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_from: str = "maestro@localhost"
 
     @property
     def tracking_uri(self) -> str:
@@ -81,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def prediction_log_location(self) -> str:
         return self.prediction_log or str(self.home / "prediction_log")
+
+    @property
+    def evidently_dir(self) -> Path:
+        return self.evidently_workspace or self.home / "evidently"
 
     @property
     def snapshots_dir(self) -> Path:

@@ -33,12 +33,22 @@ class BestTrial(Handle):
     trials: int  # trials the study had when it was read
 
 
+class TrainingTrigger(Handle):
+    """Why a training run runs: `trigger` is one of `vocabulary.TRIGGERS`; a drift-triggered
+    run names the monitoring run whose verdict started it."""
+
+    trigger: str
+    reason: str = ""
+    drift_report_run_id: str | None = None
+
+
 class TrainingRun(Handle):
     """One training run from ingest to `train_final`, filled in stage by stage."""
 
     model: str
     dag_id: str
     airflow_run_id: str
+    trigger: TrainingTrigger = TrainingTrigger(trigger="manual")
     pipeline_run_id: str  # the MLflow run that records the Airflow run
     data: dict[str, str | int]  # the data version: hash, rows, start, end, source, path
     validation: str | None = None
@@ -69,3 +79,38 @@ class CandidateVersion(Handle):
     validation_status: str | None = None
     failed_checks: list[str] = []
     approval_request: str | None = None
+
+
+class MonitorVerdict(Handle):
+    """One monitoring run's judgement of the serving champion on a window of production data."""
+
+    model: str
+    version: str
+    window_start: str
+    window_end: str
+    rows: int
+    status: str  # insufficient_data | ok | drift | performance | drift+performance
+    reason: str
+    drift_share: float | None = None
+    drifted_columns: list[str] = []
+    prediction_drift: float | None = None
+    labels: int = 0
+    performance: dict[str, float] = {}
+    breached: list[str] = []
+    run_id: str | None = None  # the MLflow monitoring run (report, figures)
+    retrain: bool = False
+
+    @property
+    def event(self) -> dict:
+        """What the `<model>_drift` asset event carries."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "status": self.status,
+            "drift_share": self.drift_share,
+            "drifted_columns": self.drifted_columns,
+            "breached": self.breached,
+            "performance": self.performance,
+            "report_run_id": self.run_id,
+            "window_end": self.window_end,
+        }

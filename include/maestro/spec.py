@@ -215,6 +215,50 @@ class GovernanceSpec(_Strict):
     keep_versions: int = Field(5, ge=2, description="Versions kept before older ones are archived.")
 
 
+class DriftSpec(_Strict):
+    """How a column is judged drifted. `auto` is Evidently's default choice per column (K-S or
+    chi-square/z p-values up to 1,000 reference rows; beyond, normed Wasserstein distance for
+    numbers and Jensen-Shannon distance for categories, each at 0.1)."""
+
+    num_method: Literal["auto", "wasserstein", "ks", "psi", "jensenshannon"] = "auto"
+    cat_method: Literal["auto", "jensenshannon", "chisquare", "psi"] = "auto"
+    threshold: float | None = Field(None, gt=0.0, description="Default: the method's own.")
+    share: float = Field(
+        0.5, gt=0.0, le=1.0, description="Share of drifted columns that means dataset drift."
+    )
+
+
+class NotifySpec(_Strict):
+    """Who hears about drift, failed runs and approvals waiting too long: a webhook (its URL,
+    or `${VAR}` naming an environment variable) and/or e-mail addresses."""
+
+    webhook: str | None = None
+    email: list[str] = []
+    approval_wait_hours: float = Field(24.0, gt=0.0)
+
+
+class MonitoringSpec(_Strict):
+    """The model's monitoring job (`monitor_<model>`) and drift-triggered retraining."""
+
+    enabled: bool = True
+    schedule: str | None = "@daily"
+    window_hours: float = Field(24.0, gt=0.0, description="Production data judged per run.")
+    min_rows: int = Field(200, ge=1, description="Fewer logged rows: nothing is judged.")
+    reference: str = Field(
+        "champion",
+        description="`champion`: the champion's own training set (its lineage); or a parquet path.",
+    )
+    drift: DriftSpec = DriftSpec()
+    performance: dict[str, Bound] = Field(
+        {}, description="Limits on metrics computed from ground truth, once labels are known."
+    )
+    min_labels: int = Field(50, ge=1, description="Fewer labelled rows: performance not judged.")
+    retrain: bool = Field(True, description="A drift or performance verdict starts training.")
+    cooldown_hours: float = Field(24.0, ge=0.0)
+    champion_max_age_days: float = Field(90.0, gt=0.0)
+    notify: NotifySpec = NotifySpec()
+
+
 class DataChecks(_Strict):
     min_rows: int = Field(100, ge=1)
     max_rows: int | None = None
@@ -245,6 +289,7 @@ class ModelSpec(_Strict):
     split: SplitSpec = SplitSpec()
     data_checks: DataChecks = DataChecks()
     governance: GovernanceSpec = GovernanceSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     tags: list[str] = []
 
     @model_validator(mode="after")
@@ -273,6 +318,12 @@ class ModelSpec(_Strict):
         if unknown:
             raise ValueError(
                 f"governance.thresholds: {unknown} are not metrics of {self.task!r} "
+                f"(known: {sorted(metrics)})"
+            )
+        unknown = sorted(set(self.monitoring.performance) - metrics)
+        if unknown:
+            raise ValueError(
+                f"monitoring.performance: {unknown} are not metrics of {self.task!r} "
                 f"(known: {sorted(metrics)})"
             )
         unsliceable = sorted({s.feature for s in self.governance.slices} - set(names))

@@ -34,7 +34,13 @@ LINEAGE_TAGS = (
     "best_trial",
     "best_family",
     "pipeline_run_id",
+    "trigger",
+    "trigger_reason",
+    "drift_report_run_id",
 )
+
+# Why a training run ran: its schedule, a drift verdict, a person, or CI.
+TRIGGERS = ("schedule", "drift", "manual", "ci")
 
 # Rollouts: how a new version takes traffic, and where the model server runs.
 STRATEGIES = ("rolling", "blue-green", "canary")
@@ -48,3 +54,12 @@ def champion_asset_name(model: str) -> str:
 
 def champion_asset_uri(model: str) -> str:
     return f"mlflow-model://{model}/champion"
+
+
+def drift_asset_name(model: str) -> str:
+    """The asset a drift or performance verdict on `model` updates; its training DAG listens."""
+    return f"{model}_drift"
+
+
+def drift_asset_uri(model: str) -> str:
+    return f"maestro-monitor://{model}/drift"

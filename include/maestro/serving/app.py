@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from starlette.background import BackgroundTask
 
 from maestro.config import Settings
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
-from maestro.serving.predlog import PredictionLog
+from maestro.serving.predlog import PredictionLog, known_requests
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, to_columns
 
 log = logging.getLogger("maestro.serving")
@@ -55,6 +56,7 @@ LATENCY_BUCKETS = (
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 PLAN_POLL_SECONDS = 0.5
+RECENT_IDS = 1_000_000
 
 
 class Metrics:
@@ -103,6 +105,43 @@ class Metrics:
             ["model", "version", "role"],
             registry=r,
         )
+        self.ready = Gauge(
+            "maestro_server_ready",
+            "1 when a serving plan is applied and models are loaded",
+            registry=r,
+        )
+        self.plan_refused = Gauge(
+            "maestro_serving_plan_refused",
+            "1 while the newest serving plan is refused",
+            registry=r,
+        )
+        self.latency_budget = Gauge(
+            "maestro_latency_budget_seconds",
+            "The spec's single-request latency budget",
+            ["model"],
+            registry=r,
+        )
+        self.log_pending = Gauge(
+            "maestro_prediction_log_pending_entries",
+            "Requests answered but not yet handed to the prediction log's writer",
+            registry=r,
+        )
+        self.log_restarts = Gauge(
+            "maestro_prediction_log_writer_restarts",
+            "Prediction log writers that died and were replaced since the server started",
+            registry=r,
+        )
+        self.log_dropped = Gauge(
+            "maestro_prediction_log_dropped_entries",
+            "Entries the prediction log could not keep (buffer over its limit)",
+            registry=r,
+        )
+        self.labels = Counter(
+            "maestro_feedback_labels", "Ground-truth labels accepted", ["model"], registry=r
+        )
+        self.labels_refused = Counter(
+            "maestro_feedback_refused", "Ground-truth labels refused", ["model"], registry=r
+        )
         self.pipeline_fallback = Gauge(
             "maestro_scoring_fallback",
             "1 for a version scored by its pipeline because its fast path was refused at load",
@@ -149,6 +188,9 @@ class ModelServer:
         self._seen: tuple[int, int] | None = None
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._requested = models or []
+        self._specs: dict = {}
+        # request ids answered lately and their row counts: feedback on them needs no lookup
+        self.recent: dict[str, int] = {}
         location = settings.prediction_log_location
         self.log = PredictionLog(location) if location != "off" else None
 
@@ -207,6 +249,11 @@ class ModelServer:
         self.metrics.info.clear()
         self.metrics.pipeline_fallback.clear()
         for model, r in routing.items():
+            try:
+                budget = self.spec(model).governance.latency_budget_ms / 1000
+                self.metrics.latency_budget.labels(model).set(budget)
+            except Exception as error:  # noqa: BLE001 - a model without a spec still serves
+                log.warning("%s: no latency budget to export: %s", model, error)
             for lane in r.lanes:
                 self.metrics.info.labels(model, lane.scorer.version, "serving").set(lane.share)
             if r.shadow:
@@ -215,6 +262,16 @@ class ModelServer:
                 fallback = 1 if lane.scorer.fallback else 0
                 self.metrics.pipeline_fallback.labels(model, version).set(fallback)
         log.info("serving plan %s applied: %s", self.digest, self.describe()["models"])
+
+    def observe_state(self) -> None:
+        """Gauges of the server's state, read when Prometheus scrapes."""
+        m = self.metrics
+        m.ready.set(1 if self.models else 0)
+        m.plan_refused.set(1 if self.plan_error else 0)
+        if self.log is not None:
+            m.log_pending.set(self.log.pending)
+            m.log_restarts.set(self.log.restarts)
+            m.log_dropped.set(self.log.dropped)
 
     def _lane(self, model: str, version: str, share: float) -> Lane:
         scorer = self._scorers[(model, version)]
@@ -342,6 +399,7 @@ class ModelServer:
             lane.distribution.observe(value)
         names = lane.scorer.names
         self.log_scores(request_id, model, lane, "primary", elapsed, names, raw, scores)
+        self.remember(request_id, len(scores))
         body = orjson.dumps(
             {
                 "model": model,
@@ -357,6 +415,99 @@ class ModelServer:
             else None
         )
         return Response(body, media_type="application/json", background=task)
+
+    def remember(self, request_id: str, rows: int) -> None:
+        self.recent[request_id] = rows
+        if len(self.recent) > RECENT_IDS:  # forget the oldest tenth (dicts keep order)
+            for key in list(itertools.islice(self.recent, RECENT_IDS // 10)):
+                del self.recent[key]
+
+    def spec(self, model: str):
+        from maestro.spec import get_spec
+
+        if model not in self._specs:
+            self._specs[model] = get_spec(model, self.settings)
+        return self._specs[model]
+
+    async def feedback(self, request: Request, model: str) -> Response:
+        """Labels for earlier predictions: one `{"request_id", "label", "row"?}` or a list.
+        Each is judged alone: refused ones are reported with the reason, the rest kept."""
+        from maestro.monitoring import feedback
+
+        if not self.authorized(request):
+            return self.refuse(model, RequestError(401, "missing or wrong bearer token"))
+        if model not in self.models:
+            return self.refuse(
+                model, RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
+            )
+        try:
+            _, records = await self.records(request)
+        except RequestError as error:
+            return self.refuse(model, error)
+        spec = self.spec(model)
+        accepted, refused, wanted = [], [], []
+        for index, record in enumerate(records):
+            problem = _feedback_problem(record, spec)
+            if problem:
+                refused.append(
+                    feedback.Refusal(
+                        index,
+                        str(record.get("request_id", "")) if isinstance(record, dict) else "",
+                        problem,
+                    )
+                )
+                continue
+            wanted.append((index, record))
+        unknown = sorted({r["request_id"] for _, r in wanted} - self.recent.keys())
+        logged = (
+            await asyncio.to_thread(
+                known_requests, self.settings.prediction_log_location, model, unknown
+            )
+            if unknown and self.log is not None
+            else {}
+        )
+        for index, record in wanted:
+            request_id, row = record["request_id"], record.get("row", 0)
+            rows = self.recent.get(request_id, logged.get(request_id))
+            if rows is None:
+                refused.append(
+                    feedback.Refusal(
+                        index, request_id, f"unknown request_id {request_id!r} for {model}"
+                    )
+                )
+            elif row >= rows:
+                refused.append(
+                    feedback.Refusal(
+                        index,
+                        request_id,
+                        f"row {row} is out of range: request {request_id} scored {rows} rows",
+                    )
+                )
+            else:
+                label = feedback.parse_label(record["label"], spec)
+                accepted.append({"request_id": request_id, "row": row, "label": label})
+        import pandas as pd
+
+        stored = await asyncio.to_thread(
+            feedback.store, self.settings, model, pd.DataFrame(accepted)
+        )
+        self.metrics.labels.labels(model).inc(stored)
+        self.metrics.labels_refused.labels(model).inc(len(refused))
+        body = {
+            "model": model,
+            "accepted": stored,
+            "refused": [
+                {"index": r.index, "request_id": r.key, "reason": r.reason}
+                for r in sorted(refused, key=lambda r: r.index)
+            ],
+        }
+        if stored:
+            status = 200
+        elif all(r.reason.startswith("unknown request_id") for r in refused):
+            status = 404
+        else:
+            status = 422
+        return JSONResponse(body, status_code=status)
 
     def score_shadow(
         self, lane: Lane, model: str, table: dict, names: tuple, raw: bytes, request_id: str
@@ -405,6 +556,29 @@ class ModelServer:
         if error.field:
             body["field"] = error.field
         return JSONResponse(body, status_code=error.status)
+
+
+def _feedback_problem(record, spec) -> str | None:
+    """Why one feedback record cannot be taken, or None."""
+    from maestro.monitoring.feedback import parse_label
+
+    if not isinstance(record, dict):
+        return "each label must be an object with request_id and label"
+    unknown = sorted(set(record) - {"request_id", "label", "row"})
+    if unknown:
+        return f"unknown fields {unknown} (expected request_id, label and optionally row)"
+    if not isinstance(record.get("request_id"), str) or not record["request_id"]:
+        return "request_id must be a non-empty string"
+    if "label" not in record:
+        return "label is missing"
+    row = record.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        return f"row must be a whole number from 0, got {row!r}"
+    try:
+        parse_label(record["label"], spec)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _strict_json(raw: bytes):
@@ -469,6 +643,7 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        server.observe_state()
         return Response(
             generate_latest(server.metrics.registry), media_type="text/plain; version=0.0.4"
         )
@@ -488,6 +663,10 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         params = request.path_params
         return await server.predict(request, params["model"], params["version"])
 
+    async def feedback(request: Request) -> Response:
+        return await server.feedback(request, request.path_params["model"])
+
+    app.add_route("/v1/models/{model}/feedback", feedback, methods=["POST"])
     # plain Starlette routes: they take the raw request, so FastAPI's per-request dependency
     # solving has nothing to do but costs about a tenth of a single-row request
     app.add_route("/v1/models/{model}/predict", predict, methods=["POST"])

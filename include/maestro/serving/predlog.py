@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 TABLE = "prediction_log"
 FRAME = struct.Struct("<Q")
 FINAL_RETRIES = 5
+MAX_PENDING = 200_000  # requests kept while no writer takes them; older ones are dropped
 # the writer yields the CPU to the server it logs for: requests first, then the log (it
 # catches up in the gaps; the pipe buffers meanwhile)
 WRITER_NICENESS = 19
@@ -67,6 +69,8 @@ class PredictionLog:
         self.location = location
         self.interval = interval
         self._buffer: list[tuple] = []
+        self.restarts = 0  # writers that died and were replaced
+        self.dropped = 0  # entries given up while no writer took them
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._writer = _start_writer(location)
@@ -101,9 +105,19 @@ class PredictionLog:
                     self._writer.poll(),
                 )
                 self._buffer[:0] = entries
+                excess = len(self._buffer) - MAX_PENDING
+                if excess > 0:
+                    del self._buffer[:excess]
+                    self.dropped += excess
+                    log.error("prediction log: %d entries dropped, no writer took them", excess)
+                self.restarts += 1
                 self._writer = _start_writer(self.location)
                 return 0
         return len(entries)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
 
     def close(self) -> None:
         """Hand over the rest and wait until the writer has written everything."""
@@ -136,13 +150,13 @@ def _start_writer(location: str) -> subprocess.Popen:
     if writer.stdout.readline() != b"ready\n":
         writer.wait()
         raise RuntimeError(
-            f"prediction log {_redacted(location)!r} could not be opened (writer exit code "
+            f"prediction log {redacted(location)!r} could not be opened (writer exit code "
             f"{writer.returncode}; its error is above)"
         )
     return writer
 
 
-def _redacted(location: str) -> str:
+def redacted(location: str) -> str:
     if is_database(location) and "@" in location:
         scheme, rest = location.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
@@ -163,7 +177,7 @@ def run_writer() -> None:
     try:
         sink = PostgresSink(location) if is_database(location) else ParquetSink(location)
     except Exception:
-        log.exception("prediction log %r cannot be opened", _redacted(location))
+        log.exception("prediction log %r cannot be opened", redacted(location))
         sys.exit(1)
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
@@ -270,12 +284,15 @@ def _arrow_table(rows: Rows):
 
 
 class ParquetSink:
+    """Parquet under `model=<m>/date=<d>/`: one small file per handover, merged as they pile
+    up (see `compact`), so a day under steady traffic is a few dozen files, not 86,400."""
+
     def __init__(self, root: str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def write(self, model: str, rows: Rows) -> None:
-        """One parquet file per batch and day."""
+        """One parquet file per batch and day, then merge the day's files if enough piled up."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -285,8 +302,59 @@ class ParquetSink:
             part = table.filter(pc.equal(days, day))
             folder = self.root / f"model={model}" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{dt.datetime.now(dt.UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-            atomic_write(folder / name, lambda tmp, part=part: pq.write_table(part, tmp))
+            atomic_write(_file_name(folder, 0), lambda tmp, part=part: pq.write_table(part, tmp))
+            compact(folder)
+
+
+MERGE_FAN_IN = 32  # files of one level merged into one of the next
+LEVELS = 4  # part files (level 0) up to level 3: a day at one handover a second is <= ~100 files
+
+
+def _file_name(folder: Path, level: int) -> Path:
+    stamp = f"{dt.datetime.now(dt.UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+    return folder / f"l{level}-{stamp}.parquet"
+
+
+def _read_files(files: list[Path], columns: list[str] | None = None, filters=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(f, columns=columns, filters=filters) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+@contextmanager
+def _locked(folder: Path, exclusive: bool):
+    """Readers share a day's lock; a merge holds it alone, so a reader never sees a merged
+    file beside the files it replaced, nor misses files deleted under it."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def compact(folder: Path, fan_in: int = MERGE_FAN_IN) -> int:
+    """Size-tiered merging of one day's files: every `fan_in` files of a level become one file
+    of the next. Returns how many files were merged away."""
+    import pyarrow.parquet as pq
+
+    merged = 0
+    for level in range(LEVELS - 1):
+        files = sorted(folder.glob(f"l{level}-*.parquet"))
+        if len(files) < fan_in:
+            continue
+        with _locked(folder, exclusive=True):
+            table = _read_files(files)
+            atomic_write(_file_name(folder, level + 1), lambda tmp, t=table: pq.write_table(t, tmp))
+            for f in files:
+                f.unlink()
+        merged += len(files)
+    return merged
 
 
 class PostgresSink:
@@ -315,23 +383,105 @@ class PostgresSink:
             frame.to_sql(TABLE, conn, if_exists="append", index=False, method="multi")
 
 
-def read_log(location: str, model: str):
-    """Every logged row of `model` as a DataFrame (features as `feature.<name>` columns)."""
+def read_log(
+    location: str,
+    model: str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    role: str | None = None,
+):
+    """Logged rows of `model` as a DataFrame (features as `feature.<name>` columns), those at
+    or after `start` and before `end` (aware datetimes) when given, of one `role` when given."""
     import pandas as pd
 
     if is_database(location):
         from sqlalchemy import text
 
+        where, params = ["model = :m"], {"m": model}
+        for clause, key, value in (
+            ("ts >= :start", "start", start),
+            ("ts < :end", "end", end),
+            ("role = :role", "role", role),
+        ):
+            if value is not None:
+                where.append(clause)
+                params[key] = value
         with database_engine(location).connect() as conn:
             frame = pd.read_sql(
-                text(f"SELECT * FROM {TABLE} WHERE model = :m ORDER BY ts"),
+                text(f"SELECT * FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY ts"),
                 conn,
-                params={"m": model},
+                params=params,
             )
         features = pd.json_normalize(frame.pop("features").tolist()).add_prefix("feature.")
         return pd.concat([frame, features], axis=1)
-    folder = Path(location) / f"model={model}"
-    files = sorted(folder.glob("date=*/part-*.parquet"))
-    if not files:
+    filters = []
+    if start is not None:
+        filters.append(("ts", ">=", pd.Timestamp(start)))
+    if end is not None:
+        filters.append(("ts", "<", pd.Timestamp(end)))
+    if role is not None:
+        filters.append(("role", "=", role))
+    tables = []
+    for folder in _day_folders(Path(location) / f"model={model}", start, end):
+        with _locked(folder, exclusive=False):
+            table = _read_files(sorted(folder.glob("l*-*.parquet")), filters=filters or None)
+        if table is not None:
+            tables.append(table)
+    if not tables:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    import pyarrow as pa
+
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return frame.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def _day_folders(root: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
+    """The `date=` folders that can hold rows of [start, end)."""
+    first = f"date={start.astimezone(dt.UTC):%Y-%m-%d}" if start else ""
+    last = f"date={end.astimezone(dt.UTC):%Y-%m-%d}" if end else "date=~"
+    return [f for f in sorted(root.glob("date=*")) if first <= f.name <= last]
+
+
+def has_log(location: str, model: str) -> bool:
+    """Whether anything was ever logged for `model` at `location`."""
+    if is_database(location):
+        from sqlalchemy import inspect, text
+
+        engine = database_engine(location)
+        if not inspect(engine).has_table(TABLE):
+            return False
+        with engine.connect() as conn:
+            query = text(f"SELECT 1 FROM {TABLE} WHERE model = :m LIMIT 1")
+            return conn.execute(query, {"m": model}).first() is not None
+    return any((Path(location) / f"model={model}").glob("date=*/l*-*.parquet"))
+
+
+def known_requests(location: str, model: str, ids: list[str]) -> dict[str, int]:
+    """How many rows each of `ids` scored for `model` (primary role), from the log itself."""
+    if not ids:
+        return {}
+    if is_database(location):
+        from sqlalchemy import text
+
+        with database_engine(location).connect() as conn:
+            found = conn.execute(
+                text(
+                    f"SELECT request_id, count(*) FROM {TABLE} WHERE model = :m "
+                    "AND role = 'primary' AND request_id = ANY(:ids) GROUP BY request_id"
+                ),
+                {"m": model, "ids": list(ids)},
+            )
+            return {request_id: int(n) for request_id, n in found}
+    counts: dict[str, int] = {}
+    wanted = set(ids)
+    for folder in _day_folders(Path(location) / f"model={model}", None, None):
+        with _locked(folder, exclusive=False):
+            table = _read_files(
+                sorted(folder.glob("l*-*.parquet")),
+                columns=["request_id"],
+                filters=[("role", "=", "primary"), ("request_id", "in", wanted)],
+            )
+        if table is not None:
+            for request_id in table.column("request_id").to_pylist():
+                counts[request_id] = counts.get(request_id, 0) + 1
+    return counts

@@ -7,6 +7,7 @@ paths), never data, so the stages map one-to-one onto tasks passing XComs.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from maestro import tracking, vocabulary
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.governance import registry
-from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun
+from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
 from maestro.spec import ModelSpec, get_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,51 @@ class RunInfo:
     dag_id: str
     run_id: str
     window_end: str | None = None
+    trigger: TrainingTrigger = TrainingTrigger(trigger="manual")
 
 
 def _spec(handle: TrainingRun, settings: Settings) -> ModelSpec:
     return get_spec(handle.model, settings)
+
+
+def why_train(
+    model: str, settings: Settings, run_type: str, requested: str, events: list[dict]
+) -> TrainingTrigger | None:
+    """The run's trigger from how Airflow started it (`run_type`), what a manual run asked for
+    (`requested`: manual or ci) and the drift events behind an asset-triggered run. None for a
+    drift-triggered run inside the spec's cooldown after the last training: nothing to do."""
+    import datetime as dt
+
+    spec = get_spec(model, settings)
+    if run_type == "scheduled":
+        return TrainingTrigger(trigger="schedule", reason="its schedule")
+    if run_type != "asset_triggered" and requested != "drift":
+        return TrainingTrigger(trigger=requested, reason="")
+    last = events[-1] if events else {}
+    trigger = TrainingTrigger(
+        trigger="drift",
+        reason=f"monitoring verdict {last.get('status', 'drift')} on version "
+        f"{last.get('version', '?')}: drifted {', '.join(last.get('drifted_columns') or []) or 'none'}"
+        + (f"; {'; '.join(last['breached'])}" if last.get("breached") else ""),
+        drift_report_run_id=last.get("report_run_id"),
+    )
+    versions = tracking.client(settings).search_model_versions(f"name = '{model}'")
+    if versions:
+        newest = max(versions, key=lambda v: v.creation_timestamp)
+        trained = dt.datetime.fromtimestamp(newest.creation_timestamp / 1000, dt.UTC)
+        until = trained + dt.timedelta(hours=spec.monitoring.cooldown_hours)
+        if dt.datetime.now(dt.UTC) < until:
+            log.info(
+                "%s: drift-triggered run inside the cooldown: version %s was trained at %s and "
+                "the spec's cooldown of %g h lasts until %s; nothing is trained",
+                model,
+                newest.version,
+                trained.isoformat(timespec="seconds"),
+                spec.monitoring.cooldown_hours,
+                until.isoformat(timespec="seconds"),
+            )
+            return None
+    return trigger
 
 
 def ingest(model: str, run: RunInfo, settings: Settings) -> TrainingRun:
@@ -57,6 +101,7 @@ def ingest(model: str, run: RunInfo, settings: Settings) -> TrainingRun:
         airflow_run_id=run.run_id,
         pipeline_run_id=run_id,
         data=version.to_dict(),
+        trigger=run.trigger,
     )
 
 
@@ -274,6 +319,9 @@ def lineage_tags(handle: TrainingRun, settings: Settings) -> dict[str, str]:
         "best_family": handle.best.family,
         "pipeline_run_id": handle.pipeline_run_id,
         "optuna_study": handle.study,
+        "trigger": handle.trigger.trigger,
+        "trigger_reason": handle.trigger.reason,
+        "drift_report_run_id": handle.trigger.drift_report_run_id or "",
     }
 
 

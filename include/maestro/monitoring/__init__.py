@@ -1,0 +1,1 @@
+"""Monitoring: drift and model quality in production, from the prediction log and ground truth."""

@@ -1,0 +1,86 @@
+"""Evidently's own report of a monitoring run, for people: HTML to MLflow, and a snapshot in the
+model's project of an Evidently workspace (`maestro up` serves it with the Evidently UI).
+
+The verdict comes from `maestro.monitoring.drift` on the whole window; Evidently renders the same
+tests on a sample of at most `SAMPLE_ROWS` rows per side, where its plots stay affordable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from maestro.spec import ModelSpec
+
+SAMPLE_ROWS = 20_000
+PREDICTION, TARGET = "prediction", "target"
+
+
+def _sample(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sample(SAMPLE_ROWS, random_state=0) if len(frame) > SAMPLE_ROWS else frame
+
+
+def _definition(spec: ModelSpec, with_target: bool):
+    from evidently import BinaryClassification, DataDefinition, Regression
+
+    numeric = [f.name for f in spec.features if f.type != "category"]
+    tasks = {}
+    if with_target and spec.task == "regression":
+        tasks["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
+    elif with_target:
+        tasks["classification"] = [
+            BinaryClassification(target=TARGET, prediction_probas=PREDICTION, pos_label=1)
+        ]
+    return DataDefinition(
+        numerical_columns=numeric + [PREDICTION] + ([TARGET] if with_target else []),
+        categorical_columns=spec.categorical_features,
+        **tasks,
+    )
+
+
+def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame):
+    """Data drift preset over the features, and a summary of the predictions."""
+    from evidently import Dataset, Report
+    from evidently.presets import DataDriftPreset, ValueStats
+
+    columns = [*spec.feature_names, PREDICTION]
+    definition = _definition(spec, with_target=False)
+    report = Report(
+        [
+            DataDriftPreset(columns=spec.feature_names, drift_share=spec.monitoring.drift.share),
+            ValueStats(column=PREDICTION),
+        ],
+        name=f"{spec.name} drift",
+    )
+    return report.run(
+        Dataset.from_pandas(_sample(current[columns]), data_definition=definition),
+        Dataset.from_pandas(_sample(reference[columns]), data_definition=definition),
+    )
+
+
+def quality_report(spec: ModelSpec, reference: pd.DataFrame, labelled: pd.DataFrame):
+    """The classification or regression preset on labelled production rows against the
+    reference (the training rows and the champion's predictions of them)."""
+    from evidently import Dataset, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    preset = RegressionPreset() if spec.task == "regression" else ClassificationPreset()
+    columns = [*spec.feature_names, PREDICTION, TARGET]
+    definition = _definition(spec, with_target=True)
+    return Report([preset], name=f"{spec.name} quality").run(
+        Dataset.from_pandas(_sample(labelled[columns]), data_definition=definition),
+        Dataset.from_pandas(_sample(reference[columns]), data_definition=definition),
+    )
+
+
+def add_to_workspace(workspace: Path, model: str, snapshots: list) -> str:
+    """Add snapshots to the model's project (created on first use); returns the project id."""
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(workspace))
+    found = ws.search_project(model)
+    project = found[0] if found else ws.create_project(model, description=f"Monitoring of {model}")
+    for snapshot in snapshots:
+        ws.add_run(project.id, snapshot)
+    return str(project.id)
