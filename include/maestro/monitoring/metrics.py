@@ -36,7 +36,10 @@ def push(
         gauges[name].labels(model=model, **labels).set(value)
     try:
         push_to_gateway(
-            settings.pushgateway_url, job=job, grouping_key={"model": model, **(group or {})}, registry=registry
+            settings.pushgateway_url,
+            job=job,
+            grouping_key={"model": model, **(group or {})},
+            registry=registry,
         )
     except OSError as error:  # the job's result stands; the figures come with its next run
         log.warning("Pushgateway %s did not take the figures: %s", settings.pushgateway_url, error)

@@ -14,7 +14,7 @@ import pandas as pd
 from maestro.spec import ModelSpec
 
 SAMPLE_ROWS = 20_000
-PREDICTION, TARGET = "prediction", "target"
+PREDICTION, TARGET, LABEL = "prediction", "target", "predicted_label"
 
 
 def _sample(frame: pd.DataFrame) -> pd.DataFrame:
@@ -30,11 +30,17 @@ def _definition(spec: ModelSpec, with_target: bool):
         tasks["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
     elif with_target:
         tasks["classification"] = [
-            BinaryClassification(target=TARGET, prediction_probas=PREDICTION, pos_label=1)
+            BinaryClassification(
+                target=TARGET, prediction_labels=LABEL, prediction_probas=PREDICTION, pos_label=1
+            )
         ]
+    targets = [TARGET, LABEL] if with_target and spec.task != "regression" else [TARGET]
     return DataDefinition(
-        numerical_columns=numeric + [PREDICTION] + ([TARGET] if with_target else []),
-        categorical_columns=spec.categorical_features,
+        numerical_columns=numeric
+        + [PREDICTION]
+        + ([TARGET] if spec.task == "regression" and with_target else []),
+        categorical_columns=spec.categorical_features
+        + (targets if with_target and spec.task != "regression" else []),
         **tasks,
     )
 
@@ -50,12 +56,12 @@ def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame
         [
             DataDriftPreset(columns=spec.feature_names, drift_share=spec.monitoring.drift.share),
             ValueStats(column=PREDICTION),
-        ],
-        name=f"{spec.name} drift",
+        ]
     )
     return report.run(
         Dataset.from_pandas(_sample(current[columns]), data_definition=definition),
         Dataset.from_pandas(_sample(reference[columns]), data_definition=definition),
+        name=f"{spec.name} drift",
     )
 
 
@@ -65,12 +71,27 @@ def quality_report(spec: ModelSpec, reference: pd.DataFrame, labelled: pd.DataFr
     from evidently import Dataset, Report
     from evidently.presets import ClassificationPreset, RegressionPreset
 
-    preset = RegressionPreset() if spec.task == "regression" else ClassificationPreset()
     columns = [*spec.feature_names, PREDICTION, TARGET]
+    if spec.task == "regression":
+        preset = RegressionPreset()
+    else:  # labels at the spec's decision threshold, as the gates count them
+        preset = ClassificationPreset()
+        columns.append(LABEL)
+        threshold = spec.governance.decision_threshold
+        labelled, reference = (
+            frame.assign(
+                **{
+                    LABEL: (frame[PREDICTION] >= threshold).astype(int),
+                    TARGET: frame[TARGET].astype(int),
+                }
+            )
+            for frame in (labelled, reference)
+        )
     definition = _definition(spec, with_target=True)
-    return Report([preset], name=f"{spec.name} quality").run(
+    return Report([preset]).run(
         Dataset.from_pandas(_sample(labelled[columns]), data_definition=definition),
         Dataset.from_pandas(_sample(reference[columns]), data_definition=definition),
+        name=f"{spec.name} quality",
     )
 
 
