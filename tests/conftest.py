@@ -186,3 +186,27 @@ def deciding(settings, model: str, decision: str = "approved", by: str = "admin"
         stop.set()
         thread.join()
     assert not errors, errors
+
+
+PROMETHEUS_TOOLS = {
+    "prometheus": Path("/usr/bin/prometheus"),
+    "promtool": Path("/usr/bin/promtool"),
+    "alertmanager": Path("/usr/bin/prometheus-alertmanager"),
+    "pushgateway": Path("/usr/bin/prometheus-pushgateway"),
+}
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools() -> dict[str, Path]:
+    """Debian's Prometheus, promtool, Alertmanager and Pushgateway (`./dev test` installs them
+    as root); the tests skip with a message without them, unless MAESTRO_REQUIRE_PROMETHEUS."""
+    missing = [str(p) for p in PROMETHEUS_TOOLS.values() if not p.exists()]
+    if missing:
+        message = (
+            f"{', '.join(missing)} absent: `apt-get install prometheus prometheus-alertmanager "
+            "prometheus-pushgateway` (./dev test does, as root)"
+        )
+        if os.environ.get("MAESTRO_REQUIRE_PROMETHEUS"):
+            pytest.fail(f"the alerting tests are required (MAESTRO_REQUIRE_PROMETHEUS): {message}")
+        pytest.skip(message + "; set MAESTRO_REQUIRE_PROMETHEUS to fail instead")
+    return PROMETHEUS_TOOLS

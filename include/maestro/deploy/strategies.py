@@ -310,11 +310,35 @@ def run_deployment(
         )
     else:
         raise BadInput(f"target {target!r}: choose local or kubernetes")
-    return {
-        **deploy(server, model, version, strategy, rows, budget, say=say),
-        "target": target,
-        "url": server.base_url,
-    }
+    stable = server.serving_version(model)
+    try:
+        done = deploy(server, model, version, strategy, rows, budget, say=say)
+    except Exception:
+        if stable is not None and stable != version:
+            report_rollback(settings, model, version, stable)
+        raise
+    return {**done, "target": target, "url": server.base_url}
+
+
+def report_rollback(settings, model: str, version: str, stable: str) -> None:
+    """Tell Prometheus that a rollout of `version` was rolled back (`MaestroCanaryRolledBack`)."""
+    import time
+
+    from maestro.monitoring import metrics
+
+    metrics.push(
+        settings,
+        "maestro_deployments",
+        model,
+        [
+            (
+                "maestro_deployment_rollback_timestamp_seconds",
+                "When a rollout was last rolled back to the stable version",
+                {"version": version, "stable": stable},
+                time.time(),
+            )
+        ],
+    )
 
 
 def local_server(settings, model: str, say=print) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from maestro.config import Settings
+from maestro.errors import BadInput
 from maestro.files import atomic_write
 from maestro.serving.predlog import database_engine, is_database
 from maestro.spec import ModelSpec
@@ -44,6 +45,8 @@ def location(settings: Settings) -> str:
 def parse_label(value, spec: ModelSpec) -> float:
     """A label as the model's target is encoded (0/1 for classifiers), or ValueError saying
     what is accepted."""
+    if hasattr(value, "item"):  # a NumPy scalar from a file
+        value = value.item()
     if spec.task == "binary_classification":
         positive = spec.target.positive
         if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
@@ -100,3 +103,84 @@ def read(settings: Settings, model: str) -> pd.DataFrame:
     frame = frame.sort_values("received_at", kind="stable")
     keys = ["request_id", "row", "entity", "event_timestamp"]
     return frame.drop_duplicates(keys, keep="last").reset_index(drop=True)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise BadInput(f"{path}: no such file")
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise BadInput(f"{path}: labels must be a .csv or .parquet file")
+
+
+def from_file(
+    settings: Settings, spec: ModelSpec, path: Path, label: str | None = None
+) -> tuple[int, list[Refusal]]:
+    """Load a file of labels keyed by `request_id` (and `row`), or by the spec's entity key and
+    event timestamp (labels for batch scores). Each row is judged alone: refused rows come
+    back with the reason, accepted ones are stored."""
+    from maestro.serving.batch import read_scores
+    from maestro.serving.predlog import known_requests
+
+    frame = _read_table(path)
+    label = label or next((c for c in (spec.target.name, "label") if c in frame.columns), None)
+    if label is None or label not in frame.columns:
+        raise BadInput(
+            f"{path}: no label column (give --label, or name it {spec.target.name!r} or 'label')"
+        )
+    key, ts = spec.entity.key, spec.timestamp.column
+    if "request_id" in frame.columns:
+        ids = frame["request_id"].astype(str)
+        rows = frame["row"] if "row" in frame.columns else pd.Series(0, index=frame.index)
+        known = known_requests(settings.prediction_log_location, spec.name, sorted(set(ids)))
+
+        def problem(i: int) -> str | None:
+            if ids[i] not in known:
+                return f"unknown request_id {ids[i]!r} for {spec.name}"
+            if not 0 <= int(rows[i]) < known[ids[i]]:
+                return (
+                    f"row {rows[i]} is out of range: request {ids[i]} scored {known[ids[i]]} rows"
+                )
+            return None
+
+        keyed = pd.DataFrame({"request_id": ids, "row": rows})
+    elif {key, ts} <= set(frame.columns):
+        scores = read_scores(settings, spec.name)
+        stamps = pd.to_datetime(frame[ts], utc=True, errors="coerce")
+        entities = frame[key].astype(str)
+        scored = (
+            set(zip(scores[key].astype(str), pd.to_datetime(scores[ts], utc=True), strict=True))
+            if not scores.empty
+            else set()
+        )
+
+        def problem(i: int) -> str | None:
+            if pd.isna(stamps[i]):
+                return f"{ts} {frame[ts][i]!r} is not a timestamp"
+            if (entities[i], stamps[i]) not in scored:
+                return f"no batch score of {key}={entities[i]} at {stamps[i].isoformat()}"
+            return None
+
+        keyed = pd.DataFrame({"entity": entities, "event_timestamp": stamps})
+    else:
+        raise BadInput(
+            f"{path}: labels need a request_id column, or the entity key {key!r} and the "
+            f"timestamp {ts!r} of batch scores"
+        )
+    frame = frame.reset_index(drop=True)
+    accepted, refused, values = [], [], []
+    for i in range(len(frame)):
+        reason = problem(i)
+        if reason is None:
+            try:
+                values.append(parse_label(frame[label][i], spec))
+            except ValueError as error:
+                reason = str(error)
+        if reason is None:
+            accepted.append(i)
+        else:
+            refused.append(Refusal(i, str(keyed.iloc[i, 0]), reason))
+    stored = store(settings, spec.name, keyed.iloc[accepted].assign(label=values))
+    return stored, refused

@@ -118,6 +118,29 @@ def labelled_rows(current: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return joined.rename(columns={"label": TARGET})
 
 
+def batch_labelled(
+    settings: Settings, spec: ModelSpec, labels: pd.DataFrame, start: dt.datetime, end: dt.datetime
+) -> pd.DataFrame:
+    """Batch scores made in the window that have a label (keyed by entity and event time)."""
+    from maestro.serving.batch import read_scores
+
+    keyed = labels.dropna(subset=["entity"])
+    scores = read_scores(settings, spec.name) if not keyed.empty else pd.DataFrame()
+    if scores.empty:
+        return pd.DataFrame(columns=[PREDICTION, TARGET])
+    scored_at = pd.to_datetime(scores["scored_at"], utc=True)
+    scores = scores[(scored_at >= start) & (scored_at < end)]
+    key, ts = spec.entity.key, spec.timestamp.column
+    scores = scores.assign(
+        entity=scores[key].astype(str), event_timestamp=pd.to_datetime(scores[ts], utc=True)
+    )
+    keyed = keyed.assign(event_timestamp=pd.to_datetime(keyed["event_timestamp"], utc=True))
+    joined = scores.merge(
+        keyed[["entity", "event_timestamp", "label"]], on=["entity", "event_timestamp"]
+    )
+    return joined.rename(columns={"label": TARGET})[[PREDICTION, TARGET]]
+
+
 def _breaches(spec: ModelSpec, performance: dict[str, float]) -> list[str]:
     out = []
     for metric, bound in spec.monitoring.performance.items():
@@ -163,14 +186,21 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     if TARGET not in scored.columns:
         scored[TARGET] = scored[spec.target.name].astype("float64")
     predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], "numeric")
-    labelled = labelled_rows(current, feedback.read(settings, model))
+    labels = feedback.read(settings, model)
+    labelled = labelled_rows(current, labels)
+    truth = pd.concat(
+        [labelled[[PREDICTION, TARGET]], batch_labelled(settings, spec, labels, start, end)],
+        ignore_index=True,
+    )
     performance: dict[str, float] = {}
-    if len(labelled) >= spec.monitoring.min_labels:
+    if len(truth) >= spec.monitoring.min_labels:
         from maestro.training.families import evaluate
 
         try:
             performance = evaluate(
-                spec, labelled[TARGET].to_numpy(), labelled[PREDICTION].to_numpy()
+                spec,
+                truth[TARGET].to_numpy(dtype="float64"),
+                truth[PREDICTION].to_numpy(dtype="float64"),
             )
         except ValueError as error:  # one class only among the labels
             log.warning("%s: model quality not judged: %s", model, error)
@@ -200,7 +230,7 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
         drift_share=found.share,
         drifted_columns=found.drifted_columns,
         prediction_drift=predictions.score,
-        labels=len(labelled),
+        labels=len(truth),
         performance=performance,
         breached=breached,
         retrain=bool(flags) and spec.monitoring.retrain,
@@ -247,7 +277,7 @@ def _record(spec: ModelSpec, settings: Settings, verdict: MonitorVerdict, judged
         "monitoring_drifted_columns": ",".join(verdict.drifted_columns),
     }.items():
         mlc.set_model_version_tag(spec.name, verdict.version, key, value)
-    metrics.push(settings, "maestro_monitor", spec.name, _samples(verdict, judged))
+    metrics.push(settings, "maestro_monitor", spec.name, _samples(spec, verdict, judged))
     log.info("%s version %s: %s (%s)", spec.name, verdict.version, verdict.status, verdict.reason)
     return run_id
 
@@ -268,8 +298,14 @@ def _log_reports(spec, settings, run_id, reference, current, labelled) -> None:
     mlc.set_tag(run_id, "evidently_project", project)
 
 
-def _samples(verdict: MonitorVerdict, judged) -> list[metrics.Sample]:
+def _samples(spec: ModelSpec, verdict: MonitorVerdict, judged) -> list[metrics.Sample]:
     samples: list[metrics.Sample] = [
+        (
+            "maestro_monitor_expected_interval_seconds",
+            "How often the monitoring job should run (its window)",
+            {},
+            spec.monitoring.window_hours * 3600,
+        ),
         (
             "maestro_monitor_last_run_timestamp_seconds",
             "When the monitoring job last ran",

@@ -323,6 +323,51 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from maestro.monitoring import feedback
+    from maestro.spec import get_spec
+
+    spec = get_spec(args.model, settings)
+    stored, refused = feedback.from_file(settings, spec, Path(args.file), args.label)
+    echo(f"accepted       {stored} labels for {spec.name} ({feedback.location(settings)})")
+    for refusal in refused[:20]:
+        echo(f"refused        row {refusal.index} ({refusal.key}): {refusal.reason}")
+    if len(refused) > 20:
+        echo(f"refused        ... and {len(refused) - 20} more")
+    return 0 if stored or not refused else 1
+
+
+def monitor(model: str, settings: Settings, window_end: str = "") -> int:
+    """Run `monitor_<model>` once and print its verdict."""
+    from maestro.platform.airflow_env import watch_dag_test
+
+    log = settings.home / "logs" / f"monitor_{model}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"running DAG    monitor_{model} (task logs: {log})")
+    code = watch_dag_test(f"monitor_{model}", settings, {"window_end": window_end}, log, echo).code
+    if code != 0:
+        echo(f"monitoring FAILED; see {log}")
+        return code
+    import mlflow
+
+    from maestro import tracking
+    from maestro.governance import registry
+
+    tracking.client(settings)
+    run_id = registry.champion_version(settings, model).tags["monitoring_run_id"]
+    found = mlflow.artifacts.load_dict(f"runs:/{run_id}/monitoring/verdict.json")
+    echo(f"verdict        {found['status']}: {found['reason']}")
+    echo(f"monitoring run {run_id} (Evidently report: monitoring/drift.html)")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    prepare(settings)
+    return monitor(args.model, settings, args.window_end)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.platform.services import run_platform
 
@@ -386,6 +431,15 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--comment", default="")
     rb.add_argument("--by", default=getpass.getuser())
     rb.set_defaults(func=cmd_rollback)
+    mon = sub.add_parser("monitor", help="run a model's monitoring DAG once")
+    mon.add_argument("model")
+    mon.add_argument("--window-end", default="", help="ISO time the window ends (default now)")
+    mon.set_defaults(func=cmd_monitor)
+    fb = sub.add_parser("feedback", help="load ground-truth labels from a CSV or parquet file")
+    fb.add_argument("model")
+    fb.add_argument("file")
+    fb.add_argument("--label", help="the label column (default: the target's name, or label)")
+    fb.set_defaults(func=cmd_feedback)
     env = sub.add_parser("env", help="shell exports of the platform's environment")
     env.set_defaults(func=cmd_env)
     return p

@@ -88,3 +88,25 @@ def write_scores(settings: Settings, model: str, day: str, scores: pd.DataFrame)
     path = folder / "predictions.parquet"
     atomic_write(path, lambda tmp: scores.to_parquet(tmp, index=False))
     return str(path)
+
+
+def read_scores(settings: Settings, model: str) -> pd.DataFrame:
+    """Every batch score of `model` (entity key, event timestamp, prediction, version)."""
+    location = settings.batch_output or str(settings.home / "batch_scores")
+    if is_database(location):
+        from sqlalchemy import inspect, text
+
+        engine = database_engine(location)
+        if not inspect(engine).has_table(TABLE):
+            return pd.DataFrame()
+        with engine.connect() as conn:
+            query = text(f"SELECT * FROM {TABLE} WHERE model = :m")
+            return pd.read_sql(query, conn, params={"m": model})
+    from pathlib import Path
+
+    files = sorted((Path(location) / model).glob("date=*/predictions.parquet"))
+    return (
+        pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        if files
+        else pd.DataFrame()
+    )
