@@ -193,6 +193,7 @@ PROMETHEUS_TOOLS = {
     "promtool": Path("/usr/bin/promtool"),
     "alertmanager": Path("/usr/bin/prometheus-alertmanager"),
     "pushgateway": Path("/usr/bin/prometheus-pushgateway"),
+    "amtool": Path("/usr/bin/amtool"),
 }
 
 

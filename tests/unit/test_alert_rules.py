@@ -33,6 +33,22 @@ def test_the_rules_are_valid_and_their_promtool_tests_pass(prometheus_tools):
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def test_the_prometheus_and_alertmanager_configurations_load(prometheus_tools):
+    prometheus = subprocess.run(
+        [prometheus_tools["promtool"], "check", "config", "prometheus.yml"],
+        cwd=PROJECT / "ops" / "prometheus",
+        capture_output=True,
+        text=True,
+    )
+    assert prometheus.returncode == 0, prometheus.stdout + prometheus.stderr
+    alertmanager = subprocess.run(
+        [prometheus_tools["amtool"], "check-config", PROJECT / "ops/alertmanager/alertmanager.yml"],
+        capture_output=True,
+        text=True,
+    )
+    assert alertmanager.returncode == 0, alertmanager.stdout + alertmanager.stderr
+
+
 def test_every_rule_is_seen_firing_and_quiet():
     names = alert_names()
     assert len(names) >= 15 and len(set(names)) == len(names)
