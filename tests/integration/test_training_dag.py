@@ -158,3 +158,40 @@ def test_bike_demand_dag(settings):
     assert dag_run.state == "success"
     result = assert_traceable_challenger("bike_demand", settings, dag_run)
     assert result["metric"] < 120  # RMSE of rentals per hour (the target's std is about 180)
+
+
+def test_a_drift_run_says_why_and_one_inside_the_cooldown_trains_nothing(small_specs, capfd):
+    """The drift asset's event (here passed as a run parameter, as `maestro demo` does) becomes
+    the version's lineage and its model card's reason; a second drift run within the spec's
+    cooldown (24 h) stops at `check_trigger`, a success that trains nothing."""
+    event = {
+        "model": "demo",
+        "version": "0",
+        "status": "drift",
+        "drifted_columns": ["age", "plan"],
+        "breached": ["roc_auc 0.61 below its limit 0.65"],
+        "report_run_id": "monitoring-run-1",
+    }
+    conf = {"trials": 3, "workers": 1, "trigger": "drift", "drift_event": event}
+    dag = load_dag("train_demo", small_specs)
+    with deciding(small_specs, "demo", "approved"):
+        first = dag.test(run_conf=conf)
+    assert first.state == "success"
+    mlc = tracking.client(small_specs)
+    version = mlc.get_model_version("demo", "1")
+    assert version.tags["trigger"] == "drift"
+    assert version.tags["drift_report_run_id"] == "monitoring-run-1"
+    assert "drifted age, plan; roc_auc 0.61 below its limit 0.65" in version.tags["trigger_reason"]
+    card = mlflow.artifacts.load_text(
+        f"runs:/{version.tags['evaluation_run_id']}/model_card/model_card.md"
+    )
+    assert "Retrained because monitoring found drift" in card and "monitoring-run-1" in card
+
+    capfd.readouterr()
+    again = dag.test(run_conf=conf)
+    assert again.state == "success"
+    states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert states["check_trigger"] == "success"
+    assert states["ingest"] == states["register"] == states["promote"] == "skipped"
+    assert len(mlc.search_model_versions("name = 'demo'")) == 1
+    assert "inside the cooldown" in capfd.readouterr().out
