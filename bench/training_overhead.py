@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -71,24 +70,24 @@ def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
     from maestro.platform.airflow_api import AirflowClient
     from maestro.platform.airflow_env import task_label
     from maestro.platform.cli import approval_hint
-    from maestro.platform.services import admin_password, health_urls
+    from maestro.platform.services import Ports, admin_password, health_urls, up_command
     from maestro.web import answers, free_port
 
-    ports = [free_port() for _ in range(4)]
+    ports = Ports(*(free_port() for _ in range(5)))
     env = {
         **os.environ,
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports[2]),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports[3]),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
-    command = [str(Path(sys.executable).with_name("maestro")), "up"]
-    command += ["--airflow-port", str(ports[0]), "--mlflow-port", str(ports[1])]
     with (home / "up.log").open("w") as log:
-        platform = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        platform = subprocess.Popen(
+            up_command(ports), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
-        while not all(answers(url) for url in health_urls(ports[0], ports[1]).values()):
+        while not all(answers(url) for url in health_urls(ports).values()):
             assert platform.poll() is None, f"maestro up failed: see {home / 'up.log'}"
             time.sleep(1)
-        airflow = AirflowClient(f"http://127.0.0.1:{ports[0]}", "admin", admin_password(home))
+        airflow = AirflowClient(f"http://127.0.0.1:{ports.airflow}", "admin", admin_password(home))
         while "train_demo" not in airflow.dag_ids():
             time.sleep(1)
         airflow.unpause("train_demo")

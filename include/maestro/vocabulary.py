@@ -42,6 +42,10 @@ LINEAGE_TAGS = (
 # Why a training run ran: its schedule, a drift verdict, a person, or CI.
 TRIGGERS = ("schedule", "drift", "manual", "ci")
 
+# Requests a deployment sends to test a version carry this header; the prediction log keeps
+# them under the role `smoke`, apart from production traffic (`primary`) that monitoring judges.
+TRAFFIC_HEADER, SMOKE = "x-maestro-traffic", "smoke"
+
 # Rollouts: how a new version takes traffic, and where the model server runs.
 STRATEGIES = ("rolling", "blue-green", "canary")
 TARGETS = ("local", "kubernetes")

@@ -20,7 +20,7 @@ import pytest
 
 from maestro.deploy.strategies import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
-from maestro.platform.services import admin_password
+from maestro.platform.services import Ports, admin_password, up_command
 from maestro.web import free_port
 from tests.conftest import write_specs
 
@@ -88,22 +88,13 @@ def approve_in_the_ui(browser, base_url: str, password: str, run_id: str) -> str
     return request
 
 
-@pytest.fixture
-def platform(tmp_path: Path):
-    """`maestro up` on a fresh state folder and free ports; stopped with SIGTERM afterwards."""
-    specs = write_specs(
-        tmp_path / "specs",
-        {
-            "demo": {
-                "source": {"rows": 8000},
-                "trials": 4,
-                "schedule": None,
-                "governance": {"latency_budget_ms": 500},
-            }
-        },
-    )
+@contextlib.contextmanager
+def running_platform(tmp_path: Path, overrides: dict[str, dict]):
+    """`maestro up` on a fresh state folder, specs changed by `overrides`, and free ports;
+    stopped with SIGTERM afterwards, with the model server a deployment started."""
+    specs = write_specs(tmp_path / "specs", overrides)
     home = tmp_path / "home"
-    ports = {"airflow": free_port(), "mlflow": free_port(), "serving": free_port()}
+    ports = Ports(*(free_port() for _ in range(5)))
     env = {
         **os.environ,
         "MAESTRO_HOME": str(home),
@@ -111,29 +102,38 @@ def platform(tmp_path: Path):
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "MAESTRO_SERVING_PORT": str(ports["serving"]),
+        "MAESTRO_SERVING_PORT": str(free_port()),
     }
     for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         env.pop(key, None)  # the session's; this platform has its own state folder
     log = (tmp_path / "up.log").open("w")
-    command = [str(Path(sys.executable).with_name("maestro")), "up"]
-    command += ["--airflow-port", str(ports["airflow"]), "--mlflow-port", str(ports["mlflow"])]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    yield process, home, ports, tmp_path / "up.log", env
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    log.close()
-    server = home / "serving" / "server.pid"  # the model server deploy_demo started
-    if server.exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(server.read_text()), signal.SIGTERM)
+    process = subprocess.Popen(up_command(ports), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process, home, ports, tmp_path / "up.log", env
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        log.close()
+        server = home / "serving" / "server.pid"  # the model server a deployment started
+        if server.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(server.read_text()), signal.SIGTERM)
+
+
+@pytest.fixture
+def platform(tmp_path: Path):
+    demo = {"source": {"rows": 8000}, "trials": 4, "schedule": None}
+    with running_platform(
+        tmp_path, {"demo": {**demo, "governance": {"latency_budget_ms": 500}}}
+    ) as up:
+        yield up
 
 
 def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted(platform, browser):
     process, home, ports, log, env = platform
     wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "both UIs", process)
-    base_url = f"http://127.0.0.1:{ports['airflow']}"
+    base_url = f"http://127.0.0.1:{ports.airflow}"
     airflow = AirflowClient(base_url, "admin", admin_password(home))
     wait_for(
         lambda: {"train_demo", "train_adult_income", "deploy_demo"} <= airflow.dag_ids(),
@@ -154,14 +154,14 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
     request = approve_in_the_ui(browser, base_url, admin_password(home), run_id)
     assert "passed every gate" in request and "selection_rate_ratio" in request
     # the model card link opens the MLflow UI on the evaluation run's card
-    assert f"http://localhost:{ports['mlflow']}/#/experiments/" in request
+    assert f"http://localhost:{ports.mlflow}/#/experiments/" in request
     assert airflow.wait("train_demo", run_id, timeout=300)["state"] == "success"
     tasks = airflow.task_instances("train_demo", run_id)
     assert sorted(t["map_index"] for t in tasks if t["task_id"] == "tune") == [0, 1]
     states = {t["task_id"]: t["state"] for t in tasks}
     assert states["promote"] == "success" and states["not_promoted"] == "skipped", states
 
-    mlflow = f"http://127.0.0.1:{ports['mlflow']}"
+    mlflow = f"http://127.0.0.1:{ports.mlflow}"
     url = f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=demo&alias=champion"
     with urllib.request.urlopen(url, timeout=10) as response:
         version = json.loads(response.read())["model_version"]
@@ -194,11 +194,13 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
 
     wait_for(deployed, 300, "the asset-triggered deployment", process)
     assert {r["run_type"] for r in airflow.runs("deploy_demo")} == {"asset_triggered"}
-    serving = ServerTarget(f"http://127.0.0.1:{ports['serving']}", home / "serving" / "plan.json")
+    serving = ServerTarget(
+        f"http://127.0.0.1:{int(env['MAESTRO_SERVING_PORT'])}", home / "serving" / "plan.json"
+    )
     assert serving.serving_version("demo") == "1"
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
-    for port in (ports["airflow"], ports["mlflow"]):
+    for port in (ports.airflow, ports.mlflow, ports.evidently):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"

@@ -20,10 +20,28 @@ def generate(
     rows: int, seed: int = 7, drift: float = 0.0, bias: float = 0.0, noise: float = 0.0
 ) -> pd.DataFrame:
     """One row per customer observation, evenly spread over 2025, in time order."""
-    rng = np.random.default_rng(seed)
     progress = np.linspace(0.0, 1.0, rows)  # 0 at the first row, 1 at the last
-    shift = drift * progress
+    stamps = pd.date_range("2025-01-01", "2026-01-01", periods=rows, tz="UTC").floor("s")
+    return _customers(np.random.default_rng(seed), drift * progress, stamps, bias, noise, progress)
 
+
+def traffic(rows: int, drift: float, seed: int = 11) -> pd.DataFrame:
+    """Customers as they arrive after the history: every row shifted by the whole `drift`
+    (0: the history's own distribution), stamped from now on, one a second."""
+    stamps = pd.date_range(pd.Timestamp.now(tz="UTC").floor("s"), periods=rows, freq="s")
+    shift = np.full(rows, float(drift))
+    return _customers(np.random.default_rng(seed), shift, stamps, 0.0, 0.0, np.ones(rows))
+
+
+def _customers(
+    rng: np.random.Generator,
+    shift: np.ndarray,
+    stamps: pd.DatetimeIndex,
+    bias: float,
+    noise: float,
+    progress: np.ndarray,
+) -> pd.DataFrame:
+    rows = len(shift)
     age = np.clip(rng.normal(42 + 8 * shift, 12, rows), 18, 90).round().astype(int)
     income = np.round(rng.lognormal(10.6 + 0.4 * shift, 0.45, rows), 2)
     tenure = rng.integers(0, 121, rows)
@@ -49,8 +67,6 @@ def generate(
     churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     flip = (rng.random(rows) < noise / 2) & (progress < 0.8)
     churned = np.where(flip, 1 - churned, churned)
-
-    stamps = pd.date_range("2025-01-01", "2026-01-01", periods=rows, tz="UTC").floor("s")
     return pd.DataFrame(
         {
             "customer_id": np.arange(1, rows + 1),

@@ -29,7 +29,7 @@ import httpx
 from maestro.errors import BadInput
 from maestro.files import atomic_write_text
 from maestro.serving.plan import ModelPlan, Plan, Route, read_plan, write_plan
-from maestro.vocabulary import STRATEGIES
+from maestro.vocabulary import SMOKE, STRATEGIES, TRAFFIC_HEADER
 from maestro.waiting import wait_for
 from maestro.web import client
 
@@ -93,12 +93,15 @@ class ServerTarget:
         self._http = client(self.base_url, transport=transport)
 
     def request(
-        self, method: str, path: str, body: object = None, timeout: float = 10
+        self, method: str, path: str, body: object = None, timeout: float = 10, smoke: bool = False
     ) -> tuple[int, bytes]:
         """One request; the status and body whatever the status. ConnectionError (an OSError)
-        when no answer comes: nothing listens, or the connection broke."""
+        when no answer comes: nothing listens, or the connection broke. A `smoke` request is
+        logged apart from production traffic (monitoring never judges it)."""
         try:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            if smoke:
+                headers[TRAFFIC_HEADER] = SMOKE
             response = self._http.request(method, path, json=body, headers=headers, timeout=timeout)
         except httpx.TransportError as error:
             raise ConnectionError(f"{method} {self.base_url}{path}: {error!r}") from error
@@ -146,7 +149,7 @@ class ServerTarget:
             else f"/v1/models/{model}/versions/{version}/predict"
         )
         for body in (rows[0], rows):
-            status, answer = self.request("POST", path, body)
+            status, answer = self.request("POST", path, body, smoke=True)
             if status != 200:
                 raise DeployError(
                     f"smoke test of {model} {version or ''}: HTTP {status}: {answer[:300]!r}"
@@ -271,7 +274,7 @@ def _watch(
         observe()
     else:
         for i in range(200):
-            target.request("POST", f"/v1/models/{model}/predict", rows[i % len(rows)])
+            target.request("POST", f"/v1/models/{model}/predict", rows[i % len(rows)], smoke=True)
     after = target.metrics()
     return version_check(before, after, model, version), version_check(before, after, model, stable)
 

@@ -64,14 +64,26 @@ def _clean(values: pd.Series) -> pd.Series:
 
 
 def auto_method(reference: pd.Series, current: pd.Series, kind: str) -> str:
-    """Evidently's default test for a column (`_get_default_stattest`)."""
-    values = len(pd.unique(np.concatenate([reference.to_numpy(), current.to_numpy()])))
+    """Evidently's default test for a column (`_get_default_stattest`). Only whether a column
+    has more than a few distinct values matters, so a head of it is counted first: more there
+    means more in the whole, and the whole is hashed only for columns with few values."""
     small = len(reference) <= SMALL_REFERENCE
+    if kind != "numeric" and not small:
+        return "jensenshannon"
+    values = _distinct(reference, current, FEW_VALUES + 1)
     if kind == "numeric" and values > FEW_VALUES:
         return "ks" if small else "wasserstein"
     if small:
         return "chisquare" if values > 2 else "z"
     return "jensenshannon"
+
+
+def _distinct(reference: pd.Series, current: pd.Series, enough: int, head: int = 10_000) -> int:
+    both = np.concatenate([reference.to_numpy()[:head], current.to_numpy()[:head]])
+    found = len(pd.unique(both))
+    if found >= enough:
+        return found
+    return len(pd.unique(np.concatenate([reference.to_numpy(), current.to_numpy()])))
 
 
 def _shares(

@@ -118,6 +118,22 @@ def _task_instances(session, dag_id: str, run_id: str) -> list:
     return sorted(rows, key=lambda t: (t.start_date is None, t.start_date, t.map_index))
 
 
+def latest_asset_event(name: str) -> dict | None:
+    """The newest event of the asset `name` in Airflow's metadata database, as its extra."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name)
+            .order_by(AssetEvent.timestamp.desc())
+            .first()
+        )
+        return dict(event.extra) if event else None
+
+
 REPORTED_STATES = (
     "running",
     "success",

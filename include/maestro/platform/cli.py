@@ -102,7 +102,8 @@ def train(model: str, settings: Settings, conf: dict, approve_as: str | None = N
     prepare(settings)
     log = settings.home / "logs" / f"train_{model}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    echo(f"running DAG    train_{model} {conf or ''} (task logs: {log})")
+    shown = {k: v for k, v in conf.items() if k != "drift_event"}  # the event: its own line
+    echo(f"running DAG    train_{model} {shown or ''} (task logs: {log})")
     started = time.perf_counter()
     on_state = approval_hint(model, settings, approve_as)
     try:
@@ -200,20 +201,46 @@ def show(model: str, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The loop end to end: train, gate, approve, deploy; serve drifting traffic, find the
+    drift, retrain on its asset event, gate, approve, and roll the new version out by canary."""
     from maestro.spec import get_spec
 
     approver = (get_spec("demo", settings).governance.approvers or ["admin"])[0]
-    code = train("demo", settings, {"trials": args.trials} if args.trials else {}, approver)
-    return code if code != 0 else serve_demo(settings)
+    trials = {"trials": args.trials} if args.trials else {}
+    code = train("demo", settings, trials, approver)
+    if code != 0:
+        return code
+    try:
+        code = deploy_champion(settings)
+        if code != 0:
+            return code
+        serve_traffic(settings, args.drift)
+        code = monitor("demo", settings)
+        if code != 0:
+            return code
+        from maestro.governance import registry
+        from maestro.platform.airflow_env import latest_asset_event
+        from maestro.vocabulary import drift_asset_name
+
+        judged = registry.champion_version(settings, "demo").tags["monitoring_run_id"]
+        event = latest_asset_event(drift_asset_name("demo"))
+        if event is None or event["report_run_id"] != judged:
+            echo("no drift, so nothing to retrain")
+            return 0
+        echo(
+            f"drift event    asset {drift_asset_name('demo')}: {event['status']} "
+            f"(monitoring run {event['report_run_id']}); train_demo listens to it"
+        )
+        conf = {**trials, "trigger": "drift", "drift_event": event}
+        code = train("demo", settings, conf, approver)
+        return code if code != 0 else deploy_champion(settings)
+    finally:
+        stop_local_server(settings)
 
 
-def serve_demo(settings: Settings) -> int:
-    """Deploy the demo's champion to the local model server with its deployment DAG, ask it
-    for one prediction, and stop it again."""
-    import contextlib
-    import os
-    import signal
-
+def deploy_champion(settings: Settings) -> int:
+    """Roll the demo's champion out to the local model server with its deployment DAG (by
+    canary), and ask the server for one prediction."""
     from maestro.deploy.strategies import ServerTarget
     from maestro.governance import registry
     from maestro.platform.airflow_env import watch_dag_test
@@ -224,28 +251,66 @@ def serve_demo(settings: Settings) -> int:
         echo("no champion, so nothing to deploy")
         return 0
     log = settings.home / "logs" / "deploy_demo.log"
-    echo(f"running DAG    deploy_demo (canary, local target; task logs: {log})")
+    echo(f"running DAG    deploy_demo (version {champion.version}, canary, local; logs: {log})")
     conf = {"version": str(champion.version), "strategy": "canary", "target": "local"}
     code = watch_dag_test("deploy_demo", settings, conf, log, echo).code
+    if code != 0:
+        echo(f"deployment FAILED; see {log}")
+        return code
+    url = f"http://127.0.0.1:{settings.serving_port}"
+    row = example_rows("demo", str(champion.version))[0]
+    status, answer = ServerTarget(url, settings.plan_path, settings.serving_token).request(
+        "POST", "/v1/models/demo/predict", row
+    )
+    echo(f"served         POST {url}/v1/models/demo/predict -> HTTP {status} {answer.decode()}")
+    return 0 if status == 200 else 1
+
+
+def serve_traffic(settings: Settings, drift: float, rows: int = 1000, batch: int = 50) -> None:
+    """Customers that arrive after the training data, shifted by the `drift` knob, scored by
+    the local server, then their true labels posted as feedback."""
+    import json
+
+    from maestro.data.synthetic import traffic
+    from maestro.deploy.strategies import ServerTarget
+    from maestro.spec import get_spec
+
+    spec = get_spec("demo", settings)
+    frame = traffic(rows, drift)
+    server = ServerTarget(
+        f"http://127.0.0.1:{settings.serving_port}", settings.plan_path, settings.serving_token
+    )
+    labels = []
+    for start in range(0, rows, batch):
+        part = frame.iloc[start : start + batch]
+        records = json.loads(part[spec.feature_names].to_json(orient="records"))
+        status, body = server.request("POST", "/v1/models/demo/predict", records)
+        if status != 200:
+            raise RuntimeError(f"the model server answered HTTP {status}: {body[:200]!r}")
+        request_id = json.loads(body)["request_id"]
+        labels += [
+            {"request_id": request_id, "row": row, "label": int(label)}
+            for row, label in enumerate(part[spec.target.name])
+        ]
+    status, body = server.request("POST", "/v1/models/demo/feedback", labels)
+    echo(
+        f"traffic        {rows} customers with drift knob {drift:g} scored in batches of "
+        f"{batch}; feedback: HTTP {status} {body.decode()[:80]}"
+    )
+    time.sleep(1.5)  # the prediction log's writer takes the last second's requests
+
+
+def stop_local_server(settings: Settings) -> None:
+    import contextlib
+    import os
+    import signal
+
     pid_file = settings.home / "serving" / "server.pid"
-    try:
-        if code != 0:
-            echo(f"deployment FAILED; see {log}")
-            return code
-        url = f"http://127.0.0.1:{settings.serving_port}"
-        row = example_rows("demo", str(champion.version))[0]
-        status, answer = ServerTarget(url, settings.plan_path, settings.serving_token).request(
-            "POST", "/v1/models/demo/predict", row
-        )
-        echo(f"served         POST {url}/v1/models/demo/predict -> HTTP {status} {answer.decode()}")
-        echo(f"prediction log {settings.prediction_log_location}")
-        return 0 if status == 200 else 1
-    finally:
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            pid_file.unlink()
-            echo("stopped the model server (`maestro serve demo` starts it again)")
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink()
+        echo("stopped the model server (`maestro serve demo` starts it again)")
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -369,10 +434,17 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.platform.services import run_platform
+    from maestro.platform.services import Ports, run_platform
 
     prepare(settings)
-    return run_platform(settings, args.airflow_port, args.mlflow_port, echo)
+    ports = Ports(
+        args.airflow_port,
+        args.mlflow_port,
+        args.evidently_port,
+        args.prometheus_port,
+        args.pushgateway_port,
+    )
+    return run_platform(settings, ports, echo)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -382,17 +454,28 @@ def parser() -> argparse.ArgumentParser:
         "MLflow as the system of record.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="train the demo model end to end")
+    demo = sub.add_parser("demo", help="the demo model's whole loop, end to end")
     demo.add_argument("--trials", type=int)
+    demo.add_argument(
+        "--drift",
+        type=float,
+        default=1.0,
+        help="how far production drifts from the training data (0: not at all)",
+    )
     demo.set_defaults(func=cmd_demo)
     tr = sub.add_parser("train", help="run a model's training DAG once")
     tr.add_argument("model")
     tr.add_argument("--trials", type=int)
     tr.add_argument("--workers", type=int)
     tr.set_defaults(func=cmd_train)
-    up = sub.add_parser("up", help="start the Airflow UI and scheduler and the MLflow UI")
+    up = sub.add_parser(
+        "up", help="start Airflow (UI, scheduler), the MLflow and Evidently UIs, Prometheus"
+    )
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--evidently-port", type=int, default=8085)
+    up.add_argument("--prometheus-port", type=int, default=9090)
+    up.add_argument("--pushgateway-port", type=int, default=9091)
     up.set_defaults(func=cmd_up)
     srv = sub.add_parser("serve", help="the model server (champions by default)")
     srv.add_argument("models", nargs="*", help="models to add to the serving plan")

@@ -1,12 +1,17 @@
-"""`maestro up`: Airflow's components and the MLflow UI on the platform's embedded state."""
+"""`maestro up`: Airflow's components, the MLflow UI and the Evidently UI on the platform's
+embedded state; with Debian's Prometheus and Pushgateway installed, those too (the jobs push
+their figures to the Pushgateway, Prometheus scrapes it and the model server, with the alert
+rules of `ops/prometheus`)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from maestro.config import Settings
@@ -18,12 +23,54 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HOST = "127.0.0.1"
 
 
-def platform_commands(
-    settings: Settings, airflow_port: int, mlflow_port: int
-) -> dict[str, list[str]]:
-    """The processes of a local platform: Airflow's components and the MLflow server."""
+@dataclass(frozen=True)
+class Ports:
+    airflow: int = 8080
+    mlflow: int = 5000
+    evidently: int = 8085
+    prometheus: int = 9090
+    pushgateway: int = 9091
+
+
+def up_command(ports: Ports) -> list[str]:
+    """`maestro up` on these ports (tests and benchmarks run it beside other platforms)."""
+    command = [str(Path(sys.executable).with_name("maestro")), "up"]
+    for name, port in vars(ports).items():
+        command += [f"--{name}-port", str(port)]
+    return command
+
+
+def metrics_binaries() -> dict[str, str]:
+    """Debian's Prometheus and Pushgateway, where installed."""
+    found = {
+        "prometheus": shutil.which("prometheus"),
+        "pushgateway": shutil.which("prometheus-pushgateway") or shutil.which("pushgateway"),
+    }
+    return {name: path for name, path in found.items() if path}
+
+
+def prometheus_config(settings: Settings, ports: Ports) -> Path:
+    """`ops/prometheus/prometheus.yml` with this machine's addresses, and its rules."""
+    import yaml
+
+    ops = settings.project_dir / "ops" / "prometheus"
+    config = yaml.safe_load((ops / "prometheus.yml").read_text())
+    config.pop("alerting")  # no Alertmanager here: firing alerts show in Prometheus's UI
+    config["rule_files"] = [str(ops / "rules" / "*.yml")]
+    targets = {"maestro-serving": settings.serving_port, "pushgateway": ports.pushgateway}
+    for job in config["scrape_configs"]:
+        job["static_configs"][0]["targets"] = [f"{HOST}:{targets[job['job_name']]}"]
+    path = settings.home / "prometheus" / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
+    """The processes of a local platform: Airflow's components, the MLflow server, the
+    Evidently UI, and Prometheus with its Pushgateway where installed."""
     commands = {name: [airflow_bin(), name] for name in AIRFLOW_COMPONENTS}
-    commands["api-server"] += ["--host", HOST, "--port", str(airflow_port)]
+    commands["api-server"] += ["--host", HOST, "--port", str(ports.airflow)]
     commands["mlflow"] = [
         str(Path(sys.executable).with_name("mlflow")),
         "server",
@@ -34,34 +81,67 @@ def platform_commands(
         "--host",
         HOST,
         "--port",
-        str(mlflow_port),
+        str(ports.mlflow),
         "--workers",
         "1",
     ]
+    commands["evidently"] = [
+        str(Path(sys.executable).with_name("evidently")),
+        "ui",
+        "--workspace",
+        str(settings.evidently_dir),
+        "--host",
+        HOST,
+        "--port",
+        str(ports.evidently),
+    ]
+    binaries = metrics_binaries()
+    if "pushgateway" in binaries:
+        commands["pushgateway"] = [
+            binaries["pushgateway"],
+            f"--web.listen-address={HOST}:{ports.pushgateway}",
+        ]
+    if "prometheus" in binaries:
+        commands["prometheus"] = [
+            binaries["prometheus"],
+            f"--config.file={prometheus_config(settings, ports)}",
+            f"--storage.tsdb.path={settings.home / 'prometheus' / 'data'}",
+            f"--web.listen-address={HOST}:{ports.prometheus}",
+        ]
     return commands
 
 
-def platform_environment(airflow_port: int, mlflow_port: int) -> dict[str, str]:
-    """Where task processes reach Airflow's execution API, and the UIs' own addresses."""
-    return {
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{airflow_port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{airflow_port}",
-        "MAESTRO_AIRFLOW_API_URL": f"http://{HOST}:{airflow_port}",
-        "MAESTRO_MLFLOW_UI_URL": f"http://localhost:{mlflow_port}",
+def platform_environment(ports: Ports) -> dict[str, str]:
+    """Where task processes reach Airflow's execution API and the Pushgateway, and the UIs'
+    own addresses."""
+    env = {
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{ports.airflow}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{ports.airflow}",
+        "MAESTRO_AIRFLOW_API_URL": f"http://{HOST}:{ports.airflow}",
+        "MAESTRO_MLFLOW_UI_URL": f"http://localhost:{ports.mlflow}",
     }
+    if "pushgateway" in metrics_binaries() and not os.environ.get("MAESTRO_PUSHGATEWAY_URL"):
+        env["MAESTRO_PUSHGATEWAY_URL"] = f"{HOST}:{ports.pushgateway}"
+    return env
 
 
-def health_urls(airflow_port: int, mlflow_port: int) -> dict[str, str]:
-    return {
-        "airflow": f"http://{HOST}:{airflow_port}/api/v2/monitor/health",
-        "mlflow": f"http://{HOST}:{mlflow_port}/health",
+def health_urls(ports: Ports) -> dict[str, str]:
+    urls = {
+        "airflow": f"http://{HOST}:{ports.airflow}/api/v2/monitor/health",
+        "mlflow": f"http://{HOST}:{ports.mlflow}/health",
+        "evidently": f"http://{HOST}:{ports.evidently}/api/version",
     }
+    binaries = metrics_binaries()
+    for name in ("prometheus", "pushgateway"):
+        if name in binaries:
+            urls[name] = f"http://{HOST}:{getattr(ports, name)}/-/ready"
+    return urls
 
 
-def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) -> int:
+def run_platform(settings: Settings, ports: Ports, echo) -> int:
     """Start every component, say when they answer, and stop them all on Ctrl-C or SIGTERM."""
     apply_environment(settings)
-    os.environ.update(platform_environment(airflow_port, mlflow_port))
+    os.environ.update(platform_environment(ports))
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stopping = []
@@ -69,7 +149,7 @@ def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) 
         signal.signal(signum, lambda *_: stopping.append(True))
     children: dict[str, subprocess.Popen] = {}
     try:
-        for name, command in platform_commands(settings, airflow_port, mlflow_port).items():
+        for name, command in platform_commands(settings, ports).items():
             with (logs / f"{name}.log").open("a") as out:
                 # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
                 # stops the components in order rather than all at once
@@ -77,7 +157,7 @@ def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) 
                     command, stdout=out, stderr=out, start_new_session=True
                 )
             echo(f"started {name:<14} pid {children[name].pid}, log {logs / (name + '.log')}")
-        waiting = health_urls(airflow_port, mlflow_port)
+        waiting = health_urls(ports)
         started = time.perf_counter()
         while not stopping and _all_alive(children, echo):
             for name, url in list(waiting.items()):
@@ -85,7 +165,7 @@ def run_platform(settings: Settings, airflow_port: int, mlflow_port: int, echo) 
                     echo(f"{name} answers  ({time.perf_counter() - started:.0f}s)")
                     del waiting[name]
                     if not waiting:
-                        _print_addresses(settings, airflow_port, mlflow_port, echo)
+                        _print_addresses(settings, ports, echo)
             time.sleep(1)
         return 0 if stopping else 1
     finally:
@@ -110,10 +190,16 @@ def admin_password(home: Path) -> str:
     return json.loads(passwords_file(home).read_text())["admin"]
 
 
-def _print_addresses(settings: Settings, airflow_port: int, mlflow_port: int, echo) -> None:
+def _print_addresses(settings: Settings, ports: Ports, echo) -> None:
     passwords = passwords_file(settings.home)
-    echo(f"Airflow UI     http://localhost:{airflow_port}  (user admin, password in {passwords})")
-    echo(f"MLflow UI      http://localhost:{mlflow_port}")
+    echo(f"Airflow UI     http://localhost:{ports.airflow}  (user admin, password in {passwords})")
+    echo(f"MLflow UI      http://localhost:{ports.mlflow}")
+    echo(f"Evidently UI   http://localhost:{ports.evidently}  (monitoring reports per model)")
+    binaries = metrics_binaries()
+    if "prometheus" in binaries:
+        echo(f"Prometheus     http://localhost:{ports.prometheus}  (alerts: /alerts)")
+    else:
+        echo("Prometheus     not installed (apt-get install prometheus prometheus-pushgateway)")
     echo("Ctrl-C stops everything.")
 
 

@@ -33,6 +33,7 @@ from maestro.config import Settings
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
 from maestro.serving.predlog import PredictionLog, known_requests
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, to_columns
+from maestro.vocabulary import SMOKE, TRAFFIC_HEADER
 
 log = logging.getLogger("maestro.serving")
 
@@ -398,7 +399,8 @@ class ModelServer:
         for value in scores[:100]:
             lane.distribution.observe(value)
         names = lane.scorer.names
-        self.log_scores(request_id, model, lane, "primary", elapsed, names, raw, scores)
+        role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else "primary"
+        self.log_scores(request_id, model, lane, role, elapsed, names, raw, scores)
         self.remember(request_id, len(scores))
         body = orjson.dumps(
             {
