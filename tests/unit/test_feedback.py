@@ -91,3 +91,50 @@ def test_an_id_the_server_no_longer_remembers_is_found_in_the_prediction_log(cli
         time.sleep(0.3)
     assert answer.status_code == 200, answer.text
     assert len(feedback.read(settings, "demo")) == 1
+
+
+def test_maestro_feedback_loads_a_file_by_request_id_or_by_entity_and_time(
+    client, tmp_path, capsys
+):
+    import pandas as pd
+
+    from maestro.platform.cli import main
+    from maestro.serving.batch import write_scores
+
+    http, rows, settings = client
+    request_id = http.post(PREDICT, json=rows).json()["request_id"]
+    server = http.app.state.server
+    server.log.flush()
+    by_request = tmp_path / "labels.csv"
+    pd.DataFrame(
+        {"request_id": [request_id, request_id, "nope"], "row": [0, 1, 0], "churned": [1, 0, 1]}
+    ).to_csv(by_request, index=False)
+    deadline = time.monotonic() + 10  # the writer has the request within a second
+    while main(["feedback", "demo", str(by_request)]) != 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "accepted       2 labels for demo" in out
+    assert "refused        row 2 (nope): unknown request_id 'nope' for demo" in out
+
+    stamps = pd.to_datetime(["2025-06-01 10:00", "2025-06-01 11:00"], utc=True)
+    scores = pd.DataFrame(
+        {
+            "customer_id": [7, 8],
+            "event_timestamp": stamps,
+            "prediction": [0.2, 0.9],
+            "model_version": "1",
+            "scored_at": pd.Timestamp.now(tz="UTC"),
+        }
+    )
+    write_scores(settings, "demo", "2025-06-01", scores)
+    by_entity = tmp_path / "batch_labels.parquet"
+    pd.DataFrame({"customer_id": [7, 9], "event_timestamp": stamps, "label": [0, 1]}).to_parquet(
+        by_entity
+    )
+    assert main(["feedback", "demo", str(by_entity)]) == 0
+    out = capsys.readouterr().out
+    assert "accepted       1 labels" in out and "no batch score of customer_id=9" in out
+    kept = feedback.read(settings, "demo")
+    assert len(kept) == 3 and kept["entity"].dropna().tolist() == ["7"]
+    assert main(["feedback", "demo", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().out

@@ -64,3 +64,35 @@ def test_a_log_that_cannot_be_opened_stops_the_server_with_its_location(tmp_path
     occupied.write_text("not a folder")
     with pytest.raises(RuntimeError, match="a-file"):
         PredictionLog(str(occupied / "log"))
+
+
+def test_a_day_of_handovers_is_merged_into_few_files_and_read_back_by_window(tmp_path):
+    import datetime as dt
+
+    from maestro.serving.predlog import Entry, ParquetSink, _rows
+
+    sink = ParquetSink(str(tmp_path))
+    for n in range(40):  # 40 handovers, a minute apart, of two requests each
+        entries = [
+            Entry(
+                DAY + 60 * n + k,
+                f"r{n}-{k}",
+                "demo",
+                "1",
+                "primary",
+                1.0,
+                ("age",),
+                f'{{"age": {n}}}'.encode(),
+                np.array([0.5]).tobytes(),
+            )
+            for k in range(2)
+        ]
+        sink.write("demo", _rows(entries))
+    files = sorted(p.name for p in (tmp_path / "model=demo" / "date=2025-10-09").glob("*.parquet"))
+    assert len(files) == 9, files  # 32 merged into one of the next level, 8 since
+    assert sum(name.startswith("l1-") for name in files) == 1
+    assert len(read_log(str(tmp_path), "demo")) == 80
+    start = dt.datetime.fromtimestamp(DAY + 60 * 10, dt.UTC)
+    end = dt.datetime.fromtimestamp(DAY + 60 * 20, dt.UTC)
+    window = read_log(str(tmp_path), "demo", start, end)
+    assert sorted(set(window["feature.age"])) == list(range(10, 20))

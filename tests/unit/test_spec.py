@@ -59,6 +59,26 @@ def test_bike_spec_keeps_leaking_columns_out():
         (lambda r: r.update(trials=0), "trials: Input should be greater than or equal to 1"),
         (lambda r: r["features"][0].update(type="integer"), "features.0.type"),
         (lambda r: r.update(search_space={"ridge": {}}), "search_space"),
+        (
+            lambda r: r["monitoring"].update(performance={"rmse": {"max": 100}}),
+            "monitoring.performance: ['rmse'] are not metrics of 'binary_classification'",
+        ),
+        (
+            lambda r: r["monitoring"].update(drift={"share": 1.5}),
+            "monitoring.drift.share: Input should be less than or equal to 1",
+        ),
+        (
+            lambda r: r["monitoring"].update(drift={"num_method": "chisquare"}),
+            "monitoring.drift.num_method: Input should be",
+        ),
+        (
+            lambda r: r["monitoring"].update(window_hours=0),
+            "monitoring.window_hours: Input should be greater than 0",
+        ),
+        (
+            lambda r: r["monitoring"].update(cooldown="1h"),
+            "monitoring.cooldown: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path, change, expected):
