@@ -86,3 +86,15 @@ def test_serving_reports_every_server_and_goal():
         assert float(summary[0]) > 1, f"{model}: maestro no faster than mlflow models serve"
         for quoted in ("vs bare FastAPI:", "batch rows/s:", "p99 at 200/s with log / without:"):
             assert quoted in section
+
+
+def test_drift_compares_both_engines_and_reads_the_prediction_log():
+    output = run_benchmark("drift.py", timeout=600)
+    for size in ("2,000", "20,000"):
+        assert_row(output, f"{size:>10} maestro", 2)  # seconds, peak RSS
+        assert_row(output, f"{size:>10} evidently", 2)
+        assert f"{size} rows: maestro" in output
+    assert "same verdicts per column: NO" not in output
+    assert_row(output, "maestro growth from", 4)
+    assert_row(output, "read a day, compacted", 2)
+    assert_row(output, "read a day, one file per handover", 2)
