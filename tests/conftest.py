@@ -211,3 +211,28 @@ def prometheus_tools() -> dict[str, Path]:
             pytest.fail(f"the alerting tests are required (MAESTRO_REQUIRE_PROMETHEUS): {message}")
         pytest.skip(message + "; set MAESTRO_REQUIRE_PROMETHEUS to fail instead")
     return PROMETHEUS_TOOLS
+
+
+@contextmanager
+def webhook_receiver():
+    """A webhook on loopback that keeps every JSON body posted to it: (its URL, the bodies)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()

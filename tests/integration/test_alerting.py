@@ -14,7 +14,6 @@ import re
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +23,7 @@ import yaml
 from maestro import tracking
 from maestro.config import Settings
 from maestro.web import answers, client, free_port
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, webhook_receiver
 from tests.integration.test_serving import ROW, register_versions, server
 
 pytestmark = pytest.mark.slow
@@ -32,21 +31,6 @@ pytestmark = pytest.mark.slow
 OPS = PROJECT / "ops"
 SOUTH = {**ROW, "region": "south"}  # version 3 never saw the south: it fails these (500)
 NORTH = {**ROW, "region": "north"}
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """Alertmanager's webhook: keeps every notification."""
-
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def compressed_rules(target: Path) -> None:
@@ -72,9 +56,9 @@ def prometheus_config(folder: Path, serving: int, pushgateway: int, alertmanager
     return path
 
 
-def alertmanager_config(folder: Path, receiver: int) -> Path:
+def alertmanager_config(folder: Path, webhook: str) -> Path:
     config = yaml.safe_load((OPS / "alertmanager" / "alertmanager.yml").read_text())
-    config["receivers"][0]["webhook_configs"][0]["url"] = f"http://127.0.0.1:{receiver}/alerts"
+    config["receivers"][0]["webhook_configs"][0]["url"] = webhook
     config["route"] |= {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
     path = folder / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
@@ -82,10 +66,15 @@ def alertmanager_config(folder: Path, receiver: int) -> Path:
 
 
 @pytest.fixture
-def stack(tmp_path, use_specs, prometheus_tools, monkeypatch):
+def webhook():
+    with webhook_receiver() as hook:
+        yield hook
+
+
+@pytest.fixture
+def stack(tmp_path, use_specs, prometheus_tools, monkeypatch, webhook):
     """Webhook receiver, Pushgateway, Alertmanager, the model server (demo version 3) and
     Prometheus, each on a free loopback port."""
-    Receiver.received = []
     ports = {name: free_port() for name in ("pushgateway", "alertmanager", "prometheus")}
     monkeypatch.setenv("MAESTRO_PUSHGATEWAY_URL", f"127.0.0.1:{ports['pushgateway']}")
     settings = use_specs(
@@ -99,8 +88,6 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch):
     )
     register_versions(settings)
     reference_of_version_3(settings)
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     processes = []
 
     def start(*command: str) -> None:
@@ -113,7 +100,7 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch):
     )
     start(
         str(prometheus_tools["alertmanager"]),
-        f"--config.file={alertmanager_config(tmp_path, receiver.server_port)}",
+        f"--config.file={alertmanager_config(tmp_path, webhook[0])}",
         f"--storage.path={tmp_path / 'alertmanager'}",
         f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
         "--cluster.listen-address=",
@@ -135,12 +122,12 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch):
                 settings=settings,
                 target=target,
                 prometheus=f"http://127.0.0.1:{ports['prometheus']}",
+                received=webhook[1],
             )
         finally:
             for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
-            receiver.shutdown()
 
 
 def ready(port: int) -> bool:
@@ -200,10 +187,10 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def notified(alertname: str, status: str) -> bool:
+def notified(received: list[dict], alertname: str, status: str) -> bool:
     return any(
         alert["labels"]["alertname"] == alertname and alert["status"] == status
-        for message in Receiver.received
+        for message in received
         for alert in message["alerts"]
     )
 
@@ -260,7 +247,11 @@ def test_alerts_fire_and_resolve_and_every_dashboard_panel_returns_a_series(stac
     traffic = Traffic(target, south_share=0.2)
     traffic.start()
     for alert in ("MaestroServerErrorsCritical", "MaestroLatencyP95OverBudget"):
-        wait_for(lambda alert=alert: notified(alert, "firing"), 60, f"{alert} at the webhook")
+        wait_for(
+            lambda alert=alert: notified(stack.received, alert, "firing"),
+            60,
+            f"{alert} at the webhook",
+        )
     push_job_figures(settings, target, list(traffic.ids))
     wait_for(
         lambda: "MaestroCanaryRolledBack" in firing_alerts(prometheus), 30, "the pushed rollback"
@@ -280,4 +271,6 @@ def test_alerts_fire_and_resolve_and_every_dashboard_panel_returns_a_series(stac
     traffic.stop.set()
     traffic.join()
     for alert in ("MaestroServerErrorsCritical", "MaestroLatencyP95OverBudget"):
-        wait_for(lambda alert=alert: notified(alert, "resolved"), 90, f"{alert} resolved")
+        wait_for(
+            lambda alert=alert: notified(stack.received, alert, "resolved"), 90, f"{alert} resolved"
+        )

@@ -8,8 +8,6 @@ which is approved and rolled out in turn."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import mlflow
 import pandas as pd
@@ -20,25 +18,13 @@ from maestro.config import Settings
 from maestro.deploy.strategies import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.services import admin_password
-from tests.conftest import deciding, needs_shared_data
+from tests.conftest import deciding, needs_shared_data, webhook_receiver
 from tests.integration.test_platform import running_platform, wait_for
 
 pytestmark = pytest.mark.slow
 
 FEATURES = ["season", "yr", "mnth", "hr", "holiday", "weekday", "workingday", "weathersit"]
 FEATURES += ["temp", "atemp", "hum", "windspeed"]
-
-
-class Webhook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        Webhook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def spring_2012() -> pd.DataFrame:
@@ -64,15 +50,18 @@ def replay(server: ServerTarget, rows: pd.DataFrame, batch: int = 50) -> list[di
 
 def test_drift_in_production_retrains_through_the_asset_and_redeploys(tmp_path):
     rows = spring_2012()
-    webhook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
-    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    with webhook_receiver() as (url, received):
+        closed_loop(tmp_path, rows, url, received)
+
+
+def closed_loop(tmp_path, rows: pd.DataFrame, url: str, received: list[dict]) -> None:
     bike = {
         "trials": 4,
         "schedule": None,
         "monitoring": {
             "cooldown_hours": 0,  # retrain minutes after the first training
             "performance": {"rmse": {"max": 120}},
-            "notify": {"webhook": f"http://127.0.0.1:{webhook.server_port}/maestro"},
+            "notify": {"webhook": url},
         },
     }
     with running_platform(tmp_path, {"bike_demand": bike}) as (process, home, ports, log, env):
@@ -114,7 +103,7 @@ def test_drift_in_production_retrains_through_the_asset_and_redeploys(tmp_path):
             assert verdict["breached"][0].startswith("rmse")
             [event] = airflow.asset_events("bike_demand_drift")
             assert event["extra"]["report_run_id"] == tags["monitoring_run_id"]
-            drift = [m for m in Webhook.received if m["event"] == "drift"]
+            drift = [m for m in received if m["event"] == "drift"]
             assert drift and drift[0]["model"] == "bike_demand"
 
             # the asset event starts train_bike_demand; its version says why
@@ -136,4 +125,3 @@ def test_drift_in_production_retrains_through_the_asset_and_redeploys(tmp_path):
                 "the canary rollout of version 2",
                 process,
             )
-    webhook.shutdown()

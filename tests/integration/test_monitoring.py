@@ -18,7 +18,7 @@ from maestro.monitoring import feedback, stages
 from maestro.monitoring.stages import MonitorError
 from maestro.platform.airflow_env import load_dag
 from maestro.serving.predlog import PredictionLog, read_log
-from tests.conftest import needs_shared_data
+from tests.conftest import needs_shared_data, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -225,3 +225,31 @@ def test_the_monitor_dag_signals_drift_on_the_asset(adult):
     assert extra["report_run_id"] and extra["version"] == version
     logged = read_log(settings.prediction_log_location, "adult_income")
     assert len(logged) == len(held_out)
+
+
+def test_a_version_waiting_too_long_is_reminded_once_and_a_failed_run_is_told(adult, use_specs):
+    """Notifications reach a webhook on loopback: an approval waiting longer than the spec
+    allows (once, however often the job runs) and a failed run (Airflow's notifier)."""
+    from types import SimpleNamespace
+
+    from maestro.orchestration.notify import RunOutcomeNotifier
+
+    with webhook_receiver() as (url, received):
+        notify = {"webhook": url, "approval_wait_hours": 0.0003}
+        settings = use_specs({"adult_income": {"monitoring": {"notify": notify}}})
+        version = adult[1]
+        mlc = tracking.client(settings)
+        mlc.set_model_version_tag("adult_income", version, "validation_status", "passed")
+        time.sleep(1.2)  # longer than 0.0003 h
+        first = stages.watch_pipeline("adult_income", settings)
+        again = stages.watch_pipeline("adult_income", settings)
+        assert first["pending"] == [version] and first["reminded"] == [version]
+        assert again["reminded"] == []
+        assert [m["event"] for m in received] == ["approval_waiting"]
+        assert received[0]["version"] == version and "waited" in received[0]["message"]
+
+        run = SimpleNamespace(dag_id="train_adult_income", run_id="manual__7")
+        RunOutcomeNotifier(model="adult_income", state="failed").notify({"dag_run": run})
+        RunOutcomeNotifier(model="adult_income", state="success").notify({"dag_run": run})
+        assert [m["event"] for m in received] == ["approval_waiting", "run_failed"]
+        assert received[1]["run_id"] == "manual__7"

@@ -3,33 +3,17 @@ environment variable is read from it, and an unset one notifies nobody."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from maestro.monitoring import alerts
 from maestro.spec import NotifySpec
+from tests.conftest import webhook_receiver
 
 
 @pytest.fixture
 def receiver():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
+    with webhook_receiver() as hook:
+        yield hook
 
 
 EVENT = {"event": "drift", "model": "demo", "message": "dataset drift: age, income"}
