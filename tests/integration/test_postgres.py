@@ -137,3 +137,42 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
     with engine.connect() as conn:
         rows = conn.execute(text(f"SELECT model_version, count(*) FROM {TABLE} GROUP BY 1")).all()
     assert rows == [("4", 2)], "a re-run replaces its partition"
+
+
+def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases):
+    """The monitoring job's side of the PostgreSQL prediction log: a window of production
+    rows, the requests it knows, and labels stored beside it (the table `feedback`)."""
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    from maestro.monitoring import feedback
+    from maestro.serving.predlog import PredictionLog, has_log, known_requests, read_log
+
+    url = databases["mlflow"]
+    settings = Settings(prediction_log=url)
+    assert not has_log(url, "demo")
+    log = PredictionLog(url, interval=0.1)
+    body = b'[{"age": 30}, {"age": 41}]'
+    for at, request_id, role in (
+        (1.7e9, "old", "primary"),
+        (1.8e9, "new", "primary"),
+        (1.8e9, "new", "smoke"),
+    ):
+        log.append(
+            at, request_id, "demo", "3", role, 1.0, ("age",), body, np.array([0.2, 0.7]).tobytes()
+        )
+    log.close()
+    assert has_log(url, "demo") and not has_log(url, "other")
+    start = dt.datetime.fromtimestamp(1.75e9, dt.UTC)
+    window = read_log(url, "demo", start, None, role="primary")
+    assert window["request_id"].tolist() == ["new", "new"]
+    assert known_requests(url, "demo", ["old", "new", "nope"]) == {"old": 2, "new": 2}
+
+    assert feedback.location(settings) == url
+    labels = pd.DataFrame({"request_id": ["new", "new"], "row": [0, 1], "label": [1.0, 0.0]})
+    assert feedback.store(settings, "demo", labels) == 2
+    feedback.store(settings, "demo", labels.head(1).assign(label=0.0))  # a late correction
+    kept = feedback.read(settings, "demo").sort_values("row")
+    assert kept["label"].tolist() == [0.0, 0.0]
