@@ -87,3 +87,18 @@ def test_broken_spec_hides_only_itself(use_specs):
         get_settings.cache_clear()
     assert bag.import_errors == {}
     assert "train_demo" in bag.dag_ids and "train_bike_demand" not in bag.dag_ids
+
+
+def test_one_monitoring_dag_per_spec_and_training_listens_to_drift(dagbag):
+    names = {load_spec(p).name for p in spec_paths(get_settings())}
+    assert {d for d in dagbag.dag_ids if d.startswith("monitor_")} == {
+        f"monitor_{n}" for n in names
+    }
+    monitor = dagbag.get_dag("monitor_bike_demand")
+    signal = monitor.get_task("signal_drift")
+    assert [o.name for o in signal.outlets] == ["bike_demand_drift"]
+    train = dagbag.get_dag("train_bike_demand")
+    # the spec's cron schedule OR the drift asset
+    assert "bike_demand_drift" in str(train.timetable.asset_condition)
+    assert train.timetable.timetable.expression == "0 0 * * 0"  # @weekly
+    assert train.get_task("check_trigger").downstream_task_ids == {"ingest"}
