@@ -17,12 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from maestro.deploy.strategies import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
-from maestro.platform.services import Ports, admin_password, up_command
+from maestro.platform.services import Ports, admin_password, passwords_file, up_command
 from maestro.web import free_port
-from tests.conftest import write_specs
+from tests.conftest import PROJECT, write_specs
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +104,8 @@ def running_platform(tmp_path: Path, overrides: dict[str, dict]):
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "MAESTRO_SERVING_PORT": str(free_port()),
+        # besides admin: a CI user (may trigger runs) and a viewer (may not)
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,ci:user,viewer:viewer",
     }
     for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         env.pop(key, None)  # the session's; this platform has its own state folder
@@ -130,7 +133,32 @@ def platform(tmp_path: Path):
         yield up
 
 
-def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted(platform, browser):
+def run_as_ci(env: dict, base_url: str, username: str, password: str, command: str):
+    """A shell command with the CI secrets the workflow gives it."""
+    secrets = {
+        "MAESTRO_AIRFLOW_API_URL": base_url,
+        "MAESTRO_AIRFLOW_USERNAME": username,
+        "MAESTRO_AIRFLOW_PASSWORD": password,
+    }
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=PROJECT,
+        env={**env, **secrets},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def workflow_command() -> str:
+    """Exactly what the example GitHub Actions workflow runs to retrain."""
+    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "retrain-demo.yml").read_text())
+    assert workflow[True]["push"]["paths"] == ["include/specs/demo.yaml"]  # YAML 1.1: on = True
+    steps = workflow["jobs"]["retrain"]["steps"]
+    return next(step["run"] for step in steps if "maestro trigger" in step.get("run", ""))
+
+
+def test_a_run_triggered_from_ci_is_approved_in_the_ui_and_promoted(platform, browser):
     process, home, ports, log, env = platform
     wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "both UIs", process)
     base_url = f"http://127.0.0.1:{ports.airflow}"
@@ -143,7 +171,22 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
     )
     airflow.unpause("train_demo")
     airflow.unpause("deploy_demo")  # it runs on every event of the asset demo_champion
-    run_id = airflow.trigger("train_demo", {"trials": 4, "workers": 2})
+    passwords = json.loads(passwords_file(home).read_text())
+
+    # CI without the right credentials, or with a viewer's, is refused with a clear message
+    maestro = f"{Path(sys.executable).with_name('maestro')} trigger demo"
+    wrong = run_as_ci(env, base_url, "ci", "wrong", maestro)
+    assert wrong.returncode == 4 and "refused the credentials of 'ci' (HTTP 401)" in wrong.stdout
+    viewer = run_as_ci(env, base_url, "viewer", passwords["viewer"], maestro)
+    assert viewer.returncode == 4
+    assert "'viewer' may not trigger train_demo (HTTP 403)" in viewer.stdout
+
+    # the workflow's own command: the run passes its gates and waits for a human (exit 3,
+    # which the workflow takes as a success), saying where to decide
+    done = run_as_ci(env, base_url, "ci", passwords["ci"], workflow_command())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "waiting for a decision: approve on" in done.stdout, done.stdout
+    run_id = done.stdout.split("triggered      train_demo run ", 1)[1].split()[0]
 
     def asking() -> bool:
         tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("train_demo", run_id)}
@@ -166,7 +209,7 @@ def test_a_run_triggered_through_the_rest_api_is_approved_in_the_ui_and_promoted
     with urllib.request.urlopen(url, timeout=10) as response:
         version = json.loads(response.read())["model_version"]
     tags = {t["key"]: t["value"] for t in version["tags"]}
-    assert tags["airflow_run_id"] == run_id
+    assert tags["airflow_run_id"] == run_id and tags["trigger"] == "ci"
     assert tags["approval"] == "approved" and tags["approval_by"] == "admin"
     assert tags["approval_via"] == "airflow-ui"
 

@@ -85,3 +85,16 @@ def test_an_unknown_model_names_the_spec_that_is_missing(settings, capsys):
     assert main(["train", "no_such_model"]) == 2
     out = capsys.readouterr().out
     assert out.startswith("error: ") and "no_such_model" in out
+
+
+def test_trigger_conf_pairs_read_json_values_and_refuse_a_missing_value():
+    from maestro.platform.trigger import parse_conf
+
+    assert parse_conf(["trials=20", "workers=2", "note=retrain me", "flag=true"]) == {
+        "trials": 20,
+        "workers": 2,
+        "note": "retrain me",
+        "flag": True,
+    }
+    with pytest.raises(ValueError, match="--conf 'trials': expected KEY=VALUE"):
+        parse_conf(["trials"])

@@ -433,6 +433,17 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     return monitor(args.model, settings, args.window_end)
 
 
+def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
+    from maestro.errors import BadInput
+    from maestro.platform.trigger import parse_conf, trigger_training
+
+    try:
+        conf = parse_conf(args.conf)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    return int(trigger_training(settings, args.model, conf, args.wait, args.timeout, echo))
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from maestro.platform.services import Ports, run_platform
 
@@ -514,6 +525,16 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--comment", default="")
     rb.add_argument("--by", default=getpass.getuser())
     rb.set_defaults(func=cmd_rollback)
+    trig = sub.add_parser(
+        "trigger",
+        help="start a model's training on the platform (CI); exit 0 success, 1 failed, "
+        "2 timeout, 3 waiting for approval, 4 refused",
+    )
+    trig.add_argument("model")
+    trig.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE")
+    trig.add_argument("--wait", action="store_true", help="follow the run to its end")
+    trig.add_argument("--timeout", type=float, default=3600.0, help="seconds, with --wait")
+    trig.set_defaults(func=cmd_trigger)
     mon = sub.add_parser("monitor", help="run a model's monitoring DAG once")
     mon.add_argument("model")
     mon.add_argument("--window-end", default="", help="ISO time the window ends (default now)")
