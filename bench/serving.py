@@ -164,6 +164,7 @@ def main() -> None:
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
     maestro = str(Path(sys.executable).with_name("maestro"))

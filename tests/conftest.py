@@ -26,6 +26,7 @@ SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
 os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
 os.environ.pop("MAESTRO_SPECS_DIR", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLFLOW_REGISTRY_URI", None)
 from maestro.config import get_settings  # noqa: E402 - after MAESTRO_HOME is set
 from maestro.platform.airflow_env import apply_environment  # noqa: E402
 
@@ -55,7 +56,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Fresh MLflow/Feast/Optuna state for one test (Airflow's database stays the session's)."""
     monkeypatch.setenv("MAESTRO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MAESTRO_APPROVAL_POLL_SECONDS", "0.5")
+    # MLflow writes the URIs a process sets into its environment: a test starts with none
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

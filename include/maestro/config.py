@@ -119,7 +119,10 @@ def export_environment(settings: Settings) -> dict[str, str]:
         "MAESTRO_PROJECT_DIR": str(settings.project_dir),
         "AIRFLOW_HOME": str(settings.home / "airflow"),
         "AIRFLOW_CONFIG": str(settings.project_dir / "airflow.cfg"),
+        # both: MLflow puts whatever a process last set into its environment, and a registry
+        # URI inherited from another state would win over the tracking URI
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
         "MAESTRO_FEAST_DATA": str(settings.feast_dir / "data"),
         "PYTHONPATH": os.pathsep.join(
             [str(settings.project_dir / "include"), os.environ.get("PYTHONPATH", "")]

@@ -107,7 +107,12 @@ def running_platform(tmp_path: Path, overrides: dict[str, dict]):
         # besides admin: a CI user (may trigger runs) and a viewer (may not)
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,ci:user,viewer:viewer",
     }
-    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
+    for key in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "AIRFLOW_HOME",
+    ):
         env.pop(key, None)  # the session's; this platform has its own state folder
     log = (tmp_path / "up.log").open("w")
     process = subprocess.Popen(up_command(ports), env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -67,6 +67,7 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
         "MAESTRO_OPTUNA_STORAGE": databases["optuna"],
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     maestro = str(Path(sys.executable).with_name("maestro"))
     registry = Settings(home=tmp_path / "home", mlflow_tracking_uri=databases["mlflow"])
     with deciding(registry, "demo", "approved", by="admin"):

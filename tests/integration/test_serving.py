@@ -111,6 +111,7 @@ def server(home: Path, **env_overrides: str):
     port = free_port()
     env = {**os.environ, "MAESTRO_HOME": str(home), **env_overrides}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     log = (home / f"serve-{port}.log").open("w")
     command = [str(Path(sys.executable).with_name("maestro")), "serve", "demo", "--port", str(port)]
     process = subprocess.Popen(

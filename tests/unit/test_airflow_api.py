@@ -26,7 +26,7 @@ class FakeAirflow:
         path = request.url.path
         if path == "/auth/token":
             body = json.loads(request.content)
-            if body != {"username": "admin", "password": "pw"}:
+            if body != {"username": "admin", "password": "pw"}:  # pragma: allowlist secret
                 return httpx.Response(401, json={"detail": "Invalid credentials"})
             return httpx.Response(201, json={"access_token": "t0k"})
         if request.headers.get("Authorization") != "Bearer t0k":
@@ -73,7 +73,7 @@ def test_signs_in_once_and_sends_the_token():
 
 def test_a_refusal_names_the_request_and_airflows_answer():
     with pytest.raises(AirflowAPIError, match=r"POST /auth/token: HTTP 401: .*Invalid credentials"):
-        client(FakeAirflow(), password="wrong").run("train_demo", RUN)
+        client(FakeAirflow(), password="wrong").run("train_demo", RUN)  # pragma: allowlist secret
     with pytest.raises(AirflowAPIError, match=r"GET /api/v2/dags/nope: HTTP 404"):
         client(FakeAirflow()).call("/api/v2/dags/nope")
 

@@ -19,6 +19,8 @@ from maestro.serving.plan import Plan, parse_plan
 from maestro.waiting import wait_for
 
 PORT = 8000
+# B104: the server listens on every interface of its pod, where only the Service reaches it
+ALL_INTERFACES = "0.0.0.0"  # nosec B104
 PLAN_DIR = "/etc/maestro/plan"
 PLAN_KEY = "plan.json"
 
@@ -67,7 +69,7 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
     container = {
         "name": "server",
         "image": options.image,
-        "command": ["maestro", "serve", model, "--host", "0.0.0.0", "--port", str(PORT)],
+        "command": ["maestro", "serve", model, "--host", ALL_INTERFACES, "--port", str(PORT)],
         "ports": [{"name": "http", "containerPort": PORT}],
         "env": [
             {"name": "MAESTRO_SERVING_PLAN", "value": f"{PLAN_DIR}/{PLAN_KEY}"},

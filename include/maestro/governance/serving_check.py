@@ -34,7 +34,11 @@ def check_in_fresh_process(
     with tempfile.TemporaryDirectory(prefix="maestro-serving-check-") as tmp:
         rows_path, result_path = Path(tmp) / "rows.parquet", Path(tmp) / "result.json"
         rows.to_parquet(rows_path)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_REGISTRY_URI": tracking_uri,
+        }
         done = subprocess.run(
             [
                 sys.executable,

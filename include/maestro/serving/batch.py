@@ -77,7 +77,8 @@ def write_scores(settings: Settings, model: str, day: str, scores: pd.DataFrame)
         with engine.begin() as conn:
             if engine.dialect.has_table(conn, TABLE):
                 conn.execute(
-                    text(f"DELETE FROM {TABLE} WHERE model = :m AND partition = :d"),
+                    # B608: constant table, bound values
+                    text(f"DELETE FROM {TABLE} WHERE model = :m AND partition = :d"),  # nosec B608
                     {"m": model, "d": day},
                 )
             rows.to_sql(TABLE, conn, if_exists="append", index=False)
@@ -100,7 +101,8 @@ def read_scores(settings: Settings, model: str) -> pd.DataFrame:
         if not inspect(engine).has_table(TABLE):
             return pd.DataFrame()
         with engine.connect() as conn:
-            query = text(f"SELECT * FROM {TABLE} WHERE model = :m")
+            # B608: constant table, bound values
+            query = text(f"SELECT * FROM {TABLE} WHERE model = :m")  # nosec B608
             return pd.read_sql(query, conn, params={"m": model})
     from pathlib import Path
 
