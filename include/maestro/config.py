@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+MIN_SECRET_LENGTH = 12  # MLflow's own minimum for its admin password
+PLACEHOLDERS = {"CHANGE_ME", "CHANGEME", "CHANGE-ME", "PASSWORD", "SECRET", "ADMIN"}
 
 
 class Settings(BaseSettings):
@@ -23,6 +26,8 @@ class Settings(BaseSettings):
         env_prefix="MAESTRO_", env_file=PROJECT_DIR / ".env", extra="ignore"
     )
 
+    # `production` refuses to start what would run without its secrets (see `require_secrets`)
+    env: Literal["development", "production"] = "development"
     project_dir: Path = PROJECT_DIR
     home: Path = PROJECT_DIR / ".maestro"
     specs_dir: Path = PROJECT_DIR / "include" / "specs"
@@ -45,6 +50,8 @@ class Settings(BaseSettings):
     airflow_api_url: str = "http://localhost:8080"
     airflow_username: str = "admin"
     airflow_password: str | None = None
+    # The MLflow server's admin password (production: the server runs with authentication).
+    mlflow_admin_password: str | None = None
     # Model server: its serving plan file, the prediction log (a folder for partitioned
     # parquet, or a postgresql:// URL), an optional bearer token, and request limits.
     serving_plan: Path | None = None
@@ -69,6 +76,32 @@ class Settings(BaseSettings):
     smtp_host: str = "localhost"
     smtp_port: int = 25
     smtp_from: str = "maestro@localhost"
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def require_secrets(self, component: str, **secrets: str | None) -> None:
+        """In production, refuse to start `component` when a secret (a setting, by field name)
+        is unset, a placeholder or shorter than `MIN_SECRET_LENGTH`; in development, nothing is
+        required."""
+        if not self.production:
+            return
+        missing = [
+            f"MAESTRO_{name.upper()}"
+            for name, value in secrets.items()
+            if not value
+            or value.strip().upper() in PLACEHOLDERS
+            or len(value.strip()) < MIN_SECRET_LENGTH
+        ]
+        if missing:
+            from maestro.errors import BadInput
+
+            raise BadInput(
+                f"MAESTRO_ENV=production: {component} will not start without "
+                f"{', '.join(missing)} (at least {MIN_SECRET_LENGTH} characters, set in the "
+                "environment or .env; there are no defaults)"
+            )
 
     @property
     def tracking_uri(self) -> str:

@@ -445,8 +445,11 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from maestro.platform.services import Ports, run_platform
+    import os
 
+    from maestro.platform.services import Ports, production_environment, run_platform
+
+    os.environ.update(production_environment(settings))  # refuses before anything starts
     prepare(settings)
     ports = Ports(
         args.airflow_port,

@@ -85,6 +85,8 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
         "--workers",
         "1",
     ]
+    if settings.production:  # users and passwords: MLflow's basic-auth app
+        commands["mlflow"] += ["--app-name", "basic-auth"]
     commands["evidently"] = [
         str(Path(sys.executable).with_name("evidently")),
         "ui",
@@ -109,6 +111,69 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
             f"--web.listen-address={HOST}:{ports.prometheus}",
         ]
     return commands
+
+
+def mlflow_auth_config(settings: Settings) -> Path:
+    """MLflow's basic-auth configuration: its user store in the state folder, nobody allowed
+    anything by default. The admin's password comes from the environment, never from here."""
+    from maestro.files import atomic_write_text
+
+    path = settings.home / "mlflow-auth.ini"
+    atomic_write_text(
+        path,
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{settings.home / 'mlflow-auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+    return path
+
+
+def mlflow_secret_key(settings: Settings) -> str:
+    """The key MLflow's auth app signs its CSRF tokens with: the environment's, or one made once
+    for this state folder (mode 600, never committed), as Airflow's keys are."""
+    import secrets
+
+    from maestro.files import atomic_write_text
+
+    if os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        return os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    path = settings.home / "mlflow-secret-key"
+    atomic_write_text(path, secrets.token_urlsafe(32), keep_existing=True)
+    return path.read_text()
+
+
+def airflow_passwords(settings: Settings) -> None:
+    """Production: the admin's password from the environment, written where Airflow's simple
+    auth manager reads it, so that it never generates one."""
+    import json
+
+    from maestro.files import atomic_write_text
+
+    path = passwords_file(settings.home)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    atomic_write_text(path, json.dumps({**known, "admin": settings.airflow_password}))
+
+
+def production_environment(settings: Settings) -> dict[str, str]:
+    """What the components need in production: MLflow's auth configuration and its admin's
+    credentials (for the server to create the admin, and for clients to sign in)."""
+    if not settings.production:
+        return {}
+    settings.require_secrets(
+        "maestro up",
+        airflow_password=settings.airflow_password,
+        mlflow_admin_password=settings.mlflow_admin_password,
+    )
+    airflow_passwords(settings)
+    return {
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": mlflow_secret_key(settings),
+        "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(settings)),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": settings.mlflow_admin_password,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": settings.mlflow_admin_password,
+    }
 
 
 def platform_environment(ports: Ports) -> dict[str, str]:

@@ -606,6 +606,7 @@ def _resolve(mlc, model: str, ref: str) -> str:
 
 
 def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
+    settings.require_secrets("the model server", serving_token=settings.serving_token)
     server = ModelServer(settings, models)
 
     @asynccontextmanager
