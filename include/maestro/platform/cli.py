@@ -444,6 +444,29 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     return int(trigger_training(settings, args.model, conf, args.wait, args.timeout, echo))
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from maestro.platform.backup import backup
+
+    manifest = backup(settings, Path(args.dest), args.with_logs)
+    kept = ", ".join(
+        f"{k} ({v['kind']})" for k, v in manifest["stores"].items() if v["kind"] != "absent"
+    )
+    echo(f"backup         {args.dest}: {len(manifest['files'])} files, checksummed; {kept}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from maestro.platform.backup import restore
+
+    manifest = restore(settings, Path(args.archive), args.force)
+    echo(f"restored       {args.archive} (made {manifest['created_at']}) into {settings.home}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
@@ -547,6 +570,16 @@ def parser() -> argparse.ArgumentParser:
     fb.add_argument("file")
     fb.add_argument("--label", help="the label column (default: the target's name, or label)")
     fb.set_defaults(func=cmd_feedback)
+    bk = sub.add_parser("backup", help="one checksummed archive of every store")
+    bk.add_argument("dest", help="the archive to write (.tar.gz)")
+    bk.add_argument(
+        "--with-logs", action="store_true", help="also the prediction log, feedback, batch scores"
+    )
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="restore a backup into an empty state")
+    rs.add_argument("archive")
+    rs.add_argument("--force", action="store_true", help="replace stores that hold data")
+    rs.set_defaults(func=cmd_restore)
     env = sub.add_parser("env", help="shell exports of the platform's environment")
     env.set_defaults(func=cmd_env)
     return p
