@@ -215,9 +215,13 @@ def push_job_figures(settings: Settings, target, ids: list[str]) -> None:
     report_rollback(settings, "demo", "4", "3")
 
 
-def firing_alerts(prometheus) -> set[str]:
+def firing_alerts(prometheus, model: str = "demo") -> set[str]:
     alerts = prometheus.get("/api/v1/alerts").json()["data"]["alerts"]
-    return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+    return {
+        a["labels"]["alertname"]
+        for a in alerts
+        if a["state"] == "firing" and a["labels"].get("model") == model
+    }
 
 
 def panel_queries() -> list[tuple[str, str, str]]:

@@ -112,6 +112,7 @@ def running_platform(tmp_path: Path, overrides: dict[str, dict]):
         "MLFLOW_TRACKING_URI",
         "MLFLOW_REGISTRY_URI",
         "AIRFLOW_HOME",
+        "MAESTRO_PUSHGATEWAY_URL",  # the platform's figures go to its own Pushgateway
     ):
         env.pop(key, None)  # the session's; this platform has its own state folder
     log = (tmp_path / "up.log").open("w")

@@ -160,7 +160,7 @@ def test_bike_demand_dag(settings):
     assert result["metric"] < 120  # RMSE of rentals per hour (the target's std is about 180)
 
 
-def test_a_drift_run_says_why_and_one_inside_the_cooldown_trains_nothing(small_specs, capfd):
+def test_a_drift_run_says_why_and_one_inside_the_cooldown_trains_nothing(use_specs, capfd):
     """The drift asset's event (here passed as a run parameter, as `maestro demo` does) becomes
     the version's lineage and its model card's reason; a second drift run within the spec's
     cooldown (24 h) stops at `check_trigger`, a success that trains nothing."""
@@ -172,6 +172,15 @@ def test_a_drift_run_says_why_and_one_inside_the_cooldown_trains_nothing(small_s
         "breached": ["roc_auc 0.61 below its limit 0.65"],
         "report_run_id": "monitoring-run-1",
     }
+    small_specs = use_specs(
+        {
+            "demo": {
+                "source": {"rows": 3000},
+                "governance": {"latency_budget_ms": 500},
+                "monitoring": {"cooldown_hours": 24},
+            }
+        }
+    )
     conf = {"trials": 3, "workers": 1, "trigger": "drift", "drift_event": event}
     dag = load_dag("train_demo", small_specs)
     with deciding(small_specs, "demo", "approved"):

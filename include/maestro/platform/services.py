@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,13 @@ def prometheus_config(settings: Settings, ports: Ports) -> Path:
     config = yaml.safe_load((ops / "prometheus.yml").read_text())
     config.pop("alerting")  # no Alertmanager here: firing alerts show in Prometheus's UI
     config["rule_files"] = [str(ops / "rules" / "*.yml")]
-    targets = {"maestro-serving": settings.serving_port, "pushgateway": ports.pushgateway}
+    pushgateway = settings.pushgateway_url or f"{HOST}:{ports.pushgateway}"
+    targets = {
+        "maestro-serving": f"{HOST}:{settings.serving_port}",
+        "pushgateway": pushgateway.split("://")[-1],
+    }
     for job in config["scrape_configs"]:
-        job["static_configs"][0]["targets"] = [f"{HOST}:{targets[job['job_name']]}"]
+        job["static_configs"][0]["targets"] = [targets[job["job_name"]]]
     path = settings.home / "prometheus" / "prometheus.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
@@ -98,7 +103,7 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
         str(ports.evidently),
     ]
     binaries = metrics_binaries()
-    if "pushgateway" in binaries:
+    if "pushgateway" in binaries and not settings.pushgateway_url:  # else: the one configured
         commands["pushgateway"] = [
             binaries["pushgateway"],
             f"--web.listen-address={HOST}:{ports.pushgateway}",
@@ -186,11 +191,12 @@ def platform_environment(ports: Ports) -> dict[str, str]:
         "MAESTRO_MLFLOW_UI_URL": f"http://localhost:{ports.mlflow}",
     }
     if "pushgateway" in metrics_binaries() and not os.environ.get("MAESTRO_PUSHGATEWAY_URL"):
-        env["MAESTRO_PUSHGATEWAY_URL"] = f"{HOST}:{ports.pushgateway}"
+        env["MAESTRO_PUSHGATEWAY_URL"] = f"{HOST}:{ports.pushgateway}"  # its own, started here
     return env
 
 
-def health_urls(ports: Ports) -> dict[str, str]:
+def health_urls(ports: Ports, started: Collection[str] | None = None) -> dict[str, str]:
+    """Where each component says it is up (of those `started`; default: all it may start)."""
     urls = {
         "airflow": f"http://{HOST}:{ports.airflow}/api/v2/monitor/health",
         "mlflow": f"http://{HOST}:{ports.mlflow}/health",
@@ -200,7 +206,10 @@ def health_urls(ports: Ports) -> dict[str, str]:
     for name in ("prometheus", "pushgateway"):
         if name in binaries:
             urls[name] = f"http://{HOST}:{getattr(ports, name)}/-/ready"
-    return urls
+    if started is None:
+        return urls
+    names = set(started) | ({"airflow"} if "api-server" in started else set())
+    return {k: v for k, v in urls.items() if k in names}
 
 
 def run_platform(settings: Settings, ports: Ports, echo) -> int:
@@ -214,7 +223,8 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
         signal.signal(signum, lambda *_: stopping.append(True))
     children: dict[str, subprocess.Popen] = {}
     try:
-        for name, command in platform_commands(settings, ports).items():
+        commands = platform_commands(settings, ports)
+        for name, command in commands.items():
             with (logs / f"{name}.log").open("a") as out:
                 # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
                 # stops the components in order rather than all at once
@@ -222,7 +232,7 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
                     command, stdout=out, stderr=out, start_new_session=True
                 )
             echo(f"started {name:<14} pid {children[name].pid}, log {logs / (name + '.log')}")
-        waiting = health_urls(ports)
+        waiting = health_urls(ports, commands)
         started = time.perf_counter()
         while not stopping and _all_alive(children, echo):
             for name, url in list(waiting.items()):
