@@ -21,6 +21,7 @@ the last training ends at **check_trigger**, a success with the reason in its lo
 from __future__ import annotations
 
 import importlib
+import logging
 from datetime import timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
@@ -97,7 +98,7 @@ def build_training_dag(spec: ModelSpec):
     )
     def training():
         @task.short_circuit
-        def check_trigger(params=None, dag_run=None, triggering_asset_events=None):
+        def check_trigger(params=None, dag_run=None, triggering_asset_events=None, ti=None):
             """Why this run; a drift-triggered one inside the cooldown stops here."""
             from maestro.training import stages
 
@@ -112,7 +113,11 @@ def build_training_dag(spec: ModelSpec):
                 why = stages.why_train(
                     spec.name, get_settings(), run_type, params["trigger"], events
                 )
-            return why.model_dump() if why else False
+            if isinstance(why, str):  # nothing to train: say why in the task's log and XCom
+                logging.getLogger("airflow.task").info(why)
+                ti.xcom_push(key="not_trained", value=why)
+                return False
+            return why.model_dump()
 
         @task
         def ingest(why: dict, dag_run=None, data_interval_end=None) -> TrainingRun:

@@ -7,7 +7,6 @@ paths), never data, so the stages map one-to-one onto tasks passing XComs.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from maestro.errors import BadInput
 from maestro.governance import registry
 from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
 from maestro.spec import ModelSpec, get_spec
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,10 +37,11 @@ def _spec(handle: TrainingRun, settings: Settings) -> ModelSpec:
 
 def why_train(
     model: str, settings: Settings, run_type: str, requested: str, events: list[dict]
-) -> TrainingTrigger | None:
+) -> TrainingTrigger | str:
     """The run's trigger from how Airflow started it (`run_type`), what a manual run asked for
-    (`requested`: manual or ci) and the drift events behind an asset-triggered run. None for a
-    drift-triggered run inside the spec's cooldown after the last training: nothing to do."""
+    (`requested`: manual or ci) and the drift events behind an asset-triggered run; or, for a
+    drift-triggered run inside the spec's cooldown after the last training, why nothing is
+    to be trained."""
     import datetime as dt
 
     spec = get_spec(model, settings)
@@ -65,16 +63,12 @@ def why_train(
         trained = dt.datetime.fromtimestamp(newest.creation_timestamp / 1000, dt.UTC)
         until = trained + dt.timedelta(hours=spec.monitoring.cooldown_hours)
         if dt.datetime.now(dt.UTC) < until:
-            log.info(
-                "%s: drift-triggered run inside the cooldown: version %s was trained at %s and "
-                "the spec's cooldown of %g h lasts until %s; nothing is trained",
-                model,
-                newest.version,
-                trained.isoformat(timespec="seconds"),
-                spec.monitoring.cooldown_hours,
-                until.isoformat(timespec="seconds"),
+            return (
+                f"{model}: drift-triggered run inside the cooldown: version {newest.version} was "
+                f"trained at {trained.isoformat(timespec='seconds')} and the spec's cooldown of "
+                f"{spec.monitoring.cooldown_hours:g} h lasts until "
+                f"{until.isoformat(timespec='seconds')}; nothing is trained"
             )
-            return None
     return trigger
 
 
