@@ -86,6 +86,16 @@ def _distinct(reference: pd.Series, current: pd.Series, enough: int, head: int =
     return len(pd.unique(np.concatenate([reference.to_numpy(), current.to_numpy()])))
 
 
+def _counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each side's row count per value, over the values either side has."""
+    ref_counts, cur_counts = reference.value_counts(), current.value_counts()
+    keys = ref_counts.index.union(cur_counts.index)
+    return (
+        ref_counts.reindex(keys, fill_value=0).to_numpy(),
+        cur_counts.reindex(keys, fill_value=0).to_numpy(),
+    )
+
+
 def _shares(
     reference: pd.Series, current: pd.Series, kind: str, fill_zeroes: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +108,8 @@ def _shares(
         ref = np.histogram(reference.to_numpy(), edges)[0] / len(reference)
         cur = np.histogram(current.to_numpy(), edges)[0] / len(current)
     else:
-        ref_counts = reference.value_counts()
-        cur_counts = current.value_counts()
-        keys = ref_counts.index.union(cur_counts.index)
-        ref = ref_counts.reindex(keys, fill_value=0).to_numpy() / len(reference)
-        cur = cur_counts.reindex(keys, fill_value=0).to_numpy() / len(current)
+        ref_counts, cur_counts = _counts(reference, current)
+        ref, cur = ref_counts / len(reference), cur_counts / len(current)
     if fill_zeroes:
         for side in (ref, cur):
             smallest = side[side != 0].min()
@@ -123,13 +130,8 @@ def _score(method: str, reference: pd.Series, current: pd.Series, kind: str) -> 
         ref, cur = _shares(reference, current, kind, fill_zeroes=True)
         return float(np.sum((ref - cur) * np.log(ref / cur)))
     if method == "chisquare":
-        ref_counts = reference.value_counts()
-        cur_counts = current.value_counts()
-        keys = ref_counts.index.union(cur_counts.index)
-        expected = ref_counts.reindex(keys, fill_value=0).to_numpy() * (
-            len(current) / len(reference)
-        )
-        observed = cur_counts.reindex(keys, fill_value=0).to_numpy()
+        ref_counts, observed = _counts(reference, current)
+        expected = ref_counts * (len(current) / len(reference))
         return float(stats.chisquare(observed, expected)[1])
     if method == "z":
         return _z_test(reference, current)

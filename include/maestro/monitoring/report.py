@@ -24,25 +24,20 @@ def _sample(frame: pd.DataFrame) -> pd.DataFrame:
 def _definition(spec: ModelSpec, with_target: bool):
     from evidently import BinaryClassification, DataDefinition, Regression
 
-    numeric = [f.name for f in spec.features if f.type != "category"]
+    numeric = [f.name for f in spec.features if f.type != "category"] + [PREDICTION]
+    categorical = list(spec.categorical_features)
     tasks = {}
     if with_target and spec.task == "regression":
+        numeric.append(TARGET)
         tasks["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
-    elif with_target:
+    elif with_target:  # classes: the true one and the one predicted at the decision threshold
+        categorical += [TARGET, LABEL]
         tasks["classification"] = [
             BinaryClassification(
                 target=TARGET, prediction_labels=LABEL, prediction_probas=PREDICTION, pos_label=1
             )
         ]
-    targets = [TARGET, LABEL] if with_target and spec.task != "regression" else [TARGET]
-    return DataDefinition(
-        numerical_columns=numeric
-        + [PREDICTION]
-        + ([TARGET] if spec.task == "regression" and with_target else []),
-        categorical_columns=spec.categorical_features
-        + (targets if with_target and spec.task != "regression" else []),
-        **tasks,
-    )
+    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
 
 
 def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame):

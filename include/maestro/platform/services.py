@@ -181,17 +181,17 @@ def production_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def platform_environment(ports: Ports) -> dict[str, str]:
-    """Where task processes reach Airflow's execution API and the Pushgateway, and the UIs'
-    own addresses."""
+def platform_environment(ports: Ports, started: Collection[str]) -> dict[str, str]:
+    """Where task processes reach Airflow's execution API and the Pushgateway (the one the
+    platform starts, if it is among the `started` components), and the UIs' own addresses."""
     env = {
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{ports.airflow}/execution/",
         "AIRFLOW__API__BASE_URL": f"http://localhost:{ports.airflow}",
         "MAESTRO_AIRFLOW_API_URL": f"http://{HOST}:{ports.airflow}",
         "MAESTRO_MLFLOW_UI_URL": f"http://localhost:{ports.mlflow}",
     }
-    if "pushgateway" in metrics_binaries() and not os.environ.get("MAESTRO_PUSHGATEWAY_URL"):
-        env["MAESTRO_PUSHGATEWAY_URL"] = f"{HOST}:{ports.pushgateway}"  # its own, started here
+    if "pushgateway" in started:
+        env["MAESTRO_PUSHGATEWAY_URL"] = f"{HOST}:{ports.pushgateway}"
     return env
 
 
@@ -215,7 +215,8 @@ def health_urls(ports: Ports, started: Collection[str] | None = None) -> dict[st
 def run_platform(settings: Settings, ports: Ports, echo) -> int:
     """Start every component, say when they answer, and stop them all on Ctrl-C or SIGTERM."""
     apply_environment(settings)
-    os.environ.update(platform_environment(ports))
+    commands = platform_commands(settings, ports)
+    os.environ.update(platform_environment(ports, commands))
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stopping = []
@@ -223,7 +224,6 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
         signal.signal(signum, lambda *_: stopping.append(True))
     children: dict[str, subprocess.Popen] = {}
     try:
-        commands = platform_commands(settings, ports)
         for name, command in commands.items():
             with (logs / f"{name}.log").open("a") as out:
                 # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
