@@ -4,7 +4,11 @@ Trains the demo (50,000 rows, 20 trials, two tuning workers) twice on one scratc
 the whole pipeline through evaluation, approval and promotion:
 - `dag.test()`: the run in one process, watched as `maestro demo` watches it;
 - platform: `maestro up` (api-server, scheduler, dag-processor, triggerer, LocalExecutor), the
-  run triggered through the REST API, each task in its own process as in production.
+  run triggered through the REST API, each task in its own process as in production;
+- celery: the same with the CeleryExecutor, two workers of two slots on the Redis broker
+  (MAESTRO_CELERY_BROKER, default redis://127.0.0.1:6379/0) and Airflow's metadata in a scratch
+  PostgreSQL database (MAESTRO_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432);
+  the other stores as the LocalExecutor run has them.
 Both times the approval is answered by tag as soon as it is asked, the way `maestro demo`
 answers it; the triggers look for a decision every second (MAESTRO_APPROVAL_POLL_SECONDS).
 Overhead = wall time (queued to finished) - the time during which at least one task was
@@ -20,6 +24,7 @@ import argparse
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -65,7 +70,9 @@ def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
         return (run.end_date - began).total_seconds(), tasks
 
 
-def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, datetime, datetime]]]:
+def with_platform(
+    conf: dict, home: Path, settings: dict[str, str] | None = None
+) -> tuple[float, list[tuple[str, datetime, datetime]]]:
     from maestro.config import get_settings
     from maestro.platform.airflow_api import AirflowClient
     from maestro.platform.airflow_env import task_label
@@ -78,6 +85,7 @@ def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
         **os.environ,
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        **(settings or {}),
     }
     with (home / "up.log").open("w") as log:
         platform = subprocess.Popen(
@@ -109,6 +117,33 @@ def with_platform(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
         platform.wait(timeout=120)
 
 
+@contextmanager
+def celery_settings():
+    """The CeleryExecutor's settings, on a scratch PostgreSQL database dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    server = os.environ.get("MAESTRO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+    name = f"maestro_bench_airflow_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(f"{server}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"{server}/{name}".replace("postgresql://", "postgresql+psycopg2://")
+        yield {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
+            "MAESTRO_EXECUTOR": "celery",
+            "MAESTRO_CELERY_WORKERS": "2",
+            "MAESTRO_WORKER_CONCURRENCY": "2",
+        }
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def _check_finished(state: str, tasks: dict[str, str]) -> None:
     """The run must have gone the whole way: gates passed, approved, promoted."""
     if state != "success" or tasks.get("promote") != "success":
@@ -138,6 +173,8 @@ def main() -> None:
     home = scratch_platform(args.rows, args.trials, {"latency_budget_ms": 500})
     conf = {"trials": args.trials, "workers": 2}
     results = {"dag.test()": with_dag_test(conf, home), "platform": with_platform(conf, home)}
+    with celery_settings() as celery:
+        results["celery"] = with_platform(conf, home, celery)
 
     print(f"\ntrain_demo: {args.rows} rows, {args.trials} trials, 2 tuning workers")
     labels = [label for label, _, _ in sorted(results["platform"][1], key=lambda t: t[1])]

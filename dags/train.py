@@ -34,6 +34,7 @@ from maestro.orchestration.assets import champion_asset, drift_asset
 from maestro.orchestration.defaults import START_DATE, default_args
 from maestro.orchestration.notify import outcome_callbacks
 from maestro.spec import ModelSpec, loadable_specs
+from maestro.vocabulary import TRAINING_QUEUE
 
 
 def stage(package: str, name: str, doc: str):
@@ -152,7 +153,7 @@ def build_training_dag(spec: ModelSpec):
             """One slot per parallel trial worker."""
             return list(range(handle.workers))
 
-        @task
+        @task(queue=TRAINING_QUEUE)
         def tune(handle: TrainingRun, worker: int) -> int:
             """Run trials of the shared study until its budget is spent."""
             from maestro.training import stages
@@ -161,7 +162,9 @@ def build_training_dag(spec: ModelSpec):
                 return stages.tune_worker(handle, worker, get_settings())
 
         finish_tuning = stage("training", "finish_tuning", "Pick the best trial; log plots.")
-        train_final = stage("training", "train_final", "Refit the best; log model and metrics.")
+        train_final = stage(
+            "training", "train_final", "Refit the best; log model and metrics."
+        ).override(queue=TRAINING_QUEUE)
         register = stage("training", "register", "Register, tag lineage, alias challenger.")
         evaluate = stage("governance", "evaluate", "Metrics, champion change, slices, fairness.")
         validate_serving = stage("governance", "validate_serving", "Load as served; time it.")

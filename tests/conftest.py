@@ -151,6 +151,76 @@ def demo_champion(settings):
     return pipeline, frame
 
 
+POSTGRES = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def postgres_admin():
+    """A connection to the test PostgreSQL server's `postgres` database, or a skip (a failure
+    under MAESTRO_REQUIRE_POSTGRES) when none answers."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
+            pytest.fail(
+                f"PostgreSQL at {POSTGRES} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}"
+            )
+        pytest.skip(
+            f"no PostgreSQL server answers at {POSTGRES}; set MAESTRO_REQUIRE_POSTGRES to fail "
+            "instead"
+        )
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def postgres_databases(*roles: str):
+    """Fresh, uniquely named databases, one per role, as {role: URL}; dropped afterwards."""
+    import uuid
+
+    conn = postgres_admin()
+    suffix = uuid.uuid4().hex[:10]
+    names = {role: f"maestro_test_{role}_{suffix}" for role in roles}
+    with conn.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {role: f"{POSTGRES}/{name}" for role, name in names.items()}
+    finally:
+        with conn.cursor() as cur:
+            for name in names.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+REDIS = os.environ.get("MAESTRO_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@contextmanager
+def redis_databases(count: int):
+    """`count` empty Redis databases (numbers 1-15, as redis:// URLs), flushed afterwards; a
+    skip (a failure under MAESTRO_REQUIRE_REDIS) when no Redis answers."""
+    import random
+
+    import redis
+
+    try:
+        found = [n for n in range(1, 16) if redis.Redis.from_url(f"{REDIS}/{n}").dbsize() == 0]
+    except redis.exceptions.ConnectionError as error:
+        if os.environ.get("MAESTRO_REQUIRE_REDIS"):
+            pytest.fail(f"Redis at {REDIS} is required (MAESTRO_REQUIRE_REDIS) but: {error}")
+        pytest.skip(f"no Redis answers at {REDIS}; set MAESTRO_REQUIRE_REDIS to fail instead")
+    if len(found) < count:
+        pytest.fail(f"Redis at {REDIS} has fewer than {count} empty databases")
+    urls = [f"{REDIS}/{n}" for n in random.sample(found, count)]
+    try:
+        yield urls
+    finally:
+        for url in urls:
+            redis.Redis.from_url(url).flushdb()
+
+
 def needs_shared_data(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

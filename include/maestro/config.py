@@ -32,13 +32,25 @@ class Settings(BaseSettings):
     home: Path = PROJECT_DIR / ".maestro"
     specs_dir: Path = PROJECT_DIR / "include" / "specs"
     feature_repo: Path = PROJECT_DIR / "feature_repo"
-    # MLflow tracking + registry backend store (SQLAlchemy URL); default: SQLite in home.
+    # Where every client (tasks, CLI, model server) reaches MLflow's tracking and registry: a
+    # store (SQLAlchemy URL; default SQLite in home) or an MLflow server (`http://host:port`),
+    # which then keeps the data in `mlflow_backend_store` and serves the artifacts
+    # (`--serve-artifacts`); `maestro up` starts that server when its host is this machine.
     mlflow_tracking_uri: str | None = None
+    mlflow_backend_store: str | None = None
     mlflow_artifact_root: str | None = None
     # Optuna storage: an SQLAlchemy URL, or empty for one journal file per study in home.
     optuna_storage: str | None = None
-    # Feast registry: a file path or an SQLAlchemy URL; default: file in home.
+    # Feast registry: a file path or an SQLAlchemy URL; default: file in home. Online store:
+    # `redis://host:port[/db]`, or none for SQLite in home.
     feast_registry: str | None = None
+    feast_online_store: str | None = None
+    # Airflow's executor: `local`, or `celery` (Redis broker, PostgreSQL metadata database and
+    # result backend); `maestro up` starts `celery_workers` workers of `worker_concurrency` slots.
+    executor: Literal["local", "celery"] = "local"
+    celery_broker: str = "redis://127.0.0.1:6379/0"
+    celery_workers: int = 1
+    worker_concurrency: int = 2
     # Parallel trial workers per tuning step (mapped Airflow tasks); a spec may override.
     tune_workers: int = 2
     # How often a waiting approval looks for a decision by tag (seconds).
@@ -108,6 +120,18 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
+    def tracking_server(self) -> bool:
+        """Clients talk to an MLflow server over HTTP (not to its database)."""
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def backend_store(self) -> str:
+        """Where MLflow's data lives: the tracking URI itself, or the server's backend store."""
+        if not self.tracking_server:
+            return self.tracking_uri
+        return self.mlflow_backend_store or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
 
@@ -157,8 +181,24 @@ def export_environment(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.tracking_uri,
         "MAESTRO_FEAST_DATA": str(settings.feast_dir / "data"),
+        # MLflow's telemetry thread sets and deletes an environment variable while requests
+        # to an MLflow server iterate the environment (a KeyError in a trial's logging)
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **executor_environment(settings),
         "PYTHONPATH": os.pathsep.join(
             [str(settings.project_dir / "include"), os.environ.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep),
     }
     return env
+
+
+def executor_environment(settings: Settings) -> dict[str, str]:
+    """Airflow's executor settings: the CeleryExecutor and its broker, when chosen (its result
+    backend is Airflow's default, the metadata database)."""
+    if settings.executor != "celery":
+        return {}
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": settings.celery_broker,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.worker_concurrency),
+    }

@@ -20,13 +20,15 @@ def client(settings: Settings):
 
 
 def experiment_id(settings: Settings, model: str) -> str:
-    """The model's experiment, created on first use with its artifacts under the artifact root."""
+    """The model's experiment, created on first use with its artifacts under the artifact root
+    (or, through an MLflow server, where the server keeps them: it serves them to clients)."""
     mlc = client(settings)
     found = mlc.get_experiment_by_name(model)
     if found is not None:
         return found.experiment_id
     try:
-        return mlc.create_experiment(model, artifact_location=f"{settings.artifact_root}/{model}")
+        location = None if settings.tracking_server else f"{settings.artifact_root}/{model}"
+        return mlc.create_experiment(model, artifact_location=location)
     except Exception:  # created meanwhile by a parallel task: use that one
         found = mlc.get_experiment_by_name(model)
         if found is None:

@@ -46,6 +46,10 @@ TRIGGERS = ("schedule", "drift", "manual", "ci")
 # them under the role `smoke`, apart from production traffic (`primary`) that monitoring judges.
 TRAFFIC_HEADER, SMOKE = "x-maestro-traffic", "smoke"
 
+# The executor queue of the tasks that train (tuning trials, the final fit): Celery workers that
+# serve it may be the machines with the cores; other tasks go to Airflow's `default` queue.
+TRAINING_QUEUE = "training"
+
 # Rollouts: how a new version takes traffic, and where the model server runs.
 STRATEGIES = ("rolling", "blue-green", "canary")
 TARGETS = ("local", "kubernetes")

@@ -90,9 +90,10 @@ def approve_in_the_ui(browser, base_url: str, password: str, run_id: str) -> str
 
 
 @contextlib.contextmanager
-def running_platform(tmp_path: Path, overrides: dict[str, dict]):
-    """`maestro up` on a fresh state folder, specs changed by `overrides`, and free ports;
-    stopped with SIGTERM afterwards, with the model server a deployment started."""
+def running_platform(tmp_path: Path, overrides: dict[str, dict], settings=None):
+    """`maestro up` on a fresh state folder, specs changed by `overrides`, free ports and the
+    environment `settings(ports)` adds; stopped with SIGTERM afterwards, with the model server
+    a deployment started."""
     specs = write_specs(tmp_path / "specs", overrides)
     home = tmp_path / "home"
     ports = Ports(*(free_port() for _ in range(5)))
@@ -115,6 +116,7 @@ def running_platform(tmp_path: Path, overrides: dict[str, dict]):
         "MAESTRO_PUSHGATEWAY_URL",  # the platform's figures go to its own Pushgateway
     ):
         env.pop(key, None)  # the session's; this platform has its own state folder
+    env.update(settings(ports) if settings else {})
     log = (tmp_path / "up.log").open("w")
     process = subprocess.Popen(up_command(ports), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -6,59 +6,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from maestro.config import Settings
-from tests.conftest import deciding, write_specs
+from tests.conftest import deciding, postgres_databases, write_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-SERVER = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-def admin_connection():
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
-            pytest.fail(
-                f"PostgreSQL at {SERVER} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}"
-            )
-        pytest.skip(
-            f"no PostgreSQL server answers at {SERVER}; set MAESTRO_REQUIRE_POSTGRES to fail instead"
-        )
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture
 def databases():
-    """Fresh, uniquely named databases (the platform's three, and three to restore into),
-    dropped afterwards."""
-    conn = admin_connection()
-    suffix = uuid.uuid4().hex[:10]
-    roles = (
-        "airflow",
-        "mlflow",
-        "optuna",
-        "restored_airflow",
-        "restored_mlflow",
-        "restored_optuna",
-    )
-    names = {role: f"maestro_test_{role}_{suffix}" for role in roles}
-    with conn.cursor() as cur:
-        for name in names.values():
-            cur.execute(f'CREATE DATABASE "{name}"')
-    yield {role: f"{SERVER}/{name}" for role, name in names.items()}
-    with conn.cursor() as cur:
-        for name in names.values():
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    """Fresh databases: the platform's three, and three to restore into."""
+    roles = ("airflow", "mlflow", "optuna")
+    with postgres_databases(*roles, *(f"restored_{role}" for role in roles)) as urls:
+        yield urls
 
 
 def test_training_pipeline_on_postgres(databases, tmp_path: Path):

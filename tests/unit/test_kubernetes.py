@@ -3,9 +3,12 @@ API models, and the deployer pod the DAG would start."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
+import yaml
 
 from maestro.deploy.kubernetes import (
     ServingOptions,
@@ -75,6 +78,50 @@ def test_a_misspelt_field_fails_against_the_api_models():
     broken[3]["spec"]["scaleTargetRef"] = {"kind": "Deployment"}  # no name
     with pytest.raises(ValueError, match="name"):
         as_api_models(broken)
+
+
+def test_the_kubernetes_executor_builds_task_pods_from_the_template(tmp_path):
+    """`maestro pod-template` is a template Airflow's own pod generator loads and turns into a
+    task's pod: its `base` container runs the task's command, non-root, with the settings from
+    the secret and the state volume mounted."""
+    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+
+    from maestro.platform.cli import main
+
+    path = tmp_path / "pod_template.yaml"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["pod-template", "--namespace", "ml", "--image", "reg.example/m:2"]) == 0
+    path.write_text(out.getvalue())
+    (template,) = as_api_models([yaml.safe_load(path.read_text())])
+    base = PodGenerator.deserialize_model_file(str(path))
+    assert base.to_dict() == template.to_dict()
+    command = ["airflow", "tasks", "run", "train_demo", "tune", "manual__1", "--map-index", "1"]
+    pod = PodGenerator.construct_pod(
+        dag_id="train_demo",
+        task_id="tune",
+        pod_id="train-demo-tune",
+        try_number=1,
+        kube_image="reg.example/m:2",
+        date=None,
+        args=command,
+        pod_override_object=None,
+        base_worker_pod=base,
+        namespace="ml",
+        scheduler_job_id="1",
+        run_id="manual__1",
+        map_index=1,
+    )
+    (container,) = pod.spec.containers
+    assert container.name == "base" and container.args == command
+    assert container.image == "reg.example/m:2" and pod.metadata.namespace == "ml"
+    assert pod.metadata.labels["task_id"] == "tune" and pod.metadata.labels["map_index"] == "1"
+    assert pod.spec.security_context.run_as_non_root
+    env = {e.name: e.value for e in container.env}
+    assert env["MAESTRO_HOME"] == container.volume_mounts[0].mount_path
+    assert env["OMP_NUM_THREADS"] == "2"  # the limit's cores, not the node's
+    assert container.env_from[0].secret_ref.name == "maestro-platform"
+    assert not any(k.endswith(("PASSWORD", "SECRET", "KEY", "CONN")) for k in env)
 
 
 KUBECONFIG = """

@@ -51,6 +51,23 @@ def test_two_workers_spend_exactly_the_budget(handle, small_specs):
     assert _worker((started, 0)) == 0
 
 
+def test_a_lost_try_of_a_slot_leaves_no_trial_running():
+    """A tune task whose worker was killed mid-trial is retried: the trial it left running is
+    failed (only one try of a slot runs at a time); other slots' trials are left alone."""
+    from maestro.training.tune import fail_abandoned
+
+    study = optuna.create_study()
+    lost, other = study.ask(), study.ask()
+    lost.set_user_attr("worker", 1)
+    other.set_user_attr("worker", 0)
+    fail_abandoned(study, 1)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {
+        lost.number: optuna.trial.TrialState.FAIL,
+        other.number: optuna.trial.TrialState.RUNNING,
+    }
+
+
 def test_best_configuration_and_plots(handle, small_specs, tmp_path):
     from maestro.training import tune
 

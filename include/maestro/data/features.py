@@ -104,7 +104,8 @@ def offline_source_path(spec: ModelSpec, settings: Settings) -> Path:
 
 
 def feature_store(settings: Settings):
-    """The Feast store of `feature_repo/`, on this settings' state folder and registry."""
+    """The Feast store of `feature_repo/`, on this settings' state folder, registry and online
+    store."""
     from feast import FeatureStore
     from feast.repo_config import load_repo_config
 
@@ -112,12 +113,40 @@ def feature_store(settings: Settings):
     os.environ["MAESTRO_FEAST_DATA"] = str(settings.feast_dir / "data")
     (settings.feast_dir / "data").mkdir(parents=True, exist_ok=True)
     config = load_repo_config(settings.feature_repo, settings.feature_repo / "feature_store.yaml")
-    if settings.feast_registry:
+    if settings.feast_registry and "://" in settings.feast_registry:  # shared: SQL registry
+        from feast.infra.registry.sql import SqlRegistryConfig
+
+        url = settings.feast_registry.replace("postgresql://", "postgresql+psycopg://", 1)
+        config.registry_config = SqlRegistryConfig(path=url)
+    elif settings.feast_registry:
         from feast.repo_config import RegistryConfig
 
-        kind = "sql" if "://" in settings.feast_registry else "file"
-        config.registry_config = RegistryConfig(registry_type=kind, path=settings.feast_registry)
+        config.registry_config = RegistryConfig(registry_type="file", path=settings.feast_registry)
+    if settings.feast_online_store:
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+        connection = redis_connection_string(settings.feast_online_store)
+        config.online_config = RedisOnlineStoreConfig(connection_string=connection)
     return FeatureStore(config=config)
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's Redis connection string (`host:port,db=N,password=...`) for a `redis://` URL."""
+    from urllib.parse import urlsplit
+
+    from maestro.errors import BadInput
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise BadInput(f"MAESTRO_FEAST_ONLINE_STORE: {url!r} is not a redis://host:port[/db] URL")
+    connection = f"{parts.hostname}:{parts.port or 6379}"
+    if parts.path.strip("/"):
+        connection += f",db={int(parts.path.strip('/'))}"
+    if parts.password:
+        connection += f",password={parts.password}"
+    if parts.scheme == "rediss":
+        connection += ",ssl=true"
+    return connection
 
 
 def load_definitions(spec: ModelSpec, settings: Settings) -> list:

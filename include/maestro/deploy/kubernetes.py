@@ -1,5 +1,6 @@
-"""The Kubernetes target: manifests of a model's serving stack, and the deployer that applies
-them from inside the cluster (the deployer pod the `deploy_<model>` DAG starts).
+"""The Kubernetes target: manifests of a model's serving stack, the deployer that applies
+them from inside the cluster (the deployer pod the `deploy_<model>` DAG starts), and the task
+pod template of Airflow's KubernetesExecutor, for platforms that run their tasks as pods.
 
 Per model: a ConfigMap holding the serving plan (mounted into the pods, which re-read it
 without a restart), a Deployment of the model server with probes, resources and a
@@ -162,7 +163,62 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
     ]
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """A task pod of Airflow's KubernetesExecutor (one pod per task instance)."""
+
+    namespace: str = "maestro"
+    image: str = "maestro-ml:latest"
+    requests: tuple[str, str] = ("500m", "1Gi")  # cpu, memory
+    limits: tuple[str, str] = ("2", "4Gi")
+    # Airflow's metadata and MLflow URLs, Airflow's keys: from the secret, never in a manifest
+    env_secret: str = "maestro-platform"
+    state_claim: str = "maestro-state"  # the shared state volume (snapshots, training sets)
+
+
+def worker_pod_template(options: WorkerOptions = WorkerOptions()) -> dict:
+    """The KubernetesExecutor's `pod_template_file`: the container Airflow runs each task in
+    (it must be named `base`; Airflow sets its command), non-root, with the platform's
+    settings from a secret and the state volume mounted where `MAESTRO_HOME` points."""
+    state = "/opt/maestro/state"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "maestro-task",
+            "namespace": options.namespace,
+            "labels": {"app.kubernetes.io/name": "maestro-task"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 50000, "fsGroup": 0},
+            "containers": [
+                {
+                    "name": "base",
+                    "image": options.image,
+                    "env": [
+                        {"name": "MAESTRO_HOME", "value": state},
+                        {"name": "AIRFLOW__CORE__EXECUTOR", "value": "KubernetesExecutor"},
+                        # LightGBM and BLAS on the cores the limit gives, not the node's
+                        {"name": "OMP_NUM_THREADS", "value": str(cpu_count(options.limits[0]))},
+                    ],
+                    "envFrom": [{"secretRef": {"name": options.env_secret}}],
+                    "resources": {
+                        "requests": {"cpu": options.requests[0], "memory": options.requests[1]},
+                        "limits": {"cpu": options.limits[0], "memory": options.limits[1]},
+                    },
+                    "volumeMounts": [{"name": "state", "mountPath": state}],
+                }
+            ],
+            "volumes": [
+                {"name": "state", "persistentVolumeClaim": {"claimName": options.state_claim}}
+            ],
+        },
+    }
+
+
 KINDS = {
+    "Pod": "V1Pod",
     "ConfigMap": "V1ConfigMap",
     "Deployment": "V1Deployment",
     "Service": "V1Service",

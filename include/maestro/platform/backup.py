@@ -56,7 +56,7 @@ def _local(uri: str) -> Path | None:
 def stores(settings: Settings, with_logs: bool) -> list[Store]:
     """What a backup of these settings holds, store by store."""
     found = [
-        Store("mlflow", url=settings.tracking_uri),
+        Store("mlflow", url=settings.backend_store),
         Store("airflow", url=airflow_database(settings)),
         Store("serving", path=settings.plan_path.parent),
         Store("training_sets", path=settings.home / "training_sets"),
@@ -272,7 +272,7 @@ def _move_artifact_uris(settings: Settings, old_root: str) -> None:
         return
     from sqlalchemy import create_engine, inspect, text
 
-    url = settings.tracking_uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+    url = settings.backend_store.replace("postgresql://", "postgresql+psycopg2://", 1)
     engine = create_engine(url)
     try:
         tables = set(inspect(engine).get_table_names())

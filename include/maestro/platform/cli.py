@@ -53,6 +53,16 @@ def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_pod_template(args: argparse.Namespace, settings: Settings) -> int:
+    import yaml
+
+    from maestro.deploy.kubernetes import WorkerOptions, worker_pod_template
+
+    options = WorkerOptions(namespace=args.namespace, image=args.image)
+    echo(yaml.safe_dump(worker_pod_template(options), sort_keys=False).rstrip())
+    return 0
+
+
 def prepare(settings: Settings) -> None:
     """Create the state folder and bring the Airflow metadata database up to date."""
     from maestro.platform.airflow_env import migrate_metadata_db
@@ -470,9 +480,17 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from maestro.platform.services import Ports, production_environment, run_platform
+    from maestro.platform.services import (
+        Ports,
+        check_executor,
+        production_environment,
+        run_platform,
+    )
 
     os.environ.update(production_environment(settings))  # refuses before anything starts
+    chosen = {"executor": args.executor, "celery_workers": args.workers}
+    settings = settings.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+    check_executor(settings)
     prepare(settings)
     ports = Ports(
         args.airflow_port,
@@ -513,6 +531,14 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--evidently-port", type=int, default=8085)
     up.add_argument("--prometheus-port", type=int, default=9090)
     up.add_argument("--pushgateway-port", type=int, default=9091)
+    up.add_argument(
+        "--executor",
+        choices=["local", "celery"],
+        help="Airflow's executor (default: MAESTRO_EXECUTOR, else local)",
+    )
+    up.add_argument(
+        "--workers", type=int, help="Celery workers to start (default: MAESTRO_CELERY_WORKERS)"
+    )
     up.set_defaults(func=cmd_up)
     srv = sub.add_parser("serve", help="the model server (champions by default)")
     srv.add_argument("models", nargs="*", help="models to add to the serving plan")
@@ -582,6 +608,12 @@ def parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_restore)
     env = sub.add_parser("env", help="shell exports of the platform's environment")
     env.set_defaults(func=cmd_env)
+    pod = sub.add_parser(
+        "pod-template", help="the KubernetesExecutor's task pod template (YAML on stdout)"
+    )
+    pod.add_argument("--namespace", default="maestro")
+    pod.add_argument("--image", default="maestro-ml:latest")
+    pod.set_defaults(func=cmd_pod_template)
     return p
 
 

@@ -33,3 +33,14 @@ def reap_group(child: subprocess.Popen, grace: float) -> bool:
     signal_group(child, signal.SIGKILL)
     child.wait()
     return stopped
+
+
+def worker_hostname() -> str:
+    """Airflow's `hostname_callable` for Celery workers sharing one machine: the machine's name
+    after the worker's own (`MAESTRO_WORKER_NAME`), so that each task instance says which worker
+    ran it, as it would with one worker per machine."""
+    import socket
+
+    host = socket.getfqdn()
+    name = os.environ.get("MAESTRO_WORKER_NAME")
+    return f"{name}.{host}" if name else host

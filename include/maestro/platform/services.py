@@ -22,6 +22,7 @@ from maestro.web import answers
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HOST = "127.0.0.1"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,9 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
     Evidently UI, and Prometheus with its Pushgateway where installed."""
     commands = {name: [airflow_bin(), name] for name in AIRFLOW_COMPONENTS}
     commands["api-server"] += ["--host", HOST, "--port", str(ports.airflow)]
-    commands["mlflow"] = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        settings.tracking_uri,
-        "--default-artifact-root",
-        settings.artifact_root,
-        "--host",
-        HOST,
-        "--port",
-        str(ports.mlflow),
-        "--workers",
-        "1",
-    ]
-    if settings.production:  # users and passwords: MLflow's basic-auth app
-        commands["mlflow"] += ["--app-name", "basic-auth"]
+    mlflow_server = mlflow_command(settings, ports)
+    if mlflow_server:
+        commands["mlflow"] = mlflow_server
     commands["evidently"] = [
         str(Path(sys.executable).with_name("evidently")),
         "ui",
@@ -102,6 +90,8 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
         "--port",
         str(ports.evidently),
     ]
+    if settings.executor == "celery":
+        commands.update(worker_commands(settings))
     binaries = metrics_binaries()
     if "pushgateway" in binaries and not settings.pushgateway_url:  # else: the one configured
         commands["pushgateway"] = [
@@ -116,6 +106,59 @@ def platform_commands(settings: Settings, ports: Ports) -> dict[str, list[str]]:
             f"--web.listen-address={HOST}:{ports.prometheus}",
         ]
     return commands
+
+
+def mlflow_command(settings: Settings, ports: Ports) -> list[str] | None:
+    """The MLflow server: over the tracking store (the UI) or, when clients reach MLflow over
+    HTTP, the tracking server at that address with its backend store, serving the artifacts;
+    none when that server is on another machine."""
+    from urllib.parse import urlsplit
+
+    port, artifacts = ports.mlflow, ["--default-artifact-root", settings.artifact_root]
+    if settings.tracking_server:
+        address = urlsplit(settings.tracking_uri)
+        if address.hostname not in LOOPBACK:
+            return None
+        port = address.port or 80
+        artifacts = ["--serve-artifacts", "--artifacts-destination", settings.artifact_root]
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        settings.backend_store,
+        *artifacts,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if settings.production:  # users and passwords: MLflow's basic-auth app
+        command += ["--app-name", "basic-auth"]
+    return command
+
+
+def worker_commands(settings: Settings) -> dict[str, list[str]]:
+    """`celery_workers` Celery workers, each serving the default and training queues under its
+    own name (`airflow celery worker`); their task logs are files in the shared log folder."""
+    from maestro.vocabulary import TRAINING_QUEUE
+
+    return {
+        f"worker-{i}": [
+            airflow_bin(),
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"worker-{i}@%h",
+            "--queues",
+            f"default,{TRAINING_QUEUE}",
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--skip-serve-logs",
+        ]
+        for i in range(1, settings.celery_workers + 1)
+    }
 
 
 def mlflow_auth_config(settings: Settings) -> Path:
@@ -229,7 +272,11 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
                 # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
                 # stops the components in order rather than all at once
                 children[name] = subprocess.Popen(
-                    command, stdout=out, stderr=out, start_new_session=True
+                    command,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    env={**os.environ, **component_environment(name)},
                 )
             echo(f"started {name:<14} pid {children[name].pid}, log {logs / (name + '.log')}")
         waiting = health_urls(ports, commands)
@@ -247,11 +294,45 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
         stop(children, echo)
 
 
+def check_executor(settings: Settings) -> None:
+    """The CeleryExecutor needs a metadata database that many machines share (not SQLite)."""
+    from maestro.errors import BadInput
+    from maestro.platform.backup import airflow_database
+
+    apply_environment(settings)  # `.env` may set the database
+    if settings.executor == "celery" and airflow_database(settings).startswith("sqlite"):
+        raise BadInput(
+            "MAESTRO_EXECUTOR=celery: Airflow's metadata database is SQLite; set "
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to a PostgreSQL URL (the workers and the "
+            "scheduler share it, and it is the Celery result backend)"
+        )
+
+
+def component_environment(name: str) -> dict[str, str]:
+    """What one component adds to the platform's environment: a Celery worker names itself."""
+    if not name.startswith("worker-"):
+        return {}
+    return {
+        "MAESTRO_WORKER_NAME": name,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "maestro.platform.processes.worker_hostname",
+    }
+
+
 def _all_alive(children: dict[str, subprocess.Popen], echo) -> bool:
+    """False once a component has exited; a Celery worker may, while another one is left
+    (as a machine may be lost: its tasks are retried on the others)."""
     dead = [name for name, child in children.items() if child.poll() is not None]
-    if dead:
-        echo(f"stopped: {', '.join(dead)} exited; see its log")
-    return not dead
+    workers = [name for name in children if name.startswith("worker-")]
+    lost = [name for name in dead if name in workers]
+    for name in lost:
+        worker = children.pop(name)
+        signal_group(worker, signal.SIGKILL)  # what is left of it: its pool, its tasks
+        echo(f"lost: {name} exited (code {worker.returncode}); its tasks go to the others")
+    dead = [name for name in dead if name not in lost]
+    if dead or (workers and len(lost) == len(workers)):
+        echo(f"stopped: {', '.join(dead) or 'every worker'} exited; see its log")
+        return False
+    return True
 
 
 def passwords_file(home: Path) -> Path:

@@ -121,6 +121,16 @@ def budget_left(study, budget: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=started)) < budget
 
 
+def fail_abandoned(study, worker: int) -> None:
+    """Fail the trials this worker slot left running: its previous try was lost with its
+    machine (one try of a slot runs at a time), and they would hold the budget forever."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") == worker:
+            study.tell(trial.number, state=TrialState.FAIL)
+
+
 def run_worker(
     spec: ModelSpec,
     settings: Settings,
@@ -140,6 +150,7 @@ def run_worker(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)
+    fail_abandoned(study, worker)
     objective = make_objective(spec, train, valid)
     mlc = client(settings)
     # Parallelism comes from workers: one thread each, so two workers never fight over BLAS.
@@ -171,6 +182,7 @@ def _run_until_spent(
     ran = 0
     while budget_left(study, budget):
         trial = study.ask()
+        trial.set_user_attr("worker", worker)
         if trial.number >= budget:  # another worker took the last slot meanwhile
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break

@@ -1,0 +1,85 @@
+"""What `maestro up` starts for each choice of executor and stores (each store one setting);
+tests/integration/test_scale_out.py runs the shared, Celery one for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maestro.config import Settings, export_environment
+from maestro.data.features import redis_connection_string
+from maestro.errors import BadInput
+from maestro.platform.services import Ports, check_executor, platform_commands
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_embedded_defaults_start_the_mlflow_ui_on_the_sqlite_store(tmp_path: Path):
+    settings = Settings(home=tmp_path)
+    mlflow = platform_commands(settings, Ports(mlflow=5123))["mlflow"]
+    assert option(mlflow, "--backend-store-uri") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert option(mlflow, "--port") == "5123" and "--serve-artifacts" not in mlflow
+    assert not any(name.startswith("worker-") for name in platform_commands(settings, Ports()))
+    assert "AIRFLOW__CORE__EXECUTOR" not in export_environment(settings)
+
+
+def test_an_http_tracking_uri_makes_the_platform_start_that_server_serving_artifacts(
+    tmp_path: Path,
+):
+    store = "postgresql://postgres@127.0.0.1:5432/mlflow"
+    settings = Settings(
+        home=tmp_path, mlflow_tracking_uri="http://127.0.0.1:5077", mlflow_backend_store=store
+    )
+    assert settings.tracking_server and settings.backend_store == store
+    mlflow = platform_commands(settings, Ports())["mlflow"]
+    assert option(mlflow, "--backend-store-uri") == store and option(mlflow, "--port") == "5077"
+    assert "--serve-artifacts" in mlflow
+    assert option(mlflow, "--artifacts-destination") == (tmp_path / "mlartifacts").as_uri()
+    # clients (tasks, CLI, model server) get the server's address, never its database
+    assert export_environment(settings)["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5077"
+    # a server on another machine is not the platform's to start
+    remote = Settings(home=tmp_path, mlflow_tracking_uri="https://mlflow.example")
+    assert "mlflow" not in platform_commands(remote, Ports())
+
+
+def test_celery_workers_each_serve_both_queues_under_their_own_name(tmp_path: Path):
+    settings = Settings(home=tmp_path, executor="celery", celery_workers=3, worker_concurrency=4)
+    commands = platform_commands(settings, Ports())
+    workers = {name: c for name, c in commands.items() if name.startswith("worker-")}
+    assert sorted(workers) == ["worker-1", "worker-2", "worker-3"]
+    for name, command in workers.items():
+        assert command[1:3] == ["celery", "worker"]
+        assert option(command, "--celery-hostname") == f"{name}@%h"
+        assert option(command, "--queues") == "default,training"
+        assert option(command, "--concurrency") == "4"
+    env = export_environment(settings)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/0"
+
+
+def test_celery_on_a_sqlite_metadata_database_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path}/a.db")
+    with pytest.raises(BadInput, match="AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to a PostgreSQL"):
+        check_executor(Settings(home=tmp_path, executor="celery"))
+
+
+@pytest.mark.parametrize(
+    ("url", "connection"),
+    [
+        ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+        ("redis://cache:6380/3", "cache:6380,db=3"),
+        ("rediss://:s3cret@cache/1", "cache:6379,db=1,password=s3cret,ssl=true"),
+    ],
+)
+def test_the_online_store_url_becomes_feasts_redis_connection_string(url, connection):
+    assert redis_connection_string(url) == connection
+
+
+def test_an_online_store_that_is_no_redis_url_is_named():
+    with pytest.raises(BadInput, match="MAESTRO_FEAST_ONLINE_STORE: 'cache:6379'"):
+        redis_connection_string("cache:6379")
