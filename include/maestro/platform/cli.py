@@ -477,21 +477,26 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
+    """What a platform needs before its components start (`maestro up` does it first; a
+    compose stack's init container runs it alone)."""
     import os
 
-    from maestro.platform.services import (
-        Ports,
-        check_executor,
-        production_environment,
-        run_platform,
-    )
+    from maestro.platform.services import check_executor, production_environment
 
     os.environ.update(production_environment(settings))  # refuses before anything starts
-    chosen = {"executor": args.executor, "celery_workers": args.workers}
-    settings = settings.model_copy(update={k: v for k, v in chosen.items() if v is not None})
     check_executor(settings)
     prepare(settings)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+
+    from maestro.platform.services import Ports, run_platform
+
+    chosen = {"executor": args.executor, "celery_workers": args.workers}
+    settings = settings.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+    cmd_prepare(args, settings)
     ports = Ports(
         args.airflow_port,
         args.mlflow_port,
@@ -606,6 +611,10 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("archive")
     rs.add_argument("--force", action="store_true", help="replace stores that hold data")
     rs.set_defaults(func=cmd_restore)
+    pre = sub.add_parser(
+        "prepare", help="migrate Airflow's database; in production, write the admin passwords"
+    )
+    pre.set_defaults(func=cmd_prepare)
     env = sub.add_parser("env", help="shell exports of the platform's environment")
     env.set_defaults(func=cmd_env)
     pod = sub.add_parser(
