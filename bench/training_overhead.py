@@ -16,6 +16,8 @@ running (waiting for the approver counts as running), i.e. the time spent on not
 orchestration. Goal: at most 15% of wall time.
 
     .venv/bin/python bench/training_overhead.py [--rows 50000] [--trials 20] [--smoke]
+
+The celery run needs the PostgreSQL and Redis servers; `--smoke` leaves it out.
 """
 
 from __future__ import annotations
@@ -163,7 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--smoke", action="store_true", help="8,000 rows, 4 trials: a check")
+    parser.add_argument(
+        "--smoke", action="store_true", help="8,000 rows, 4 trials, no Celery: a check"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rows, args.trials = 8_000, 4
@@ -173,8 +177,9 @@ def main() -> None:
     home = scratch_platform(args.rows, args.trials, {"latency_budget_ms": 500})
     conf = {"trials": args.trials, "workers": 2}
     results = {"dag.test()": with_dag_test(conf, home), "platform": with_platform(conf, home)}
-    with celery_settings() as celery:
-        results["celery"] = with_platform(conf, home, celery)
+    if not args.smoke:  # the smoke check leaves Celery to tests/integration/test_scale_out.py
+        with celery_settings() as celery:
+            results["celery"] = with_platform(conf, home, celery)
 
     print(f"\ntrain_demo: {args.rows} rows, {args.trials} trials, 2 tuning workers")
     labels = [label for label, _, _ in sorted(results["platform"][1], key=lambda t: t[1])]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT, needs_shared_data
+from tests.conftest import PROJECT, needs_shared_data, redis_databases
 
 pytestmark = pytest.mark.slow
 NUMBER = r"[\d,]+(?:\.\d+)?"
@@ -48,6 +48,14 @@ def test_parse_time_reports_every_dag_file():
     output = run_benchmark("parse_time.py", timeout=300)
     for path in sorted((PROJECT / "dags").glob("*.py")):
         assert_row(output, path.name, 4)  # DAGs, Airflow import, parse median, parse max
+
+
+def test_online_features_compares_entity_and_full_record_requests():
+    with redis_databases(1):  # Redis answers (or the test skips, or fails in CI)
+        output = run_benchmark("online_features.py", timeout=600)
+    for row in ("| entity, closed loop", "| full record @200/s", "| entity @200/s"):
+        assert_row(output, row, 4)
+    assert_row(output, "entity p99 at 200/s:", 2)
 
 
 def test_training_overhead_runs_the_whole_pipeline_on_both_modes():

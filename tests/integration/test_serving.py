@@ -460,3 +460,54 @@ def test_a_shadow_version_scores_every_request_but_never_answers(registry, tmp_p
     assert not np.allclose(
         by_role["primary"]["prediction"].to_numpy(), by_role["shadow"]["prediction"].to_numpy()
     )
+
+
+def test_a_request_with_only_the_entity_key_is_scored_on_features_from_the_online_store(
+    registry,
+):
+    """`{"customer_id": 17}`: the server reads the spec's feature service from Feast's online
+    store (Redis), scores it as the full record, and logs the values it used; an unknown key
+    is a 404 naming it, features older than the view's TTL a 409 (refused, not served)."""
+    from maestro.data.features import apply_and_materialize, feature_store
+    from maestro.data.synthetic import generate
+    from maestro.spec import get_spec
+    from tests.conftest import redis_databases
+
+    with redis_databases(1) as (online,):
+        settings = Settings(home=registry, feast_online_store=online)
+        spec = get_spec("demo", settings)
+        frame = generate(300)
+        start, end = frame["event_timestamp"].min(), frame["event_timestamp"].max()
+        apply_and_materialize(frame, spec, settings, start, end)
+        # one customer whose features were last written eleven years ago (TTL: 3650 days)
+        stale = frame.head(1).assign(
+            customer_id=10**6, event_timestamp=pd.Timestamp("2015-01-01", tz="UTC")
+        )
+        feature_store(settings).write_to_online_store(spec.feature_view, stale)
+        log = registry / "online-log"
+        with server(
+            registry, MAESTRO_FEAST_ONLINE_STORE=online, MAESTRO_PREDICTION_LOG=str(log)
+        ) as (process, target):
+            full = frame[spec.feature_names].head(3).to_dict("records")
+            ids = [int(i) for i in frame["customer_id"].head(3)]
+            status, by_record = post(target, json.dumps(full).encode())
+            assert status == 200
+            status, by_key = post(target, json.dumps({"customer_id": ids[0]}).encode())
+            assert status == 200, by_key
+            assert by_key["predictions"] == by_record["predictions"][:1]
+            batch = json.dumps([{"customer_id": i} for i in ids]).encode()
+            status, by_keys = post(target, batch)
+            assert status == 200 and by_keys["predictions"] == by_record["predictions"]
+
+            status, unknown = post(target, json.dumps({"customer_id": 424242}).encode())
+            assert status == 404 and "unknown customer_id 424242" in unknown["error"]
+            status, old = post(target, json.dumps({"customer_id": 10**6}).encode())
+            assert status == 409 and "older than demo_features's TTL (3650 days)" in old["error"]
+            status, wrong = post(target, json.dumps({"customer_id": "17"}).encode())
+            assert status == 422 and "'customer_id' must be int" in wrong["error"]
+            process.send_signal(signal.SIGTERM)  # flushes the prediction log
+            process.wait(timeout=60)
+    logged = read_log(str(log), "demo")
+    used = logged[logged["request_id"] == by_key["request_id"]]
+    assert used["feature.age"].tolist() == [full[0]["age"]]
+    assert used["feature.region"].tolist() == [full[0]["region"]]

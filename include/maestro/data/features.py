@@ -213,3 +213,58 @@ def online_features(entity_ids: list, spec: ModelSpec, settings: Settings) -> pd
     rows = [{spec.entity.key: i} for i in entity_ids]
     service = store.get_feature_service(spec.feature_service)
     return store.get_online_features(features=service, entity_rows=rows).to_df()
+
+
+class OnlineFeatures:
+    """A model's feature service read from Feast's online store, for requests that carry only
+    the entity key. Features written longer ago than the feature view's TTL are refused, not
+    served: a model scored on features that old answers wrongly and quietly. (Feast's online
+    read returns them with their event time and leaves the judgement to the caller.)
+    """
+
+    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.store = feature_store(settings)
+        self.service = self.store.get_feature_service(spec.feature_service)
+        view = self.store.get_feature_view(spec.feature_view)
+        self.ttl_seconds = view.ttl.total_seconds() if view.ttl else None
+
+    def rows(self, keys: list) -> list[dict]:
+        """The features of each key, as records (without the key) in the keys' order;
+        `LookupError` naming the first key the store does not know, `TimeoutError` the first
+        whose features are older than the TTL."""
+        import time
+
+        key = self.spec.entity.key
+        response = self.store.get_online_features(
+            features=self.service, entity_rows=[{key: k} for k in keys]
+        ).proto
+        columns = {
+            name: vector
+            for name, vector in zip(
+                response.metadata.feature_names.val, response.results, strict=True
+            )
+            if name != key
+        }
+        rows = [
+            {name: _python_value(vector.values[i]) for name, vector in columns.items()}
+            for i in range(len(keys))
+        ]
+        written = next(iter(columns.values())).event_timestamps
+        oldest = time.time() - self.ttl_seconds if self.ttl_seconds else None
+        for i, (k, row) in enumerate(zip(keys, rows, strict=True)):
+            # an unknown key has no value at all (Redis answers PRESENT and empty)
+            if all(value is None for value in row.values()):
+                raise LookupError(f"unknown {key} {k!r}: the online store has no features of it")
+            if oldest is not None and written[i].seconds < oldest:
+                raise TimeoutError(
+                    f"{key} {k!r}: its features are older than {self.spec.feature_view}'s TTL "
+                    f"({self.ttl_seconds / 86400:g} days); materialize them again"
+                )
+        return rows
+
+
+def _python_value(value):
+    """A Feast protobuf value as the plain Python value a JSON request would carry."""
+    kind = value.WhichOneof("val")
+    return None if kind in (None, "null_val") else getattr(value, kind)

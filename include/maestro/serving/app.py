@@ -190,6 +190,7 @@ class ModelServer:
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._requested = models or []
         self._specs: dict = {}
+        self._online: dict = {}  # model -> OnlineFeatures, made at its first entity request
         # request ids answered lately and their row counts: feedback on them needs no lookup
         self.recent: dict[str, int] = {}
         location = settings.prediction_log_location
@@ -380,6 +381,8 @@ class ModelServer:
             )
         try:
             raw, records = await self.records(request)
+            if type(records[0]) is dict and len(records[0]) == 1:  # perhaps only entity keys
+                raw, records = await self.online_features(model, raw, records)
             table = to_columns(records, lane.scorer.columns)
             scores = lane.scorer.score(table)
         except RequestError as error:  # counted per version too: a canary may refuse more
@@ -423,6 +426,39 @@ class ModelServer:
         if len(self.recent) > RECENT_IDS:  # forget the oldest tenth (dicts keep order)
             for key in list(itertools.islice(self.recent, RECENT_IDS // 10)):
                 del self.recent[key]
+
+    async def online_features(self, model: str, raw: bytes, records: list) -> tuple[bytes, list]:
+        """A request that carries only entity keys (`{"customer_id": 17}`, or a list of them),
+        completed from Feast's online store through the spec's feature service; the logged
+        body holds the values used. Other requests pass unchanged."""
+        from starlette.concurrency import run_in_threadpool
+
+        from maestro.data.features import OnlineFeatures
+
+        key = self.spec(model).entity.key
+        if key in self.spec(model).feature_names or not all(
+            type(r) is dict and r.keys() == {key} for r in records
+        ):
+            return raw, records
+        kind = int if self.spec(model).entity.type == "int" else str
+        keys = [r[key] for r in records]
+        for i, value in enumerate(keys):
+            if type(value) is not kind:
+                raise RequestError(
+                    422, f"record {i}: field {key!r} must be {kind.__name__}, not {value!r}", key
+                )
+        if model not in self._online:
+            self._online[model] = await run_in_threadpool(
+                OnlineFeatures, self.spec(model), self.settings
+            )
+        try:
+            rows = await run_in_threadpool(self._online[model].rows, keys)
+        except LookupError as error:
+            raise RequestError(404, str(error), key) from None
+        except TimeoutError as error:  # stale: refused (see OnlineFeatures)
+            raise RequestError(409, str(error), key) from None
+        used = [{key: k, **row} for k, row in zip(keys, rows, strict=True)]
+        return orjson.dumps(used if len(used) > 1 else used[0]), rows
 
     def spec(self, model: str):
         from maestro.spec import get_spec
