@@ -46,5 +46,5 @@ adult_income_fv = FeatureView(
 )
 
 # Feature service: what training of `adult_income` fetches, point in time (the model server
-# takes its features in each request).
+# reads it from the online store for requests that carry only the entity key).
 adult_income_service = FeatureService(name="adult_income_v1", features=[adult_income_fv])

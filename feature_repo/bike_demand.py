@@ -44,5 +44,5 @@ bike_demand_fv = FeatureView(
 )
 
 # Feature service: what training of `bike_demand` fetches, point in time (the model server
-# takes its features in each request).
+# reads it from the online store for requests that carry only the entity key).
 bike_demand_service = FeatureService(name="bike_demand_v1", features=[bike_demand_fv])

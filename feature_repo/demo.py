@@ -41,5 +41,5 @@ demo_fv = FeatureView(
 )
 
 # Feature service: what training of `demo` fetches, point in time (the model server
-# takes its features in each request).
+# reads it from the online store for requests that carry only the entity key).
 demo_service = FeatureService(name="demo_v1", features=[demo_fv])

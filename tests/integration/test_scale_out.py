@@ -9,6 +9,7 @@ registers exactly one version."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from maestro.config import Settings
@@ -23,6 +25,7 @@ from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.services import admin_password
 from tests.conftest import deciding, postgres_databases, redis_databases
 from tests.integration.test_platform import running_platform, wait_for
+from tests.integration.test_serving import post, server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -135,3 +138,20 @@ def test_training_runs_on_two_celery_workers_over_shared_stores(shared_platform)
     )
     assert show.returncode == 0, show.stdout + show.stderr
     assert f"tracking store {tracking_uri}" in show.stdout
+
+    # the model server loads the champion through the MLflow server and scores a request of
+    # just a customer id on the features training materialized to Redis (SQL registry)
+    stores = {
+        key: env[key]
+        for key in (
+            "MAESTRO_MLFLOW_TRACKING_URI",
+            "MAESTRO_FEAST_REGISTRY",
+            "MAESTRO_FEAST_ONLINE_STORE",
+        )
+    }
+    with server(home, **stores, MAESTRO_PREDICTION_LOG="off") as (_, target):
+        snapshot = sorted((home / "snapshots").rglob("*.parquet"))[-1]
+        customer = int(pd.read_parquet(snapshot)["customer_id"].iloc[-1])
+        status, answer = post(target, json.dumps({"customer_id": customer}).encode())
+        assert status == 200 and answer["version"] == version.version, answer
+        assert 0 <= answer["predictions"][0] <= 1

@@ -56,7 +56,7 @@ from feast.types import {types}
 )
 
 # Feature service: what training of `{name}` fetches, point in time (the model server
-# takes its features in each request).
+# reads it from the online store for requests that carry only the entity key).
 {name}_service = FeatureService(name="{service}", features=[{name}_fv])
 '''
 
@@ -217,50 +217,55 @@ def online_features(entity_ids: list, spec: ModelSpec, settings: Settings) -> pd
 
 class OnlineFeatures:
     """A model's feature service read from Feast's online store, for requests that carry only
-    the entity key. Features written longer ago than the feature view's TTL are refused, not
-    served: a model scored on features that old answers wrongly and quietly. (Feast's online
-    read returns them with their event time and leaves the judgement to the caller.)
+    the entity key.
+
+    It reads through the store's provider (`online_read`, one round trip per feature view)
+    rather than `get_online_features`, whose per-call resolution of the service, the entity
+    types and the response costs several times the read at serving rates. Features written
+    longer ago than their view's TTL are refused, not served: a model scored on features that
+    old answers wrongly and quietly (Feast's online read returns them with their event time and
+    leaves the judgement to the caller).
     """
 
     def __init__(self, spec: ModelSpec, settings: Settings) -> None:
-        self.spec = spec
-        self.store = feature_store(settings)
-        self.service = self.store.get_feature_service(spec.feature_service)
-        view = self.store.get_feature_view(spec.feature_view)
-        self.ttl_seconds = view.ttl.total_seconds() if view.ttl else None
+        store = feature_store(settings)
+        self.spec, self.config, self.provider = spec, store.config, store.provider
+        service = store.get_feature_service(spec.feature_service)
+        self.views = [
+            (store.get_feature_view(p.name), [f.name for f in p.features])
+            for p in service.feature_view_projections
+        ]
 
     def rows(self, keys: list) -> list[dict]:
         """The features of each key, as records (without the key) in the keys' order;
         `LookupError` naming the first key the store does not know, `TimeoutError` the first
-        whose features are older than the TTL."""
-        import time
+        whose features are older than their view's TTL."""
+        import datetime as dt
+
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
 
         key = self.spec.entity.key
-        response = self.store.get_online_features(
-            features=self.service, entity_rows=[{key: k} for k in keys]
-        ).proto
-        columns = {
-            name: vector
-            for name, vector in zip(
-                response.metadata.feature_names.val, response.results, strict=True
-            )
-            if name != key
-        }
-        rows = [
-            {name: _python_value(vector.values[i]) for name, vector in columns.items()}
-            for i in range(len(keys))
-        ]
-        written = next(iter(columns.values())).event_timestamps
-        oldest = time.time() - self.ttl_seconds if self.ttl_seconds else None
-        for i, (k, row) in enumerate(zip(keys, rows, strict=True)):
-            # an unknown key has no value at all (Redis answers PRESENT and empty)
-            if all(value is None for value in row.values()):
-                raise LookupError(f"unknown {key} {k!r}: the online store has no features of it")
-            if oldest is not None and written[i].seconds < oldest:
-                raise TimeoutError(
-                    f"{key} {k!r}: its features are older than {self.spec.feature_view}'s TTL "
-                    f"({self.ttl_seconds / 86400:g} days); materialize them again"
-                )
+        kind = "int64_val" if self.spec.entity.type == "int" else "string_val"
+        entity_keys = [EntityKey(join_keys=[key], entity_values=[Value(**{kind: k})]) for k in keys]
+        rows: list[dict] = [{} for _ in keys]
+        now = dt.datetime.now(dt.UTC)
+        for view, names in self.views:
+            # a copy: Feast's Redis store appends its timestamp key to the list it is given
+            read = self.provider.online_read(self.config, view, entity_keys, list(names))
+            for k, row, (written, values) in zip(keys, rows, read, strict=True):
+                found = {name: _python_value((values or {}).get(name, Value())) for name in names}
+                # an unknown key has no value at all (Redis answers with empty values)
+                if all(value is None for value in found.values()):
+                    raise LookupError(
+                        f"unknown {key} {k!r}: the online store has no features of it"
+                    )
+                if view.ttl and written is not None and written < now - view.ttl:
+                    raise TimeoutError(
+                        f"{key} {k!r}: its features are older than {view.name}'s TTL "
+                        f"({view.ttl.total_seconds() / 86400:g} days); materialize them again"
+                    )
+                row.update(found)
         return rows
 
 
