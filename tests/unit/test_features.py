@@ -50,5 +50,5 @@ def test_point_in_time_join_never_sees_the_future(small_specs):
     )
     got = features.historical_features(asked, spec, small_specs)
     assert got["income"].iloc[0] == snapshot["income"].iloc[0]
-    online = features.online_features([int(snapshot.customer_id.iloc[0])], spec, small_specs)
-    assert online["income"].iloc[0] == 999_999.0
+    online = features.OnlineFeatures(spec, small_specs).rows([int(snapshot.customer_id.iloc[0])])
+    assert online[0]["income"] == 999_999.0

@@ -207,14 +207,6 @@ def historical_features(
     return frame[[key, ts, *spec.feature_names, target]]
 
 
-def online_features(entity_ids: list, spec: ModelSpec, settings: Settings) -> pd.DataFrame:
-    """The latest materialized features for some entities, as serving reads them."""
-    store = feature_store(settings)
-    rows = [{spec.entity.key: i} for i in entity_ids]
-    service = store.get_feature_service(spec.feature_service)
-    return store.get_online_features(features=service, entity_rows=rows).to_df()
-
-
 class OnlineFeatures:
     """A model's feature service read from Feast's online store, for requests that carry only
     the entity key.

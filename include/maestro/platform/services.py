@@ -23,6 +23,7 @@ from maestro.web import answers
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HOST = "127.0.0.1"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WORKER = "worker-"  # the Celery workers' component names: worker-1, worker-2, ...
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,12 @@ def worker_commands(settings: Settings) -> dict[str, list[str]]:
     from maestro.vocabulary import TRAINING_QUEUE
 
     return {
-        f"worker-{i}": [
+        f"{WORKER}{i}": [
             airflow_bin(),
             "celery",
             "worker",
             "--celery-hostname",
-            f"worker-{i}@%h",
+            f"{WORKER}{i}@%h",
             "--queues",
             f"default,{TRAINING_QUEUE}",
             "--concurrency",
@@ -310,7 +311,7 @@ def check_executor(settings: Settings) -> None:
 
 def component_environment(name: str) -> dict[str, str]:
     """What one component adds to the platform's environment: a Celery worker names itself."""
-    if not name.startswith("worker-"):
+    if not name.startswith(WORKER):
         return {}
     return {
         "MAESTRO_WORKER_NAME": name,
@@ -322,7 +323,7 @@ def _all_alive(children: dict[str, subprocess.Popen], echo) -> bool:
     """False once a component has exited; a Celery worker may, while another one is left
     (as a machine may be lost: its tasks are retried on the others)."""
     dead = [name for name, child in children.items() if child.poll() is not None]
-    workers = [name for name in children if name.startswith("worker-")]
+    workers = [name for name in children if name.startswith(WORKER)]
     lost = [name for name in dead if name in workers]
     for name in lost:
         worker = children.pop(name)

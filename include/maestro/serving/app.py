@@ -435,12 +435,13 @@ class ModelServer:
 
         from maestro.data.features import OnlineFeatures
 
-        key = self.spec(model).entity.key
-        if key in self.spec(model).feature_names or not all(
+        spec = self.spec(model)
+        key = spec.entity.key
+        if key in spec.feature_names or not all(
             type(r) is dict and r.keys() == {key} for r in records
         ):
             return raw, records
-        kind = int if self.spec(model).entity.type == "int" else str
+        kind = int if spec.entity.type == "int" else str
         keys = [r[key] for r in records]
         for i, value in enumerate(keys):
             if type(value) is not kind:
@@ -448,9 +449,7 @@ class ModelServer:
                     422, f"record {i}: field {key!r} must be {kind.__name__}, not {value!r}", key
                 )
         if model not in self._online:
-            self._online[model] = await run_in_threadpool(
-                OnlineFeatures, self.spec(model), self.settings
-            )
+            self._online[model] = await run_in_threadpool(OnlineFeatures, spec, self.settings)
         try:
             rows = await run_in_threadpool(self._online[model].rows, keys)
         except LookupError as error:
