@@ -177,7 +177,7 @@ def main() -> None:
     home = scratch_platform(args.rows, args.trials, {"latency_budget_ms": 500})
     conf = {"trials": args.trials, "workers": 2}
     results = {"dag.test()": with_dag_test(conf, home), "platform": with_platform(conf, home)}
-    if not args.smoke:  # the smoke check leaves Celery to tests/integration/test_scale_out.py
+    if not args.smoke:  # the smoke check leaves Celery to tests/integration/test_platform.py
         with celery_settings() as celery:
             results["celery"] = with_platform(conf, home, celery)
 

@@ -1,21 +1,28 @@
-"""`maestro up` for real: Airflow's api-server, scheduler, dag-processor and triggerer with the
-LocalExecutor, and the MLflow server, all on loopback. A run triggered through Airflow's REST
-API (as CI does) trains and registers a model, an approver approves it on the Required Actions
-page of the Airflow UI in headless Chromium, and the MLflow server then shows it as champion."""
+"""`maestro up` for real, as a team deploys it: Airflow's api-server, scheduler, dag-processor,
+triggerer and two Celery workers on a Redis broker; Airflow's metadata, MLflow's backend store, the
+Optuna studies and Feast's registry in PostgreSQL; Feast's online store in Redis; tasks, the CLI and
+the model server reaching the MLflow server over HTTP, artifacts served by it.
+
+CI triggers a run through Airflow's REST API; a backup is taken while its trials run on both
+workers; the worker fitting the final model is lost and the task retried on the other; an approver
+approves in the Airflow UI (headless Chromium); the version is promoted, deployed by its asset and
+served; the backup restores into fresh databases. The LocalExecutor platform is tested by
+test_closed_loop.py."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -23,7 +30,7 @@ from maestro.deploy.strategies import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.services import Ports, admin_password, passwords_file, up_command
 from maestro.web import free_port
-from tests.conftest import PROJECT, write_specs
+from tests.conftest import PROJECT, postgres_databases, redis_databases, write_specs
 
 pytestmark = pytest.mark.slow
 
@@ -132,29 +139,20 @@ def running_platform(tmp_path: Path, overrides: dict[str, dict], settings=None):
                 os.kill(int(server.read_text()), signal.SIGTERM)
 
 
-@pytest.fixture
-def platform(tmp_path: Path):
-    demo = {"source": {"rows": 8000}, "trials": 4, "schedule": None}
-    with running_platform(
-        tmp_path, {"demo": {**demo, "governance": {"latency_budget_ms": 500}}}
-    ) as up:
-        yield up
-
-
-def run_as_ci(env: dict, base_url: str, username: str, password: str, command: str):
-    """A shell command with the CI secrets the workflow gives it."""
+def as_ci(env: dict, base_url: str, username: str, password: str, command: str):
+    """Start a shell command with the CI secrets the workflow gives it; its output is piped."""
     secrets = {
         "MAESTRO_AIRFLOW_API_URL": base_url,
         "MAESTRO_AIRFLOW_USERNAME": username,
         "MAESTRO_AIRFLOW_PASSWORD": password,
     }
-    return subprocess.run(
+    return subprocess.Popen(
         ["bash", "-c", command],
         cwd=PROJECT,
         env={**env, **secrets},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=900,
     )
 
 
@@ -166,9 +164,72 @@ def workflow_command() -> str:
     return next(step["run"] for step in steps if "maestro trigger" in step.get("run", ""))
 
 
-def test_a_run_triggered_from_ci_is_approved_in_the_ui_and_promoted(platform, browser):
-    process, home, ports, log, env = platform
-    wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "both UIs", process)
+def worker_pids(log: str) -> dict[str, int]:
+    """The Celery workers `maestro up` started, by name."""
+    return {m[0]: int(m[1]) for m in re.findall(r"started (worker-\d+)\s+pid (\d+)", log)}
+
+
+def shared_stores(databases: dict[str, str], broker: str, online_store: str):
+    """The settings of a platform on two Celery workers with every store shared."""
+
+    def settings(ports: Ports) -> dict[str, str]:
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases["airflow"].replace(
+                "postgresql://", "postgresql+psycopg2://"
+            ),
+            "MAESTRO_EXECUTOR": "celery",
+            "MAESTRO_CELERY_WORKERS": "2",
+            "MAESTRO_WORKER_CONCURRENCY": "1",  # two tune tasks: one per worker
+            "MAESTRO_CELERY_BROKER": broker,
+            "MAESTRO_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports.mlflow}",
+            "MAESTRO_MLFLOW_BACKEND_STORE": databases["mlflow"],
+            "MAESTRO_OPTUNA_STORAGE": databases["optuna"],
+            "MAESTRO_FEAST_REGISTRY": databases["feast"],
+            "MAESTRO_FEAST_ONLINE_STORE": online_store,
+            # a lost worker's task fails (and is retried) 20 s after its last heartbeat
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        }
+
+    return settings
+
+
+STORES = ("airflow", "mlflow", "optuna", "feast")
+
+
+@pytest.fixture
+def platform(tmp_path: Path):
+    """`maestro up --executor celery` on fresh PostgreSQL databases and Redis databases."""
+    with (
+        postgres_databases(*STORES) as databases,
+        redis_databases(2) as (broker, online_store),
+    ):
+        demo = {"source": {"rows": 8000}, "trials": 4, "workers": 2, "schedule": None}
+        overrides = {"demo": {**demo, "governance": {"latency_budget_ms": 500}}}
+        settings = shared_stores(databases, broker, online_store)
+        with running_platform(tmp_path, overrides, settings) as up:
+            yield (*up, databases, online_store)
+
+
+def maestro(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("maestro")), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_production_platform(platform, browser, tmp_path):
+    """CI triggers `train_demo` through the REST API; its trials run on both Celery workers
+    while a backup is taken; the worker fitting the final model is SIGKILLed and the task is
+    retried on the other; an approver approves in the Airflow UI; the version is promoted and
+    deployed, and served from the shared stores; the backup restores into fresh databases."""
+    process, home, ports, log, env, databases, online_store = platform
+    wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "the platform", process)
+    workers = worker_pids(log.read_text())
+    assert set(workers) == {"worker-1", "worker-2"}
     base_url = f"http://127.0.0.1:{ports.airflow}"
     airflow = AirflowClient(base_url, "admin", admin_password(home))
     wait_for(
@@ -182,19 +243,41 @@ def test_a_run_triggered_from_ci_is_approved_in_the_ui_and_promoted(platform, br
     passwords = json.loads(passwords_file(home).read_text())
 
     # CI without the right credentials, or with a viewer's, is refused with a clear message
-    maestro = f"{Path(sys.executable).with_name('maestro')} trigger demo"
-    wrong = run_as_ci(env, base_url, "ci", "wrong", maestro)
-    assert wrong.returncode == 4 and "refused the credentials of 'ci' (HTTP 401)" in wrong.stdout
-    viewer = run_as_ci(env, base_url, "viewer", passwords["viewer"], maestro)
-    assert viewer.returncode == 4
-    assert "'viewer' may not trigger train_demo (HTTP 403)" in viewer.stdout
+    trigger = f"{Path(sys.executable).with_name('maestro')} trigger demo"
+    wrong, _ = as_ci(env, base_url, "ci", "wrong", trigger).communicate(timeout=120)
+    assert "refused the credentials of 'ci' (HTTP 401)" in wrong, wrong
+    viewer, _ = as_ci(env, base_url, "viewer", passwords["viewer"], trigger).communicate(
+        timeout=120
+    )
+    assert "'viewer' may not trigger train_demo (HTTP 403)" in viewer, viewer
 
-    # the workflow's own command: the run passes its gates and waits for a human (exit 3,
-    # which the workflow takes as a success), saying where to decide
-    done = run_as_ci(env, base_url, "ci", passwords["ci"], workflow_command())
+    # the workflow's own command, which follows the run until it waits for a human
+    ci = as_ci(env, base_url, "ci", passwords["ci"], workflow_command())
+    run_id = wait_for(lambda: airflow.runs("train_demo"), 120, "the CI run", process)[0][
+        "dag_run_id"
+    ]
+
+    def running(task_id: str) -> dict | None:
+        found = airflow.task_instances("train_demo", run_id)
+        return next((t for t in found if t["task_id"] == task_id and t["state"] == "running"), None)
+
+    # a backup while the trials run on the workers
+    wait_for(lambda: running("tune"), 600, "the tuning trials", process)
+    archive = tmp_path / "backups" / "during-training.tar.gz"
+    done = maestro("backup", str(archive), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "waiting for a decision: approve on" in done.stdout, done.stdout
-    run_id = done.stdout.split("triggered      train_demo run ", 1)[1].split()[0]
+
+    # a worker is lost (SIGKILL, its tasks with it) while it fits the final model
+    victim = wait_for(lambda: running("train_final"), 600, "train_final to start", process)
+    lost = victim["hostname"].split(".")[0]
+    os.killpg(workers[lost], signal.SIGKILL)
+
+    # the run passes its gates and waits for a human: the workflow's command exits 3, which it
+    # takes as a success, saying where to decide
+    said, _ = ci.communicate(timeout=900)
+    assert ci.returncode == 0, said
+    assert f"triggered      train_demo run {run_id}" in said
+    assert "waiting for a decision: approve on" in said, said
 
     def asking() -> bool:
         tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("train_demo", run_id)}
@@ -207,28 +290,53 @@ def test_a_run_triggered_from_ci_is_approved_in_the_ui_and_promoted(platform, br
     # the model card link opens the MLflow UI on the evaluation run's card
     assert f"http://localhost:{ports.mlflow}/#/experiments/" in request
     assert airflow.wait("train_demo", run_id, timeout=300)["state"] == "success"
-    tasks = airflow.task_instances("train_demo", run_id)
-    assert sorted(t["map_index"] for t in tasks if t["task_id"] == "tune") == [0, 1]
-    states = {t["task_id"]: t["state"] for t in tasks}
-    assert states["promote"] == "success" and states["not_promoted"] == "skipped", states
+    assert f"lost: {lost} exited" in log.read_text() and process.poll() is None
 
-    mlflow = f"http://127.0.0.1:{ports.mlflow}"
-    url = f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=demo&alias=champion"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        version = json.loads(response.read())["model_version"]
-    tags = {t["key"]: t["value"] for t in version["tags"]}
-    assert tags["airflow_run_id"] == run_id and tags["trigger"] == "ci"
-    assert tags["approval"] == "approved" and tags["approval_by"] == "admin"
-    assert tags["approval_via"] == "airflow-ui"
+    tasks = {
+        (t["task_id"], t["map_index"]): t for t in airflow.task_instances("train_demo", run_id)
+    }
+    hosts = {tasks["tune", i]["hostname"].split(".")[0] for i in (0, 1)}
+    assert hosts == {"worker-1", "worker-2"}  # the trials ran on both workers
+    (survivor,) = set(workers) - {lost}
+    retried = tasks["train_final", -1]  # on the other worker, after the lost one's heartbeat
+    assert retried["try_number"] == 2 and retried["hostname"].split(".")[0] == survivor
+    assert tasks["tune", 0]["queue"] == retried["queue"] == "training"
+    assert tasks["ingest", -1]["queue"] == "default"
+    assert tasks["promote", -1]["state"] == "success"
+    assert tasks["not_promoted", -1]["state"] == "skipped"
+
+    import optuna
+    import psycopg2
+    import redis
+    from mlflow import MlflowClient
+
+    tracking_uri = f"http://127.0.0.1:{ports.mlflow}"
+    mlflow = MlflowClient(tracking_uri, tracking_uri)
+    (version,) = mlflow.search_model_versions("name = 'demo'")  # none for the lost try
+    assert version.tags["airflow_run_id"] == run_id and version.tags["trigger"] == "ci"
+    assert version.tags["approval"] == "approved" and version.tags["approval_by"] == "admin"
+    assert version.tags["approval_via"] == "airflow-ui"
+    assert mlflow.get_model_version_by_alias("demo", "champion").version == version.version
+
+    # every store is the shared one: nothing went to the state folder's embedded defaults
+    assert mlflow.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
+    study = optuna.load_study(study_name=version.tags["optuna_study"], storage=databases["optuna"])
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states and len(states) == 4
+    with psycopg2.connect(databases["feast"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT feature_view_name FROM feature_views")
+        assert cur.fetchall() == [("demo_features",)]
+    assert redis.Redis.from_url(online_store).dbsize() > 0
+    assert not (home / "mlflow.db").exists() and not (home / "feast" / "registry.db").exists()
+    assert not (home / "airflow" / "airflow.db").exists()
+    assert not (home / "feast" / "online_store.db").exists()
+    show = maestro("show", "demo", env={**env, "MAESTRO_HOME": str(home)})
+    assert show.returncode == 0, show.stdout + show.stderr
+    assert f"tracking store {tracking_uri}" in show.stdout  # the CLI reads through the server
 
     # by hand, `maestro promote` emits the same asset event as the DAG's promote task
-    cli = subprocess.run(
-        [str(Path(sys.executable).with_name("maestro")), "promote", "demo", "1", "--by", "admin"],
-        check=False,
-        env={**env, "MAESTRO_AIRFLOW_API_URL": base_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    cli = maestro(
+        "promote", "demo", "1", "--by", "admin", env={**env, "MAESTRO_AIRFLOW_API_URL": base_url}
     )
     assert cli.returncode == 0 and "asset event" in cli.stdout, cli.stdout + cli.stderr
     events = airflow.asset_events("demo_champion")
@@ -249,9 +357,41 @@ def test_a_run_triggered_from_ci_is_approved_in_the_ui_and_promoted(platform, br
         f"http://127.0.0.1:{int(env['MAESTRO_SERVING_PORT'])}", home / "serving" / "plan.json"
     )
     assert serving.serving_version("demo") == "1"
+    # it scores a request of just a customer id on the features training materialized to Redis
+    snapshot = sorted((home / "snapshots").rglob("*.parquet"))[-1]
+    customer = int(pd.read_parquet(snapshot)["customer_id"].iloc[-1])
+    status, body = serving.request("POST", "/v1/models/demo/predict", {"customer_id": customer})
+    answer = json.loads(body)
+    assert status == 200 and answer["version"] == "1", answer
+    assert 0 <= answer["predictions"][0] <= 1
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     for port in (ports.airflow, ports.mlflow, ports.evidently):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+
+    # the backup taken mid-run restores into fresh databases: each store a consistent
+    # snapshot of that moment, which loads
+    with postgres_databases(*STORES) as fresh:
+        restored = {
+            "MAESTRO_HOME": str(tmp_path / "restored"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": fresh["airflow"],
+            "MAESTRO_MLFLOW_BACKEND_STORE": fresh["mlflow"],
+            "MAESTRO_OPTUNA_STORAGE": fresh["optuna"],
+            "MAESTRO_FEAST_REGISTRY": fresh["feast"],
+        }
+        done = maestro("restore", str(archive), env={**env, **restored})
+        assert done.returncode == 0, done.stdout + done.stderr
+        with psycopg2.connect(fresh["airflow"]) as conn, conn.cursor() as cur:
+            cur.execute("SELECT state FROM dag_run WHERE run_id = %s", (run_id,))
+            assert cur.fetchall() == [("running",)]
+        pipeline_run = version.tags["optuna_study"].removeprefix("demo-")
+        mid_run = MlflowClient(fresh["mlflow"], fresh["mlflow"]).get_run(pipeline_run)
+        assert mid_run.info.status == "RUNNING"
+        study = optuna.load_study(study_name=version.tags["optuna_study"], storage=fresh["optuna"])
+        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(study.trials) <= 4 and all(t.value is not None for t in complete)
+        with psycopg2.connect(fresh["feast"]) as conn, conn.cursor() as cur:
+            cur.execute("SELECT feature_view_name FROM feature_views")
+            assert cur.fetchall() == [("demo_features",)]

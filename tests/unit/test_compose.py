@@ -1,7 +1,7 @@
 """docker-compose.yaml, the whole stack (no Docker engine here: the file is checked as data):
 every service has a healthcheck and a non-root user, every secret comes from .env and stops
 the stack when unset, and each command is the one `maestro up --executor celery` runs natively
-(tests/integration/test_scale_out.py runs that native stack)."""
+(tests/integration/test_platform.py runs that native stack)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What `maestro up` starts for each choice of executor and stores (each store one setting);
-tests/integration/test_scale_out.py runs the shared, Celery one for real."""
+tests/integration/test_platform.py runs the shared, Celery one for real."""
 
 from __future__ import annotations
 
