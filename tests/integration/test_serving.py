@@ -511,3 +511,119 @@ def test_a_request_with_only_the_entity_key_is_scored_on_features_from_the_onlin
     used = logged[logged["request_id"] == by_key["request_id"]]
     assert used["feature.age"].tolist() == [full[0]["age"]]
     assert used["feature.region"].tolist() == [full[0]["region"]]
+
+
+def v2_inputs(rows: list[dict], binary: bool):
+    """One tritonclient input per feature, typed as the metadata says."""
+    import tritonclient.http as triton
+
+    inputs = []
+    for name, value in rows[0].items():
+        if isinstance(value, str):
+            datatype, array = "BYTES", np.array([r[name] for r in rows], dtype=object)
+        elif isinstance(value, int):
+            datatype, array = "INT64", np.array([r[name] for r in rows], dtype=np.int64)
+        else:
+            datatype, array = "FP64", np.array([r[name] for r in rows], dtype=np.float64)
+        tensor = triton.InferInput(name, [len(rows)], datatype)
+        inputs.append(tensor.set_data_from_numpy(array, binary_data=binary))
+    return inputs
+
+
+def test_the_open_inference_protocol_answers_as_the_json_routes_do(registry, tmp_path):
+    """Driven by NVIDIA's tritonclient (a V2 client nobody here wrote): metadata from the
+    signature, JSON and binary tensors scored as the JSON route scores records, with the same
+    plan (a pinned version, a shadow), token, refusals, metrics and prediction log."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from maestro.data.synthetic import generate
+
+    frame = generate(40, seed=7)[list(ROW)]
+    rows = json.loads(frame.to_json(orient="records"))
+    token = "s3cret-for-test"
+    env = {
+        "MAESTRO_PREDICTION_LOG": str(tmp_path / "log"),
+        "MAESTRO_SERVING_PLAN": str(tmp_path / "plan.json"),
+        "MAESTRO_SERVING_TOKEN": token,
+    }
+    with server(registry, **env) as (process, target):
+        target.apply("demo", ModelPlan((Route("1", 100),), shadow="2"))
+        client = triton.InferenceServerClient(target.base_url.removeprefix("http://"))
+        auth = {"Authorization": f"Bearer {token}"}  # copied per call: the client adds to it
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("demo") and not client.is_model_ready("nope")
+        metadata = client.get_model_metadata("demo", headers={**auth})
+        assert metadata["versions"] == ["1", "2"]
+        types = {i["name"]: i["datatype"] for i in metadata["inputs"]}
+        assert types == {
+            **dict.fromkeys(["age", "tenure_months", "num_products", "support_calls"], "INT64"),
+            **dict.fromkeys(["income", "balance"], "FP64"),
+            **dict.fromkeys(["region", "plan", "group"], "BYTES"),
+        }
+        assert metadata["outputs"] == [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]
+
+        status, body = target.request("POST", "/v1/models/demo/predict", rows)
+        expected = json.loads(body)["predictions"]
+        answers = []
+        for binary in (False, True):
+            result = client.infer(
+                "demo", v2_inputs(rows, binary), headers={**auth}, request_id="r7"
+            )
+            assert result.as_numpy("predictions").tolist() == expected
+            answer = result.get_response()
+            assert answer["model_version"] == "1" and answer["id"] == "r7"
+            answers.append(answer["parameters"]["request_id"])
+        pinned = client.infer(
+            "demo", v2_inputs(rows[:3], True), model_version="2", headers={**auth}
+        )
+        status, body = target.request("POST", "/v1/models/demo/versions/2/predict", rows[:3])
+        assert pinned.as_numpy("predictions").tolist() == json.loads(body)["predictions"]
+
+        # refusals: the JSON routes' statuses and messages, in the protocol's error shape
+        wrong_type = v2_inputs(rows, False)
+        wrong_type[0] = triton.InferInput("age", [len(rows)], "FP64").set_data_from_numpy(
+            frame["age"].to_numpy(np.float64), binary_data=False
+        )
+        refusals = [
+            (v2_inputs(rows, True)[1:], auth, "demo", "422", "missing input 'age'"),
+            (wrong_type, auth, "demo", "422", "input 'age': datatype FP64 does not fit"),
+            (v2_inputs(rows, True), auth, "nope", "404", "unknown model 'nope'"),
+            (v2_inputs(rows, True), {}, "demo", "401", "missing or wrong bearer token"),
+        ]
+        for inputs, headers, model, code, message in refusals:
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer(model, inputs, headers={**headers})
+            assert (refused.value.status(), message in refused.value.message()) == (code, True), (
+                refused.value.message()
+            )
+        v2 = {"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": [None]}]}
+        status, body = target.request("POST", "/v2/models/demo/infer", v2)
+        assert status == 422 and json.loads(body) == {"error": "missing input 'income'"}
+        null = {
+            "inputs": [
+                {"name": k, "shape": [1], "datatype": types[k], "data": [None if k == "age" else v]}
+                for k, v in rows[0].items()
+            ]
+        }
+        status, body = target.request("POST", "/v2/models/demo/infer", null)
+        assert status == 422 and json.loads(body) == {"error": "input 'age' row 0 may not be null"}
+        metrics = target.metrics()
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    ok = ("maestro_requests_total", (("code", "200"), ("model", "demo"), ("version", "1")))
+    assert metrics[ok] == 3  # two V2 requests and the JSON one routed by the plan
+    assert metrics[("maestro_request_errors_total", (("model", "demo"), ("reason", "422")))] == 4
+
+    # the prediction log holds each V2 request's rows, as sent, for the primary and the shadow
+    logged = read_log(str(tmp_path / "log"), "demo")
+    for request_id in answers:
+        rows_logged = logged[logged["request_id"] == request_id]
+        assert sorted(rows_logged["role"].unique()) == ["primary", "shadow"]
+        primary = rows_logged[rows_logged["role"] == "primary"]
+        features = primary[[f"feature.{k}" for k in ROW]].set_axis(list(ROW), axis=1)
+        pd.testing.assert_frame_equal(
+            features.reset_index(drop=True), frame, check_dtype=False, check_like=True
+        )
+        assert primary["prediction"].tolist() == expected

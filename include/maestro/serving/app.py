@@ -13,13 +13,13 @@ import asyncio
 import bisect
 import hmac
 import itertools
-import json
 import logging
 import os
 import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.background import BackgroundTask
 
 from maestro.config import Settings
+from maestro.serving import v2
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
 from maestro.serving.predlog import PredictionLog, known_requests
-from maestro.serving.scorer import RequestError, Scorer, load_scorer, to_columns
+from maestro.serving.scorer import RequestError, Scorer, load_scorer, parse_json, to_columns
 from maestro.vocabulary import SMOKE, TRAFFIC_HEADER
 
 log = logging.getLogger("maestro.serving")
@@ -177,6 +178,35 @@ class Routing:
         return self.lanes[
             bisect.bisect_right(self.cumulative, random.random() * self.cumulative[-1])
         ]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a prediction request arrives and how its errors are shaped."""
+
+    name: str
+    content_types: tuple[str, ...]
+
+    def error(self, error: RequestError) -> dict:
+        if self.name == "v2":  # the Open Inference Protocol's error object
+            return {"error": error.message}
+        body = {"error": error.message, "status": error.status}
+        return body | {"field": error.field} if error.field else body
+
+
+RECORDS = Protocol("records", ("application/json",))
+# the V2 protocol's JSON, or its binary tensor extension (which some clients send untyped)
+OPEN_INFERENCE = Protocol("v2", ("application/json", "application/octet-stream", ""))
+
+
+@dataclass
+class Read:
+    """A request's features as validated columns, and what the prediction log keeps of it."""
+
+    table: dict
+    logged: bytes
+    form: str  # the prediction log's form of `logged` ("records" or "columns")
+    given: str | None = None  # the id an Open Inference Protocol request gave
 
 
 class ModelServer:
@@ -326,6 +356,18 @@ class ModelServer:
             }
         return {"plan": self.digest, "plan_error": self.plan_error, "models": models}
 
+    def metadata(self, model: str, version: str | None = None) -> dict:
+        """The Open Inference Protocol's model metadata: the versions in the plan (or the one
+        asked for) and the inputs of the signature; RequestError 404 for what is not served."""
+        routing = self.models.get(model)
+        if routing is None:
+            raise RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
+        lanes = routing.by_version
+        if version is not None and version not in lanes:
+            raise RequestError(404, f"{model} version {version} is not in the serving plan")
+        versions = [version] if version is not None else list(lanes)
+        return v2.model_metadata(model, versions, lanes[versions[0]].scorer.columns)
+
     # requests ----------------------------------------------------------------
     def authorized(self, request: Request) -> bool:
         token = self.settings.serving_token
@@ -334,10 +376,11 @@ class ModelServer:
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
-    async def records(self, request: Request) -> tuple[bytes, list]:
-        """The body as received (for the prediction log) and its records."""
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise RequestError(415, "content type must be application/json")
+    async def body(self, request: Request, protocol: Protocol) -> bytes:
+        """The body as received, within the size limit."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip()
+        if kind not in protocol.content_types:
+            raise RequestError(415, f"content type must be {protocol.content_types[0]}")
         limit = self.settings.serving_max_body_bytes
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
@@ -348,11 +391,12 @@ class ModelServer:
             if size > limit:
                 raise RequestError(413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = _strict_json(raw)  # the standard parser, for a precise message
+        return b"".join(chunks)
+
+    async def records(self, request: Request) -> tuple[bytes, list]:
+        """The body as received (for the prediction log) and its records."""
+        raw = await self.body(request, RECORDS)
+        body = parse_json(raw)
         records = [body] if isinstance(body, dict) else body
         if not isinstance(records, list):
             raise RequestError(422, "body must be a record (object) or a batch (array of objects)")
@@ -365,35 +409,60 @@ class ModelServer:
             )
         return raw, records
 
-    async def predict(self, request: Request, model: str, version: str | None = None) -> Response:
-        started = time.perf_counter()
-        if not self.authorized(request):
-            return self.refuse(model, RequestError(401, "missing or wrong bearer token"))
-        routing = self.models.get(model)
-        if routing is None:
-            return self.refuse(
-                model, RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
-            )
-        lane = routing.pick() if version is None else routing.by_version.get(version)
-        if lane is None:
-            return self.refuse(
-                model, RequestError(404, f"{model} version {version} is not in the serving plan")
-            )
-        try:
+    async def read(self, request: Request, model: str, lane: Lane, protocol: Protocol) -> Read:
+        """A prediction request as validated columns, in either protocol."""
+        if protocol is RECORDS:
             raw, records = await self.records(request)
             if type(records[0]) is dict and len(records[0]) == 1:  # perhaps only entity keys
                 raw, records = await self.online_features(model, raw, records)
-            table = to_columns(records, lane.scorer.columns)
-            scores = lane.scorer.score(table)
+            return Read(to_columns(records, lane.scorer.columns), raw, "records")
+        raw = await self.body(request, protocol)
+        table, given = v2.infer_request(
+            raw,
+            request.headers.get("inference-header-content-length"),
+            lane.scorer.columns,
+            self.settings.serving_max_rows,
+        )
+        return Read(table, v2.logged_columns(table), "columns", given)
+
+    async def predict(
+        self,
+        request: Request,
+        model: str,
+        version: str | None = None,
+        protocol: Protocol | None = None,
+    ) -> Response:
+        """Score a request with the version the plan picks (or the one named), in the JSON
+        records protocol or the Open Inference Protocol; shadow and log it."""
+        protocol = protocol or RECORDS
+        started = time.perf_counter()
+        if not self.authorized(request):
+            return self.refuse(model, RequestError(401, "missing or wrong bearer token"), protocol)
+        routing = self.models.get(model)
+        if routing is None:
+            unknown = RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
+            return self.refuse(model, unknown, protocol)
+        lane = routing.pick() if version is None else routing.by_version.get(version)
+        if lane is None:
+            return self.refuse(
+                model,
+                RequestError(404, f"{model} version {version} is not in the serving plan"),
+                protocol,
+            )
+        try:
+            read = await self.read(request, model, lane, protocol)
+            scores = lane.scorer.score(read.table)
         except RequestError as error:  # counted per version too: a canary may refuse more
             self.metrics.requests.labels(model, lane.scorer.version, str(error.status)).inc()
-            return self.refuse(model, error)
+            return self.refuse(model, error, protocol)
         except Exception:
             log.exception("%s version %s failed to score", model, lane.scorer.version)
             self.metrics.requests.labels(model, lane.scorer.version, "500").inc()
             self.metrics.errors.labels(model, "500").inc()
-            body = {"error": "the model failed to score this request", "status": 500}
-            return JSONResponse({**body, "version": lane.scorer.version}, status_code=500)
+            failed = RequestError(500, "the model failed to score this request")
+            return JSONResponse(
+                protocol.error(failed) | {"version": lane.scorer.version}, status_code=500
+            )
         elapsed = time.perf_counter() - started
         request_id = os.urandom(16).hex()  # 128 random bits; uuid4() costs 4x more
         lane.ok.inc()
@@ -403,19 +472,22 @@ class ModelServer:
             lane.distribution.observe(value)
         names = lane.scorer.names
         role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else "primary"
-        self.log_scores(request_id, model, lane, role, elapsed, names, raw, scores)
+        self.log_scores(request_id, model, lane, role, elapsed, names, read, scores)
         self.remember(request_id, len(scores))
-        body = orjson.dumps(
-            {
-                "model": model,
-                "version": lane.scorer.version,
-                "request_id": request_id,
-                "predictions": scores.tolist(),
-            }
-        )
+        if protocol is RECORDS:
+            body = orjson.dumps(
+                {
+                    "model": model,
+                    "version": lane.scorer.version,
+                    "request_id": request_id,
+                    "predictions": scores.tolist(),
+                }
+            )
+        else:
+            body = v2.infer_response(model, lane.scorer.version, request_id, read.given, scores)
         shadow = routing.shadow if version is None else None
         task = (
-            BackgroundTask(self.score_shadow, shadow, model, table, names, raw, request_id)
+            BackgroundTask(self.score_shadow, shadow, model, read, names, request_id)
             if shadow
             else None
         )
@@ -547,20 +619,20 @@ class ModelServer:
         return JSONResponse(body, status_code=status)
 
     def score_shadow(
-        self, lane: Lane, model: str, table: dict, names: tuple, raw: bytes, request_id: str
+        self, lane: Lane, model: str, read: Read, names: tuple, request_id: str
     ) -> None:
-        """Score with the shadow version after the answer has gone; `table`, `names` and `raw`
-        are the request as the primary version validated it."""
+        """Score with the shadow version after the answer has gone; `read` is the request as
+        the primary version validated it."""
         started = time.perf_counter()
         try:
-            scores = lane.scorer.score(table)
+            scores = lane.scorer.score(read.table)
         except Exception:
             log.exception("shadow %s version %s failed to score", model, lane.scorer.version)
             self.metrics.errors.labels(model, "shadow").inc()
             return
         elapsed = time.perf_counter() - started
         lane.rows.inc(len(scores))
-        self.log_scores(request_id, model, lane, "shadow", elapsed, names, raw, scores)
+        self.log_scores(request_id, model, lane, "shadow", elapsed, names, read, scores)
 
     def log_scores(
         self,
@@ -570,7 +642,7 @@ class ModelServer:
         role: str,
         elapsed: float,
         names: tuple,
-        raw: bytes,
+        read: Read,
         scores: np.ndarray,
     ) -> None:
         if self.log is not None:
@@ -583,16 +655,16 @@ class ModelServer:
                 role,
                 elapsed * 1000,
                 names,
-                raw,
+                read.logged,
                 scores.tobytes(),
+                read.form,
             )
 
-    def refuse(self, model: str, error: RequestError) -> JSONResponse:
+    def refuse(
+        self, model: str, error: RequestError, protocol: Protocol | None = None
+    ) -> JSONResponse:
         self.metrics.errors.labels(model, str(error.status)).inc()
-        body = {"error": error.message, "status": error.status}
-        if error.field:
-            body["field"] = error.field
-        return JSONResponse(body, status_code=error.status)
+        return JSONResponse((protocol or RECORDS).error(error), status_code=error.status)
 
 
 def _feedback_problem(record, spec) -> str | None:
@@ -616,19 +688,6 @@ def _feedback_problem(record, spec) -> str | None:
     except ValueError as error:
         return str(error)
     return None
-
-
-def _strict_json(raw: bytes):
-    try:
-        return json.loads(raw, parse_constant=_no_constants)
-    except RequestError:
-        raise
-    except ValueError as error:
-        raise RequestError(400, f"body is not valid JSON: {error}") from None
-
-
-def _no_constants(name: str):
-    raise RequestError(422, f"{name} is not a number this server accepts")
 
 
 def _resolve(mlc, model: str, ref: str) -> str:
@@ -703,6 +762,47 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
 
     async def feedback(request: Request) -> Response:
         return await server.feedback(request, request.path_params["model"])
+
+    # the Open Inference Protocol (KServe V2) beside the JSON routes
+    @app.get("/v2")
+    async def v2_server() -> dict:
+        return {"name": "maestro", "version": metadata.version("maestro-ml"), "extensions": []}
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> JSONResponse:
+        ok = bool(server.models)
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def v2_metadata(request: Request) -> JSONResponse:
+        params = request.path_params
+        if not server.authorized(request):
+            error = RequestError(401, "missing or wrong bearer token")
+            return server.refuse(params["model"], error, OPEN_INFERENCE)
+        try:
+            return JSONResponse(server.metadata(params["model"], params.get("version")))
+        except RequestError as error:
+            return server.refuse(params["model"], error, OPEN_INFERENCE)
+
+    async def v2_model_ready(request: Request) -> JSONResponse:
+        params = request.path_params
+        try:
+            server.metadata(params["model"], params.get("version"))
+        except RequestError as error:
+            return server.refuse(params["model"], error, OPEN_INFERENCE)
+        return JSONResponse({"name": params["model"], "ready": True})
+
+    async def v2_infer(request: Request) -> Response:
+        params = request.path_params
+        return await server.predict(request, params["model"], params.get("version"), OPEN_INFERENCE)
+
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        app.add_route(prefix, v2_metadata, methods=["GET"])
+        app.add_route(f"{prefix}/ready", v2_model_ready, methods=["GET"])
+        app.add_route(f"{prefix}/infer", v2_infer, methods=["POST"])
 
     app.add_route("/v1/models/{model}/feedback", feedback, methods=["POST"])
     # plain Starlette routes: they take the raw request, so FastAPI's per-request dependency

@@ -58,8 +58,11 @@ class Entry(NamedTuple):
     role: str  # primary | shadow
     latency_ms: float
     names: tuple[str, ...]  # the signature's columns
-    body: bytes  # the request as received: one JSON record or an array of them, validated
+    body: bytes  # the features as validated, in the form below
     predictions: bytes  # float64, one per record
+    # "records": the request as received, one JSON record or an array of them; "columns": a
+    # JSON object of one array per feature (what an Open Inference Protocol request becomes)
+    form: str = "records"
 
 
 class PredictionLog:
@@ -203,7 +206,7 @@ def _read_batch(stream: BinaryIO) -> list[Entry] | None:
     if len(payload) < size:  # the server died while handing over this batch
         return None
     # B301: our own server's pipe to its child
-    return [Entry._make(fields) for fields in pickle.loads(payload)]  # nosec B301
+    return [Entry(*fields) for fields in pickle.loads(payload)]  # nosec B301
 
 
 def write_entries(sink, entries: list[Entry]) -> list[Entry]:
@@ -250,7 +253,10 @@ def _rows(entries: list[Entry]) -> Rows:
             body = orjson.loads(entry.body)
         except orjson.JSONDecodeError:  # what only the standard parser takes (big integers)
             body = json.loads(entry.body)
-        batch = [body] if isinstance(body, dict) else body
+        if entry.form == "columns":
+            batch = [dict(zip(body, row, strict=True)) for row in zip(*body.values(), strict=True)]
+        else:
+            batch = [body] if isinstance(body, dict) else body
         records += batch
         sizes.append(len(batch))
     micros = (np.array([e.at for e in entries]) * 1e6).astype("int64")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
+import orjson
 
 log = logging.getLogger("maestro.serving")
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
@@ -73,26 +75,47 @@ def to_columns(records: list[dict], columns: list[Column]) -> dict[str, list]:
     table = {}
     for column in columns:
         values = [record[column.name] for record in records]
-        allowed = ALLOWED[column.kind] | ({type(None)} if not column.required else set())
-        if not set(map(type, values)) <= allowed:
-            _raise_bad_value(column, values, allowed)
-        if column.kind == "number" and (math.inf in values or -math.inf in values):
-            i = next(i for i, v in enumerate(values) if v in (math.inf, -math.inf))
-            raise RequestError(422, f"record {i}: field {column.name!r} is infinite", column.name)
+        check_values(column, values, lambda i, name=column.name: f"record {i}: field {name!r}")
         table[column.name] = values
     return table
 
 
-def _raise_bad_value(column: Column, values: list, allowed: set[type]) -> None:
-    i, value = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
-    if value is None:
-        raise RequestError(422, f"record {i}: field {column.name!r} may not be null", column.name)
-    raise RequestError(
-        422,
-        f"record {i}: field {column.name!r} must be {'a' if column.kind != 'integer' else 'an'} "
-        f"{column.kind}, got {type(value).__name__} {value!r:.40}",
-        column.name,
-    )
+def check_values(column: Column, values: list, where: Callable[[int], str]) -> None:
+    """One column's values of the type its signature says (null only where it is optional, no
+    infinity), or RequestError naming the first bad one; `where(i)` says where value i is."""
+    allowed = ALLOWED[column.kind] | ({type(None)} if not column.required else set())
+    if not set(map(type, values)) <= allowed:
+        i, value = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
+        if value is None:
+            raise RequestError(422, f"{where(i)} may not be null", column.name)
+        raise RequestError(
+            422,
+            f"{where(i)} must be {'a' if column.kind != 'integer' else 'an'} {column.kind}, "
+            f"got {type(value).__name__} {value!r:.40}",
+            column.name,
+        )
+    if column.kind == "number" and (math.inf in values or -math.inf in values):
+        i = next(i for i, v in enumerate(values) if v in (math.inf, -math.inf))
+        raise RequestError(422, f"{where(i)} is infinite", column.name)
+
+
+def parse_json(raw: bytes):
+    """A request body: orjson, or for a precise message on what it refuses, the standard
+    parser (which also takes integers too big for 64 bits)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except RequestError:
+        raise
+    except ValueError as error:
+        raise RequestError(400, f"body is not valid JSON: {error}") from None
+
+
+def _no_constants(name: str):
+    raise RequestError(422, f"{name} is not a number this server accepts")
 
 
 class Scorer:
