@@ -71,8 +71,11 @@ class Settings(BaseSettings):
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024
-    # LightGBM threads for a batch request (single rows take one): default, the CPUs this
+    # Server processes on one port (`maestro serve --workers N`): default, the CPUs this
     # process may run on; the Kubernetes manifests set it to the container's CPU limit.
+    serving_workers: int | None = None
+    # LightGBM threads for a batch request (single rows take one): default, the CPUs this
+    # process may run on shared among the workers.
     serving_threads: int | None = None
     # Deployments: the local server's port; the Kubernetes namespace and the server's image.
     serving_port: int = 8000
@@ -140,8 +143,13 @@ class Settings(BaseSettings):
         return self.serving_plan or self.home / "serving" / "plan.json"
 
     @property
+    def server_processes(self) -> int:
+        return self.serving_workers or len(os.sched_getaffinity(0))
+
+    @property
     def scoring_threads(self) -> int:
-        return self.serving_threads or len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
+        return self.serving_threads or max(1, cpus // self.server_processes)
 
     @property
     def prediction_log_location(self) -> str:

@@ -109,7 +109,8 @@ def registry(tmp_path_factory):
 def server(home: Path, **env_overrides: str):
     """`maestro serve demo` on a free port; yields (process, ServerTarget); SIGTERM at the end."""
     port = free_port()
-    env = {**os.environ, "MAESTRO_HOME": str(home), **env_overrides}
+    # one server process unless a test asks for more (the default is one per CPU)
+    env = {**os.environ, "MAESTRO_HOME": str(home), "MAESTRO_SERVING_WORKERS": "1", **env_overrides}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = (home / f"serve-{port}.log").open("w")
@@ -627,3 +628,67 @@ def test_the_open_inference_protocol_answers_as_the_json_routes_do(registry, tmp
             features.reset_index(drop=True), frame, check_dtype=False, check_like=True
         )
         assert primary["prediction"].tolist() == expected
+
+
+def test_two_workers_share_the_port_and_log_every_prediction_once(registry, tmp_path):
+    """`maestro serve --workers 2`: both processes answer on one port with the same plan; the
+    metrics add up across them; a worker killed after its handover loses nothing and is
+    replaced; SIGTERM writes everything; no prediction is logged twice."""
+    import psutil
+
+    env = {
+        "MAESTRO_PREDICTION_LOG": str(tmp_path / "log"),
+        "MAESTRO_SERVING_PLAN": str(tmp_path / "plan.json"),
+        "MAESTRO_SERVING_WORKERS": "2",
+    }
+
+    def workers(pid: int) -> list[psutil.Process]:
+        """The server's worker processes (each has its prediction log writer as a child)."""
+        return [p for p in psutil.Process(pid).children() if p.children()]
+
+    def send(target: ServerTarget, count: int) -> list[str]:
+        """`count` requests, each on a new connection (so both workers take some)."""
+        host, port = target.base_url.removeprefix("http://").split(":")
+        ids = []
+        for i in range(count):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            body = json.dumps([ROW] * (1 + i % 3))
+            conn.request(
+                "POST", "/v1/models/demo/predict", body, {"Content-Type": "application/json"}
+            )
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            conn.close()
+            assert response.status == 200, answer
+            ids.append(answer["request_id"])
+        return ids
+
+    with server(registry, **env) as (process, target):
+        target.apply("demo", _plan(("1", 50), ("2", 50)))
+        first = workers(process.pid)
+        assert len(first) == 2
+        answered = send(target, 60)
+        counts = target.metrics()
+        ok = sum(
+            v
+            for (name, labels), v in counts.items()
+            if name == "maestro_requests_total" and ("code", "200") in labels
+        )
+        assert ok == 60  # both workers' counters, added up
+        time.sleep(2.5)  # over two handover intervals: every answer is with a writer
+        first[0].kill()  # SIGKILL: its writer still writes what it was handed
+        deadline = time.monotonic() + 60
+        while len(workers(process.pid)) < 2 or first[0] in workers(process.pid):
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.5)
+        answered += send(target, 60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        _wait_until_gone(process.pid)
+    logged = read_log(str(tmp_path / "log"), "demo")
+    per_request = logged.groupby("request_id").size()
+    assert set(per_request.index) == set(answered)  # none lost
+    expected = {request_id: 1 + i % 3 for i, request_id in enumerate(answered[:60])}
+    expected |= {request_id: 1 + i % 3 for i, request_id in enumerate(answered[60:])}
+    assert per_request.to_dict() == expected  # none twice
+    assert set(logged["version"]) == {"1", "2"}

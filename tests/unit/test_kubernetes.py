@@ -47,7 +47,8 @@ def test_manifests_are_valid_kubernetes_objects_with_probes_resources_and_autosc
     )
     assert server.env_from[0].secret_ref.name == "maestro-serving"
     assert not any("TOKEN" in (e.name or "") or "URI" in (e.name or "") for e in server.env)
-    assert {e.name: e.value for e in server.env}["MAESTRO_SERVING_THREADS"] == "1"
+    env = {e.name: e.value for e in server.env}  # one process per CPU of the limit
+    assert env["MAESTRO_SERVING_WORKERS"] == "1" and env["MAESTRO_SERVING_THREADS"] == "1"
 
     assert service.spec.selector == deployment.spec.selector.match_labels
     assert service.spec.ports[0].target_port == server.ports[0].container_port

@@ -74,8 +74,10 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
         "ports": [{"name": "http", "containerPort": PORT}],
         "env": [
             {"name": "MAESTRO_SERVING_PLAN", "value": f"{PLAN_DIR}/{PLAN_KEY}"},
-            # the node's CPU count is not the container's: score batches on what the limit gives
-            {"name": "MAESTRO_SERVING_THREADS", "value": str(cpu_count(options.limits[0]))},
+            # the node's CPU count is not the container's: one server process per CPU of the
+            # limit, each scoring its batches on one thread
+            {"name": "MAESTRO_SERVING_WORKERS", "value": str(cpu_count(options.limits[0]))},
+            {"name": "MAESTRO_SERVING_THREADS", "value": "1"},
         ],
         "envFrom": [{"secretRef": {"name": options.env_secret, "optional": True}}],
         "livenessProbe": {**probe, "initialDelaySeconds": 10},

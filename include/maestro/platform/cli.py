@@ -384,9 +384,15 @@ def announce_champion(settings: Settings, done: dict) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    # Prometheus' multiprocess mode is the server's to choose (`serve` sets it for its workers),
+    # not inherited: Feast turns it on in any process that imports its metrics module
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        os.environ.pop(name, None)
     from maestro.serving.app import serve
 
-    serve(settings, args.models, args.host, args.port)
+    serve(settings, args.models, args.host, args.port, args.workers)
     return 0
 
 
@@ -549,6 +555,11 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("models", nargs="*", help="models to add to the serving plan")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port (default: MAESTRO_SERVING_WORKERS, else the CPUs)",
+    )
     srv.set_defaults(func=cmd_serve)
     dep = sub.add_parser("deploy", help="roll a version out to the model server")
     dep.add_argument("model")

@@ -59,10 +59,33 @@ SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 PLAN_POLL_SECONDS = 0.5
 RECENT_IDS = 1_000_000
+WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log by then
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or with several workers,
+        all of theirs (Prometheus' multiprocess mode: counters and histograms add up, each
+        gauge combines as its `multiprocess_mode` says)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def forget(self, gauge) -> None:
+        """Drop a labelled gauge's series, as a new plan replaces the old one's versions.
+        Multiprocess mode cannot remove a series: there they are set to 0."""
+        if not self.multiprocess:
+            gauge.clear()
+            return
+        for labels in list(gauge._metrics):  # prometheus_client's own record of the children
+            gauge.labels(*labels).set(0)
+
+    def __init__(self, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -105,37 +128,44 @@ class Metrics:
             "maestro_model_version_info",
             "Versions in the serving plan and their traffic share",
             ["model", "version", "role"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.ready = Gauge(
             "maestro_server_ready",
             "1 when a serving plan is applied and models are loaded",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.plan_refused = Gauge(
             "maestro_serving_plan_refused",
             "1 while the newest serving plan is refused",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.latency_budget = Gauge(
             "maestro_latency_budget_seconds",
             "The spec's single-request latency budget",
             ["model"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.log_pending = Gauge(
             "maestro_prediction_log_pending_entries",
             "Requests answered but not yet handed to the prediction log's writer",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.log_restarts = Gauge(
             "maestro_prediction_log_writer_restarts",
             "Prediction log writers that died and were replaced since the server started",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.log_dropped = Gauge(
             "maestro_prediction_log_dropped_entries",
             "Entries the prediction log could not keep (buffer over its limit)",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.labels = Counter(
@@ -148,6 +178,7 @@ class Metrics:
             "maestro_scoring_fallback",
             "1 for a version scored by its pipeline because its fast path was refused at load",
             ["model", "version"],
+            multiprocess_mode="livemax",
             registry=r,
         )
 
@@ -212,7 +243,8 @@ class Read:
 class ModelServer:
     def __init__(self, settings: Settings, models: list[str] | None = None) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.workers = settings.serving_workers or 1  # `serve` says how many there are
+        self.metrics = Metrics(multiprocess=self.workers > 1)
         self.models: dict[str, Routing] = {}
         self.digest: str | None = None
         self.plan_error: str | None = None
@@ -278,8 +310,8 @@ class ModelServer:
             (m, lane.scorer.version) for m, r in routing.items() for lane in r.by_version.values()
         }
         self._scorers = {k: v for k, v in self._scorers.items() if k in live}
-        self.metrics.info.clear()
-        self.metrics.pipeline_fallback.clear()
+        self.metrics.forget(self.metrics.info)
+        self.metrics.forget(self.metrics.pipeline_fallback)
         for model, r in routing.items():
             try:
                 budget = self.spec(model).governance.latency_budget_ms / 1000
@@ -568,13 +600,7 @@ class ModelServer:
                 continue
             wanted.append((index, record))
         unknown = sorted({r["request_id"] for _, r in wanted} - self.recent.keys())
-        logged = (
-            await asyncio.to_thread(
-                known_requests, self.settings.prediction_log_location, model, unknown
-            )
-            if unknown and self.log is not None
-            else {}
-        )
+        logged = await self.logged_requests(model, unknown)
         for index, record in wanted:
             request_id, row = record["request_id"], record.get("row", 0)
             rows = self.recent.get(request_id, logged.get(request_id))
@@ -617,6 +643,21 @@ class ModelServer:
         else:
             status = 422
         return JSONResponse(body, status_code=status)
+
+    async def logged_requests(self, model: str, ids: list[str]) -> dict[str, int]:
+        """Row counts of requests this process did not answer lately, from the prediction log.
+        Another worker's requests reach the log within its handover interval and the write
+        after it, so with several workers the ids not found yet are looked for a little longer."""
+        if not ids or self.log is None:
+            return {}
+        location = self.settings.prediction_log_location
+        found = await asyncio.to_thread(known_requests, location, model, ids)
+        deadline = time.monotonic() + (WORKER_HANDOVER_SECONDS if self.workers > 1 else 0)
+        while len(found) < len(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            missing = [i for i in ids if i not in found]
+            found |= await asyncio.to_thread(known_requests, location, model, missing)
+        return found
 
     def score_shadow(
         self, lane: Lane, model: str, read: Read, names: tuple, request_id: str
@@ -722,6 +763,10 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         watcher.cancel()
         if server.log is not None:
             server.log.close()
+        if server.metrics.multiprocess:  # this worker's live gauges go with it
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
     app = FastAPI(title="Maestro model server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
@@ -741,9 +786,7 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         server.observe_state()
-        return Response(
-            generate_latest(server.metrics.registry), media_type="text/plain; version=0.0.4"
-        )
+        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models_(request: Request) -> JSONResponse:
@@ -818,8 +861,40 @@ async def _watch(server: ModelServer) -> None:
         await asyncio.to_thread(server.reload_if_changed)
 
 
-def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
+MODELS_VARIABLE = "MAESTRO_SERVING_MODELS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of `maestro serve --workers N`'s processes: uvicorn starts each one fresh
+    and calls this; the settings and models come from the environment `serve` set."""
+    from maestro.config import get_settings
+
+    _stop_with_parent()
+    models = [m for m in os.environ.get(MODELS_VARIABLE, "").split(",") if m]
+    return create_app(get_settings(), models)
+
+
+def _stop_with_parent() -> None:
+    """Have Linux send this worker SIGTERM when the supervisor dies, however it dies: the
+    worker then shuts down as on any SIGTERM (its prediction log written) instead of living
+    on, orphaned, on the port."""
+    import ctypes
+    import signal
     import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1  # noqa: N806 - the name prctl(2) gives it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def serve(
+    settings: Settings, models: list[str], host: str, port: int, workers: int | None = None
+) -> None:
+    """Serve on `host:port` with `workers` processes (default: the settings', else the CPUs).
+    Each worker loads the plan, watches it and keeps its own prediction log writer; uvicorn's
+    supervisor shares the socket and replaces a worker that dies."""
+    import sys
+    import tempfile
 
     import uvicorn
 
@@ -833,14 +908,29 @@ def serve(settings: Settings, models: list[str], host: str, port: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings, models),
-        host=host,
-        port=port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    workers = workers or settings.server_processes
+    options = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        one = settings.model_copy(update={"serving_workers": 1})
+        uvicorn.run(create_app(one, models), workers=1, **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="maestro-metrics-") as metrics:
+        os.environ.update(
+            {
+                MODELS_VARIABLE: ",".join(models),
+                "MAESTRO_SERVING_WORKERS": str(workers),
+                "PROMETHEUS_MULTIPROC_DIR": metrics,
+            }
+        )
+        log.info("serving on %s:%d with %d worker processes", host, port, workers)
+        uvicorn.run(
+            "maestro.serving.app:app_from_environment", factory=True, workers=workers, **options
+        )
