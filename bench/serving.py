@@ -1,13 +1,21 @@
 """Model server throughput and latency, side by side in one run, on `demo` and `adult_income`.
 
 Each model is a LightGBM pipeline (ordinal categories) registered in a scratch MLflow registry.
-Servers, one worker each, on loopback; the load generator (bench/loadgen.py) in its own process:
-- maestro: `maestro serve` (prediction log on, as deployed) and the same with the log off;
+Servers, one process each unless said, on loopback; the load generator (bench/loadgen.py) in
+its own process:
+- maestro: `maestro serve --workers 1` (prediction log on, as deployed) and the same with the
+  log off; in the JSON records protocol and the Open Inference Protocol (V2, one input per
+  feature); and `--workers 2`;
+- MLServer 1.7.1 with its LightGBM runtime on the same booster, in its own virtualenv (made
+  once under ~/.cache/maestro), sent the V2 tensor it takes: the features already encoded as
+  one float matrix (left out of --smoke: installing it takes minutes);
 - mlflow: `mlflow models serve` of the same version (--env-manager local, one worker);
 - bare: a FastAPI endpoint on uvicorn that returns a constant (this machine's HTTP ceiling).
 Runs: single-row requests in a closed loop (8 connections), at a fixed 200 requests/s (open
 loop), and 1,000-row batches (2 connections). The cost of the prediction log is p99 at 200/s
 with the log against without, over `--rounds` alternating pairs of runs, latencies pooled.
+Worker scaling is measured with Debian's `wrk` (one thread, 8 connections), which costs far
+less CPU than a Python generator on cores it shares with the server; its CPU share is printed.
 
     .venv/bin/python bench/serving.py [--seconds 8] [--rounds 5] [--smoke]
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,8 +49,9 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="h
 """
 
 
-def register(settings, model: str, frame) -> dict:
-    """A LightGBM pipeline of `model` on `frame`, registered as its champion; returns a row."""
+def register(settings, model: str, frame) -> tuple[list[dict], object]:
+    """A LightGBM pipeline of `model` on `frame`, registered as its champion; returns 1,000
+    rows of its features and the pipeline."""
     import mlflow
 
     from maestro import tracking
@@ -58,7 +68,113 @@ def register(settings, model: str, frame) -> dict:
         logged = log_pipeline(pipeline, spec, X.dropna().head(5))
     version = mlflow.register_model(logged.model_uri, model).version
     mlc.set_registered_model_alias(model, "champion", str(version))
-    return json.loads(X.dropna().head(1).to_json(orient="records"))[0]
+    return json.loads(X.dropna().head(1000).to_json(orient="records")), pipeline
+
+
+MLSERVER = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1")
+
+
+def mlserver_venv() -> Path:
+    """MLServer and its LightGBM runtime in a virtualenv of their own, made once."""
+    venv = Path.home() / ".cache" / "maestro" / "mlserver-1.7.1"
+    if not (venv / "bin" / "mlserver").exists():
+        print(f"installing {' '.join(MLSERVER)} into {venv} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *MLSERVER]
+        subprocess.run(pip, check=True)
+    return venv
+
+
+def mlserver_repository(root: Path, pipelines: dict, port: int) -> Path:
+    """Each model's booster as MLServer's LightGBM runtime loads it; one process, inference on
+    its event loop (parallel_workers 0), as maestro's."""
+    for name, pipeline in pipelines.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        pipeline.named_steps["model"].booster_.save_model(str(folder / "model.bst"))
+        settings = {
+            "name": name,
+            "implementation": "mlserver_lightgbm.LightGBMModel",
+            "parameters": {"uri": "./model.bst", "version": "1"},
+        }
+        (folder / "model-settings.json").write_text(json.dumps(settings))
+    server = {
+        "debug": False,
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "parallel_workers": 0,
+    }
+    (root / "settings.json").write_text(json.dumps(server))
+    return root
+
+
+def encoded_tensor(pipeline, rows: list[dict]) -> bytes:
+    """The V2 body MLServer's LightGBM runtime takes: the rows encoded by the pipeline's own
+    preprocessing (numbers as they are, categories as ordinal codes), one FP64 tensor."""
+    import pandas as pd
+
+    matrix = pipeline.named_steps["prep"].transform(pd.DataFrame(rows)).astype(float)
+    tensor = {
+        "name": "input-0",
+        "shape": list(matrix.shape),
+        "datatype": "FP64",
+        "data": matrix.ravel().tolist(),
+    }
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def v2_body(metadata: dict, rows: list[dict]) -> bytes:
+    """An Open Inference Protocol request for maestro: one input per feature, typed as its
+    model metadata says."""
+    inputs = [
+        {
+            "name": i["name"],
+            "shape": [len(rows)],
+            "datatype": i["datatype"],
+            "data": [r[i["name"]] for r in rows],
+        }
+        for i in metadata["inputs"]
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, body: bytes, tmp: Path, seconds: float, connections: int = 8) -> dict:
+    """Debian's wrk, one thread: throughput, latency percentiles and the CPU it used itself."""
+    (tmp / "wrk-body.json").write_bytes(body)
+    script = tmp / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=tmp / "wrk-body.json"))
+    out = tmp / "wrk.out"
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    with out.open("w") as stream:
+        proc = subprocess.Popen([*command, url], stdout=stream, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    text = out.read_text()
+    if status != 0 or "Requests/sec" not in text:
+        raise RuntimeError(f"wrk failed: {text}")
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", text, re.M).groups()
+        return float(value) * UNITS[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1]),
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        "errors": int(errors[1]) if errors else 0,
+        "generator_cpu": (usage.ru_utime + usage.ru_stime) / seconds,
+    }
 
 
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -155,7 +271,7 @@ def main() -> None:
     adult_frame = sources.conform(
         sources.add_keys(sources.read_source(adult, settings), adult, origin), adult, origin
     )
-    rows = {
+    registered = {
         "demo": register(settings, "demo", generate(20000)),
         "adult_income": register(settings, "adult_income", adult_frame),
     }
@@ -168,26 +284,33 @@ def main() -> None:
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
     maestro = str(Path(sys.executable).with_name("maestro"))
-    ports = {name: free_port() for name in ("maestro", "maestro-nolog", "bare")}
+    names = ("maestro", "maestro-nolog", "maestro-2", "bare", "mlserver")
+    ports = {name: free_port() for name in names}
+
+    def serve(name: str, workers: int, **extra: str) -> subprocess.Popen:
+        command = [maestro, "serve", "demo", "adult_income", "--port", str(ports[name])]
+        command += ["--workers", str(workers)]
+        return start(command, {**env, **extra}, tmp / f"{name}.log")
+
     procs = [
-        start(
-            [maestro, "serve", "demo", "adult_income", "--port", str(ports["maestro"])],
-            env,
-            tmp / "maestro.log",
+        serve("maestro", 1),
+        serve(
+            "maestro-nolog",
+            1,
+            MAESTRO_PREDICTION_LOG="off",
+            MAESTRO_SERVING_PLAN=str(tmp / "plan-nolog.json"),
         ),
-        start(
-            [maestro, "serve", "demo", "adult_income", "--port", str(ports["maestro-nolog"])],
-            {
-                **env,
-                "MAESTRO_PREDICTION_LOG": "off",
-                "MAESTRO_SERVING_PLAN": str(tmp / "plan-nolog.json"),
-            },
-            tmp / "maestro-nolog.log",
-        ),
+        serve("maestro-2", 2),
         start([sys.executable, "-c", BARE, str(ports["bare"])], env, tmp / "bare.log"),
     ]
+    if not a.smoke:
+        repository = mlserver_repository(
+            tmp / "mlserver", {m: p for m, (_, p) in registered.items()}, ports["mlserver"]
+        )
+        mlserver = str(mlserver_venv() / "bin" / "mlserver")
+        procs.append(start([mlserver, "start", str(repository)], env, tmp / "mlserver.log"))
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    for model in rows:
+    for model in registered:
         ports[f"mlflow-{model}"] = free_port()
         command = [
             mlflow_bin,
@@ -207,50 +330,98 @@ def main() -> None:
         procs.append(start(command, env, tmp / f"mlflow-{model}.log"))
     results = {}
     try:
-        for model, row in rows.items():
-            single = json.dumps(row).encode()
-            batch = json.dumps([row] * 1000).encode()
-            ours = f"http://127.0.0.1:{ports['maestro']}/v1/models/{model}/predict"
-            nolog = f"http://127.0.0.1:{ports['maestro-nolog']}/v1/models/{model}/predict"
-            theirs = f"http://127.0.0.1:{ports[f'mlflow-{model}']}/invocations"
-            bare = f"http://127.0.0.1:{ports['bare']}/predict"
-            theirs_body = json.dumps({"dataframe_records": [row]}).encode()
-            for url, body in (
-                (ours, single),
-                (nolog, single),
-                (theirs, theirs_body),
-                (bare, single),
-            ):
-                wait_until_up(url, body)
-            s = a.seconds
-            results[model] = {
-                "maestro": load(ours, single, tmp, s, 8),
-                "mlflow models serve": load(theirs, theirs_body, tmp, s, 8),
-                "bare FastAPI": load(bare, single, tmp, s, 8),
-                **paced(ours, nolog, single, tmp, s, a.rounds),
-                "maestro batch 1000": load(ours, batch, tmp, s, 2),
-            }
-            print(f"\n### {model}\n")
-            print("| server, load | requests/s | p50 ms | p99 ms | errors |")
-            print("| --- | ---: | ---: | ---: | ---: |")
-            for name, r in results[model].items():
-                print(
-                    f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
-                )
-            m = results[model]
-            print(
-                f"\nthroughput vs mlflow models serve: {m['maestro']['rps'] / m['mlflow models serve']['rps']:.1f}x; "
-                f"vs bare FastAPI: {m['maestro']['rps'] / m['bare FastAPI']['rps']:.2f}; "
-                f"batch rows/s: {m['maestro batch 1000']['rps'] * 1000:,.0f}; "
-                f"p99 at 200/s with log / without: {m['maestro @200/s']['p99_ms'] / m['maestro @200/s, log off']['p99_ms']:.2f} "
-                f"(p99 of each run, with: {m['maestro @200/s']['p99_ms_per_run']}, "
-                f"without: {m['maestro @200/s, log off']['p99_ms_per_run']})"
-            )
+        for model, (rows, pipeline) in registered.items():
+            results[model] = measure(model, rows, pipeline, ports, tmp, a)
+            report(model, results[model])
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
     (tmp / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nraw figures: {tmp / 'results.json'}")
+
+
+def measure(model: str, rows: list[dict], pipeline, ports: dict, tmp: Path, a) -> dict:
+    """Every server and load on one model, one after the other."""
+    import httpx
+
+    row, batch_rows = rows[0], (rows * 1000)[:1000]
+    single = json.dumps(row).encode()
+    batch = json.dumps(batch_rows).encode()
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    ours = f"{base['maestro']}/v1/models/{model}/predict"
+    nolog = f"{base['maestro-nolog']}/v1/models/{model}/predict"
+    two = f"{base['maestro-2']}/v1/models/{model}/predict"
+    ours_v2 = f"{base['maestro']}/v2/models/{model}/infer"
+    theirs = f"{base[f'mlflow-{model}']}/invocations"
+    bare = f"{base['bare']}/predict"
+    theirs_body = json.dumps({"dataframe_records": [row]}).encode()
+    for url, body in ((ours, single), (nolog, single), (two, single), (theirs, theirs_body)):
+        wait_until_up(url, body)
+    wait_until_up(bare, single)
+    metadata = httpx.get(f"{base['maestro']}/v2/models/{model}", timeout=10).json()
+    v2_single, v2_batch = v2_body(metadata, [row]), v2_body(metadata, batch_rows)
+    s = a.seconds
+    found = {
+        "maestro": load(ours, single, tmp, s, 8),
+        "maestro V2": load(ours_v2, v2_single, tmp, s, 8),
+        "mlflow models serve": load(theirs, theirs_body, tmp, s, 8),
+        "bare FastAPI": load(bare, single, tmp, s, 8),
+        **paced(ours, nolog, single, tmp, s, a.rounds),
+        "maestro V2 @200/s": load(ours_v2, v2_single, tmp, s, 4, rate=200),
+        "maestro @200/s, 2 workers": load(two, single, tmp, s, 4, rate=200),
+        "maestro batch 1000": load(ours, batch, tmp, s, 2),
+        "maestro V2 batch 1000": load(ours_v2, v2_batch, tmp, s, 2),
+    }
+    if not a.smoke:
+        mlserver = f"{base['mlserver']}/v2/models/{model}/infer"
+        tensor_single = encoded_tensor(pipeline, [row])
+        wait_until_up(mlserver, tensor_single)
+        answer = httpx.post(mlserver, content=tensor_single, timeout=10).json()
+        ours_answer = httpx.post(ours, content=single, timeout=10).json()["predictions"][0]
+        theirs_answer = answer["outputs"][0]["data"][-1]  # P(positive) last for classifiers
+        assert abs(theirs_answer - ours_answer) < 1e-9, (theirs_answer, ours_answer)
+        found["MLServer V2"] = load(mlserver, tensor_single, tmp, s, 8)
+        found["MLServer V2 batch 1000"] = load(
+            mlserver, encoded_tensor(pipeline, batch_rows), tmp, s, 2
+        )
+    found["wrk: maestro, 1 worker"] = wrk(ours, single, tmp, s)
+    found["wrk: maestro, 2 workers"] = wrk(two, single, tmp, s)
+    return found
+
+
+def report(model: str, m: dict) -> None:
+    print(f"\n### {model}\n")
+    print("| server, load | requests/s | p50 ms | p99 ms | errors |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in m.items():
+        print(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+        )
+    print(
+        f"\nthroughput vs mlflow models serve: {m['maestro']['rps'] / m['mlflow models serve']['rps']:.1f}x; "
+        f"vs bare FastAPI: {m['maestro']['rps'] / m['bare FastAPI']['rps']:.2f}; "
+        f"batch rows/s: {m['maestro batch 1000']['rps'] * 1000:,.0f}; "
+        f"V2 batch rows/s: {m['maestro V2 batch 1000']['rps'] * 1000:,.0f}; "
+        f"p99 at 200/s with log / without: {m['maestro @200/s']['p99_ms'] / m['maestro @200/s, log off']['p99_ms']:.2f} "
+        f"(p99 of each run, with: {m['maestro @200/s']['p99_ms_per_run']}, "
+        f"without: {m['maestro @200/s, log off']['p99_ms_per_run']})"
+    )
+    one, two = m["wrk: maestro, 1 worker"], m["wrk: maestro, 2 workers"]
+    print(
+        f"workers 2 / 1 (wrk, single rows): {two['rps'] / one['rps']:.2f}x "
+        f"({one['rps']:,.0f} and {two['rps']:,.0f} requests/s; wrk used "
+        f"{100 * one['generator_cpu']:.0f}% and {100 * two['generator_cpu']:.0f}% of a core)"
+    )
+    if "MLServer V2" in m:
+        theirs, theirs_batch = m["MLServer V2"], m["MLServer V2 batch 1000"]
+        print(
+            f"vs MLServer: single rows {m['maestro']['rps'] / theirs['rps']:.2f}x; "
+            f"1,000-row batches, V2 {m['maestro V2 batch 1000']['rps'] / theirs_batch['rps']:.2f}x, "
+            f"JSON records {m['maestro batch 1000']['rps'] / theirs_batch['rps']:.2f}x "
+            f"(MLServer {theirs_batch['rps'] * 1000:,.0f} rows/s)"
+        )
+    else:
+        print("vs MLServer: left out of --smoke (installing it takes minutes)")
 
 
 if __name__ == "__main__":

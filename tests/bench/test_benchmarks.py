@@ -88,12 +88,20 @@ def test_serving_reports_every_server_and_goal():
             "| maestro @200/s |",
             "| maestro @200/s, log off |",
             "| maestro batch 1000 |",
+            "| maestro V2 |",
+            "| maestro V2 @200/s |",
+            "| maestro V2 batch 1000 |",
+            "| maestro @200/s, 2 workers |",
+            "| wrk: maestro, 1 worker |",
+            "| wrk: maestro, 2 workers |",
         ):
             assert_row(section, server, 4)
         summary = assert_row(section, "throughput vs mlflow models serve:", 4)
         assert float(summary[0]) > 1, f"{model}: maestro no faster than mlflow models serve"
         for quoted in ("vs bare FastAPI:", "batch rows/s:", "p99 at 200/s with log / without:"):
             assert quoted in section
+        assert_row(section, "workers 2 / 1 (wrk, single rows):", 5)
+        assert "vs MLServer:" in section
 
 
 def test_drift_compares_both_engines_and_reads_the_prediction_log():
