@@ -140,6 +140,78 @@ def v2_body(metadata: dict, rows: list[dict]) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def v2_binary_body(columns, rows: list[dict]) -> tuple[bytes, str]:
+    """The same request in the V2 binary tensor extension: a JSON header, then each column's
+    bytes (numbers as one little-endian array, text length-prefixed)."""
+    import struct
+
+    import numpy as np
+
+    from maestro.serving.v2 import DATATYPE
+
+    inputs, chunks = [], []
+    for c in columns:
+        values = [r[c.name] for r in rows]
+        if c.kind == "string":
+            chunk = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+        else:
+            dtype = {"number": "<f8", "integer": "<i8", "boolean": "?"}[c.kind]
+            chunk = np.array(values, dtype=dtype).tobytes()
+        parameters = {"binary_data_size": len(chunk)}
+        inputs.append(
+            {
+                "name": c.name,
+                "shape": [len(rows)],
+                "datatype": DATATYPE[c.kind],
+                "parameters": parameters,
+            }
+        )
+        chunks.append(chunk)
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + b"".join(chunks), str(len(header))
+
+
+def batch_split(model: str, rows: list[dict], repeats: int) -> dict[str, float]:
+    """Where a 1,000-row batch's time goes in the server, in-process (median ms of `repeats`):
+    reading each protocol's body into validated columns, and the model (one thread)."""
+    import time
+
+    import numpy as np
+    import orjson
+
+    from maestro.serving import v2
+    from maestro.serving.scorer import load_scorer, to_columns
+
+    scorer = load_scorer(model, "1", threads=1)
+    batch = (rows * 1000)[:1000]
+    records = json.dumps(batch).encode()
+    v2_json = v2_body(v2.model_metadata(model, ["1"], scorer.columns), batch)
+    binary, header = v2_binary_body(scorer.columns, batch)
+    table = to_columns(batch, scorer.columns)
+    steps = {
+        "JSON records: parse": lambda: orjson.loads(records),
+        "JSON records: parse and validate": lambda: to_columns(
+            orjson.loads(records), scorer.columns
+        ),
+        "V2 JSON: parse and validate": lambda: v2.infer_request(
+            v2_json, None, scorer.columns, 10_000
+        ),
+        "V2 binary: parse and validate": lambda: v2.infer_request(
+            binary, header, scorer.columns, 10_000
+        ),
+        "model (one thread)": lambda: scorer.score(table),
+    }
+    split = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - started) * 1000)
+        split[name] = float(np.median(times))
+    return split
+
+
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local f = io.open("{body}", "rb")
@@ -333,6 +405,12 @@ def main() -> None:
         for model, (rows, pipeline) in registered.items():
             results[model] = measure(model, rows, pipeline, ports, tmp, a)
             report(model, results[model])
+            split = batch_split(model, rows, 5 if a.smoke else 100)
+            print(f"\nin-process, per 1,000-row batch of {model} (median of repeats):\n")
+            print("| step | ms |\n| --- | ---: |")
+            for step, ms in split.items():
+                print(f"| {step} | {ms:.2f} |")
+            results[model]["split_ms"] = split
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -102,6 +102,9 @@ def test_serving_reports_every_server_and_goal():
             assert quoted in section
         assert_row(section, "workers 2 / 1 (wrk, single rows):", 5)
         assert "vs MLServer:" in section
+        for step in ("| JSON records: parse and validate |", "| V2 binary: parse and validate |"):
+            assert_row(section, step, 1)
+        assert_row(section, "| model (one thread) |", 1)
 
 
 def test_drift_compares_both_engines_and_reads_the_prediction_log():
