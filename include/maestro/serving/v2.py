@@ -148,9 +148,9 @@ def _tensors(inputs: list, binary: bytes) -> list[_Tensor]:
         name, datatype, shape = spec["name"], spec.get("datatype"), spec.get("shape")
         if datatype not in NUMPY_TYPES and datatype != "BYTES":
             raise RequestError(422, f"input {name!r}: unknown datatype {datatype!r}", name)
-        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+        if type(shape) is not list or any(type(d) is not int or d < 0 for d in shape):
             raise RequestError(422, f"input {name!r}: shape must be a list of sizes", name)
-        size = math.prod(shape)
+        size = shape[0] if len(shape) == 1 else math.prod(shape)
         parameters = spec.get("parameters") or {}
         if "binary_data_size" in parameters:
             length = parameters["binary_data_size"]
@@ -254,8 +254,9 @@ def _column(column: Column, tensor: _Tensor):
     values = tensor.values
     if isinstance(values, np.ndarray):
         return _checked_array(column, values)
-    kind = "integer" if datatype in INTEGERS else column.kind  # an INT64 input holds integers
-    check_values(Column(name, kind, column.required), values, lambda i: f"input {name!r} row {i}")
+    if datatype in INTEGERS and column.kind != "integer":  # an INT64 input holds integers
+        column = Column(name, "integer", column.required)
+    check_values(column, values, lambda i: f"input {name!r} row {i}")
     return values
 
 
