@@ -113,9 +113,10 @@ def mlserver_repository(root: Path, pipelines: dict, port: int) -> Path:
 def encoded_tensor(pipeline, rows: list[dict]) -> bytes:
     """The V2 body MLServer's LightGBM runtime takes: the rows encoded by the pipeline's own
     preprocessing (numbers as they are, categories as ordinal codes), one FP64 tensor."""
+    import numpy as np
     import pandas as pd
 
-    matrix = pipeline.named_steps["prep"].transform(pd.DataFrame(rows)).astype(float)
+    matrix = np.asarray(pipeline.named_steps["prep"].transform(pd.DataFrame(rows)), dtype=float)
     tensor = {
         "name": "input-0",
         "shape": list(matrix.shape),
@@ -227,7 +228,8 @@ def wrk(url: str, body: bytes, tmp: Path, seconds: float, connections: int = 8) 
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=tmp / "wrk-body.json"))
     out = tmp / "wrk.out"
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
+    command = ["wrk", "-t1", f"-c{connections}", duration, "--latency", "-s", str(script)]
     with out.open("w") as stream:
         proc = subprocess.Popen([*command, url], stdout=stream, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -454,8 +456,10 @@ def measure(model: str, rows: list[dict], pipeline, ports: dict, tmp: Path, a) -
         mlserver = f"{base['mlserver']}/v2/models/{model}/infer"
         tensor_single = encoded_tensor(pipeline, [row])
         wait_until_up(mlserver, tensor_single)
-        answer = httpx.post(mlserver, content=tensor_single, timeout=10).json()
-        ours_answer = httpx.post(ours, content=single, timeout=10).json()["predictions"][0]
+        headers = {"Content-Type": "application/json"}
+        answer = httpx.post(mlserver, content=tensor_single, headers=headers, timeout=10).json()
+        ours_answer = httpx.post(ours, content=single, headers=headers, timeout=10).json()
+        ours_answer = ours_answer["predictions"][0]
         theirs_answer = answer["outputs"][0]["data"][-1]  # P(positive) last for classifiers
         assert abs(theirs_answer - ours_answer) < 1e-9, (theirs_answer, ours_answer)
         found["MLServer V2"] = load(mlserver, tensor_single, tmp, s, 8)
