@@ -875,7 +875,7 @@ def app_from_environment() -> FastAPI:
 
 
 def _stop_with_parent() -> None:
-    """Have Linux send this worker SIGTERM when the supervisor dies, however it dies: the
+    """Have Linux send this worker SIGTERM when its supervisor dies, however it dies: the
     worker then shuts down as on any SIGTERM (its prediction log written) instead of living
     on, orphaned, on the port."""
     import ctypes
@@ -891,12 +891,14 @@ def serve(
     settings: Settings, models: list[str], host: str, port: int, workers: int | None = None
 ) -> None:
     """Serve on `host:port` with `workers` processes (default: the settings', else the CPUs).
-    Each worker loads the plan, watches it and keeps its own prediction log writer; uvicorn's
-    supervisor shares the socket and replaces a worker that dies."""
+    Each worker loads the plan, watches it and keeps its own prediction log writer; see
+    `maestro.serving.workers` for how they share the port."""
     import sys
     import tempfile
 
     import uvicorn
+
+    from maestro.serving.workers import supervise
 
     # LightGBM's OpenMP threads sleep between batches instead of spinning on the cores the
     # event loop and the prediction log's writer need (read when the runtime loads, later)
@@ -931,6 +933,4 @@ def serve(
             }
         )
         log.info("serving on %s:%d with %d worker processes", host, port, workers)
-        uvicorn.run(
-            "maestro.serving.app:app_from_environment", factory=True, workers=workers, **options
-        )
+        supervise(options, workers)
