@@ -63,27 +63,6 @@ WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log
 
 
 class Metrics:
-    def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format: this process's, or with several workers,
-        all of theirs (Prometheus' multiprocess mode: counters and histograms add up, each
-        gauge combines as its `multiprocess_mode` says)."""
-        if not self.multiprocess:
-            return generate_latest(self.registry)
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-
-    def forget(self, gauge) -> None:
-        """Drop a labelled gauge's series, as a new plan replaces the old one's versions.
-        Multiprocess mode cannot remove a series: there they are set to 0."""
-        if not self.multiprocess:
-            gauge.clear()
-            return
-        for labels in list(gauge._metrics):  # prometheus_client's own record of the children
-            gauge.labels(*labels).set(0)
-
     def __init__(self, multiprocess: bool = False) -> None:
         self.multiprocess = multiprocess
         self.registry = CollectorRegistry()
@@ -181,6 +160,27 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or with several workers,
+        all of theirs (Prometheus' multiprocess mode: counters and histograms add up, each
+        gauge combines as its `multiprocess_mode` says)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def forget(self, gauge) -> None:
+        """Drop a labelled gauge's series, as a new plan replaces the old one's versions.
+        Multiprocess mode cannot remove a series: there they are set to 0."""
+        if not self.multiprocess:
+            gauge.clear()
+            return
+        for labels in list(gauge._metrics):  # prometheus_client's own record of the children
+            gauge.labels(*labels).set(0)
 
 
 @dataclass
@@ -865,26 +865,12 @@ MODELS_VARIABLE = "MAESTRO_SERVING_MODELS"
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one of `maestro serve --workers N`'s processes: uvicorn starts each one fresh
-    and calls this; the settings and models come from the environment `serve` set."""
+    """The app of one of `maestro serve --workers N`'s processes (`maestro.serving.workers`
+    starts each one fresh); the settings and models come from the environment `serve` set."""
     from maestro.config import get_settings
 
-    _stop_with_parent()
     models = [m for m in os.environ.get(MODELS_VARIABLE, "").split(",") if m]
     return create_app(get_settings(), models)
-
-
-def _stop_with_parent() -> None:
-    """Have Linux send this worker SIGTERM when its supervisor dies, however it dies: the
-    worker then shuts down as on any SIGTERM (its prediction log written) instead of living
-    on, orphaned, on the port."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1  # noqa: N806 - the name prctl(2) gives it
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def serve(

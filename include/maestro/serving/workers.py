@@ -21,37 +21,45 @@ log = logging.getLogger("maestro.serving")
 CHECK_SECONDS = 0.5
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port in the port's SO_REUSEPORT group, listening."""
+def port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port in the port's SO_REUSEPORT group (not yet listening)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
 def run_worker(options: dict[str, Any]) -> None:
-    """One worker: its own socket, then uvicorn on it (the app from the environment)."""
+    """One worker: its own listening socket, then uvicorn on it (the app from the
+    environment)."""
     import uvicorn
 
-    sock = listening_socket(options["host"], options["port"])
+    stop_with_supervisor()
+    sock = port_socket(options["host"], options["port"])
+    sock.listen(2048)
     config = uvicorn.Config("maestro.serving.app:app_from_environment", factory=True, **options)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def stop_with_supervisor() -> None:
+    """Have Linux send this worker SIGTERM when its supervisor dies, however it dies: the
+    worker then shuts down as on any SIGTERM (its prediction log written) instead of living
+    on, orphaned, on the port."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1  # noqa: N806 - the name prctl(2) gives it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def supervise(options: dict[str, Any], workers: int) -> None:
     """Run `workers` worker processes on options' host and port until SIGTERM or SIGINT."""
     # claim the port first: a port another program holds fails here, once, with its error
     # (a bound socket that does not listen takes no connections from the workers)
-    claim = socket.socket(
-        socket.AF_INET6 if ":" in options["host"] else socket.AF_INET, socket.SOCK_STREAM
-    )
-    claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    claim.bind((options["host"], options["port"]))
+    claim = port_socket(options["host"], options["port"])
     spawn = multiprocessing.get_context("spawn")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
