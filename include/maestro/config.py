@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         return self.serving_workers or len(os.sched_getaffinity(0))
 
     @property
+    def compiled_forests(self) -> Path:
+        """Where the model server keeps LightGBM forests compiled for batches."""
+        return self.home / "forests"
+
+    @property
     def scoring_threads(self) -> int:
         cpus = len(os.sched_getaffinity(0))
         return self.serving_threads or max(1, cpus // self.server_processes)

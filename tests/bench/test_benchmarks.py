@@ -104,7 +104,8 @@ def test_serving_reports_every_server_and_goal():
         assert "vs MLServer:" in section
         for step in ("| JSON records: parse and validate |", "| V2 binary: parse and validate |"):
             assert_row(section, step, 1)
-        assert_row(section, "| model (one thread) |", 1)
+        assert_row(section, "| model, booster (one thread) |", 1)
+        assert_row(section, "| model, compiled forest (one thread) |", 1)
 
 
 def test_drift_compares_both_engines_and_reads_the_prediction_log():

@@ -610,6 +610,21 @@ def test_the_open_inference_protocol_answers_as_the_json_routes_do(registry, tmp
         status, body = target.request("POST", "/v2/models/demo/infer", null)
         assert status == 422 and json.loads(body) == {"error": "input 'age' row 0 may not be null"}
         metrics = target.metrics()
+
+        # on LightGBM (version 2), a batch this large has the trees compiled in the background;
+        # once they are, both protocols score by them, as the booster did
+        target.apply("demo", ModelPlan((Route("2", 100),)))
+        many = json.loads(generate(300, seed=8)[list(ROW)].to_json(orient="records"))
+        status, body = target.request("POST", "/v1/models/demo/predict", many)
+        by_booster = json.loads(body)["predictions"]
+        deadline = time.monotonic() + 120
+        while (state := _compiled(target, "2")) != "ready":
+            assert state == "compiling" and time.monotonic() < deadline, state
+            time.sleep(0.2)
+        status, body = target.request("POST", "/v1/models/demo/predict", many)
+        by_forest = client.infer("demo", v2_inputs(many, True), headers={**auth})
+        for compiled in (json.loads(body)["predictions"], by_forest.as_numpy("predictions")):
+            np.testing.assert_allclose(compiled, by_booster, rtol=1e-9, atol=1e-12)
         client.close()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -628,6 +643,13 @@ def test_the_open_inference_protocol_answers_as_the_json_routes_do(registry, tmp
             features.reset_index(drop=True), frame, check_dtype=False, check_like=True
         )
         assert primary["prediction"].tolist() == expected
+
+
+def _compiled(target: ServerTarget, version: str) -> str | None:
+    """The state of a served version's compiled forest, as the server reports it."""
+    status, body = target.request("GET", "/v1/models")
+    routes = json.loads(body)["models"]["demo"]["routes"]
+    return next(route["compiled"] for route in routes if route["version"] == version)
 
 
 def test_two_workers_share_the_port_and_log_every_prediction_once(registry, tmp_path):

@@ -14,6 +14,7 @@ from maestro.data.synthetic import generate
 from maestro.serving.scorer import PARALLEL_ROWS, Column, Scorer, columns_of, to_columns
 from maestro.spec import get_spec
 from maestro.training.families import build_estimator, fit
+from maestro.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -84,4 +85,64 @@ def test_a_fast_path_that_cannot_be_checked_is_refused_and_said(demo, caplog):
     numeric = [c.name for c in columns if c.kind in ("number", "integer")]
     np.testing.assert_allclose(
         scorer.score(to_columns(records, columns)), pipeline_scores(pipeline, records, numeric)
+    )
+
+
+def compiled(forest) -> str:
+    """The forest's state once it is no longer compiling."""
+    return wait_for(
+        lambda: forest.state != "compiling" and forest.state,
+        timeout=120,
+        interval=0.05,
+        what="the forest was still compiling",
+    )
+
+
+def test_batches_move_to_the_compiled_forest_once_it_is_built_and_checked(demo, tmp_path):
+    """The first large batch is scored by the booster and has the trees compiled in the
+    background; later batches are scored by the compiled trees, exactly as by the pipeline.
+    A second scorer of the same model (a restarted server, a sibling worker) finds the compiled
+    forest in the cache instead of compiling it again; another model gets its own."""
+    spec, X, y = demo
+    params = {"n_estimators": 60, "num_leaves": 15}
+    pipeline = fit(build_estimator(spec, "lightgbm", params), spec, "lightgbm", X, y)
+    example = X.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]
+    records = requests(X, PARALLEL_ROWS + 50)
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    expected = pipeline_scores(pipeline, records, numeric)
+    cache = tmp_path / "forests"
+
+    scorer = Scorer("demo", "1", pipeline, columns, example, threads=2, forests=cache)
+    assert scorer.forest.state == "not compiled"
+    scorer.score(to_columns(records[:5], columns))  # a small batch does not start it
+    assert scorer.forest.state == "not compiled"
+    first = scorer.score(to_columns(records, columns))
+    assert scorer.forest.state == "compiling"
+    np.testing.assert_allclose(first, expected, rtol=1e-9, atol=1e-12)
+    assert compiled(scorer.forest) == "ready"
+    for batch in (records, records[:7]):  # once ready, small batches use it too
+        np.testing.assert_allclose(
+            scorer.score(to_columns(batch, columns)), expected[: len(batch)], rtol=1e-9, atol=1e-12
+        )
+    binaries = sorted(p.name for p in cache.glob("*.o"))
+    assert len(binaries) == 1
+
+    again = Scorer("demo", "2", pipeline, columns, example, threads=1, forests=cache)
+    again.score(to_columns(records, columns))
+    assert compiled(again.forest) == "ready"
+    assert sorted(p.name for p in cache.glob("*.o")) == binaries
+
+    params = {"n_estimators": 30, "num_leaves": 7}
+    other = fit(build_estimator(spec, "lightgbm", params), spec, "lightgbm", X, y)
+    third = Scorer("demo", "3", other, columns, example, threads=1, forests=cache)
+    third.score(to_columns(records, columns))
+    assert compiled(third.forest) == "ready"
+    assert len(list(cache.glob("*.o"))) == 2
+    np.testing.assert_allclose(
+        third.score(to_columns(records, columns)),
+        pipeline_scores(other, records, numeric),
+        rtol=1e-9,
+        atol=1e-12,
     )

@@ -286,7 +286,10 @@ class ModelServer:
             for version in resolved.values():
                 if (model, version) not in self._scorers:
                     self._scorers[(model, version)] = load_scorer(
-                        model, version, self.settings.scoring_threads
+                        model,
+                        version,
+                        self.settings.scoring_threads,
+                        self.settings.compiled_forests,
                     )
             total = sum(r.weight for r in model_plan.routes)
             lanes = [
@@ -381,6 +384,7 @@ class ModelServer:
                         "share": round(lane.share, 6),
                         "path": lane.scorer.path,
                         "fallback": lane.scorer.fallback,
+                        "compiled": lane.scorer.forest.state if lane.scorer.forest else None,
                     }
                     for route, lane in zip(r.plan.routes, r.lanes, strict=True)
                 ],

@@ -16,10 +16,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+
+from maestro.serving.forest import CompiledForest
 
 log = logging.getLogger("maestro.serving")
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
@@ -122,7 +125,14 @@ class Scorer:
     """Scores columns with a model version: P(positive) for classifiers, values for regressors."""
 
     def __init__(
-        self, model: str, version: str, pipeline, columns: list[Column], example, threads: int = 1
+        self,
+        model: str,
+        version: str,
+        pipeline,
+        columns: list[Column],
+        example,
+        threads: int = 1,
+        forests: Path | None = None,
     ):
         self.model, self.version = model, version
         self.columns = columns
@@ -131,8 +141,9 @@ class Scorer:
         self.classification = hasattr(pipeline, "predict_proba")
         self.path, self._fast = "pipeline", None
         self.fallback: str | None = None  # why a fast path that was built is not used
+        label = f"{model} version {version}"
         builders = (
-            ("booster", partial(_booster_scorer, threads=threads)),
+            ("booster", partial(_booster_scorer, threads=threads, forests=forests, label=label)),
             ("linear", _linear_scorer),
         )
         for path, build in builders:
@@ -149,6 +160,7 @@ class Scorer:
                     self.fallback = f"the {path} path disagrees with the pipeline"
             except Exception as error:  # noqa: BLE001 - the pipeline itself is the reference
                 self.fallback = f"the {path} path failed: {type(error).__name__}: {error}"
+        self.forest: CompiledForest | None = getattr(self._fast, "forest", None)
         if self.fallback:
             log.warning(
                 "%s version %s is scored by its pipeline (slower): %s",
@@ -192,10 +204,19 @@ def _numeric(table: dict[str, list], names: list[str]) -> np.ndarray:
     return matrix
 
 
-def _booster_scorer(pipeline, columns: list[Column], classification: bool, threads: int):
+def _booster_scorer(
+    pipeline,
+    columns: list[Column],
+    classification: bool,
+    threads: int,
+    forests: Path | None,
+    label: str,
+):
     """LightGBM behind numeric passthrough and ordinal categories: the booster on one matrix,
     with `threads` threads for batches of PARALLEL_ROWS rows or more (below that, waking the
-    threads costs more than it saves)."""
+    threads costs more than it saves). With a `forests` cache folder, the first batch of
+    PARALLEL_ROWS rows or more has the trees compiled in the background; once compiled and
+    checked, every batch is scored by them (`maestro.serving.forest`)."""
     from lightgbm import LGBMModel
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
@@ -224,6 +245,7 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool, threa
     booster = model.booster_
     n_numeric = len(numeric)
     one_row = SingleRowPredictor(booster, n_numeric + len(categorical))
+    forest = CompiledForest(booster, forests, threads, label) if forests else None
 
     def score(table: dict[str, list]) -> np.ndarray:
         n = len(table[columns[0].name])
@@ -235,8 +257,13 @@ def _booster_scorer(pipeline, columns: list[Column], classification: bool, threa
         matrix[:, :n_numeric] = _numeric(table, numeric)
         for j, (name, codes) in enumerate(categorical, start=n_numeric):
             matrix[:, j] = [codes.get(v, -1.0) for v in table[name]]
+        if forest is not None and (n >= PARALLEL_ROWS or forest.state == "ready"):
+            compiled = forest.predict(matrix)
+            if compiled is not None:
+                return compiled
         return booster.predict(matrix, num_threads=threads if n >= PARALLEL_ROWS else 1)
 
+    score.forest = forest
     return score
 
 
@@ -373,9 +400,10 @@ def example_rows(model: str, version: str) -> list[dict]:
     return json.loads(example.to_json(orient="records"))  # NaN -> null
 
 
-def load_scorer(model: str, version: str, threads: int = 1) -> Scorer:
+def load_scorer(model: str, version: str, threads: int = 1, forests: Path | None = None) -> Scorer:
     """Download and load `models:/<model>/<version>` from the configured MLflow registry;
-    `threads` for scoring large batches."""
+    `threads` for scoring large batches; `forests`, a cache folder for compiled forests (see
+    `maestro.serving.forest`; None: batches stay on the booster)."""
     import mlflow
     from mlflow.models import Model
 
@@ -387,4 +415,5 @@ def load_scorer(model: str, version: str, threads: int = 1) -> Scorer:
     if meta.saved_input_example_info:
         example = meta.load_input_example(local)
     pipeline = mlflow.sklearn.load_model(local)
-    return Scorer(model, str(version), pipeline, columns_of(meta.signature), example, threads)
+    columns = columns_of(meta.signature)
+    return Scorer(model, str(version), pipeline, columns, example, threads, forests)
