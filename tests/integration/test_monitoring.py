@@ -74,7 +74,7 @@ def serve_rows(settings, rows: pd.DataFrame, version: str, batch: int = 100) -> 
 
     spec = get_spec("adult_income", settings)
     model = mlflow.sklearn.load_model(f"models:/adult_income/{version}")
-    log = PredictionLog(settings.prediction_log_location, interval=0.2)
+    log = PredictionLog(settings.prediction_log_location)
     ids = []
     names = tuple(spec.feature_names)
     for start in range(0, len(rows), batch):

@@ -132,7 +132,7 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
     from maestro.serving.predlog import PredictionLog, read_log
 
     url = databases["mlflow"]  # any empty database will do
-    log = PredictionLog(url, interval=0.1)
+    log = PredictionLog(url)
     body = b'[{"age": 30, "region": "north"}, {"age": 41, "region": null}]'
     names = ("age", "region")
     log.append(
@@ -175,7 +175,7 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases):
     url = databases["mlflow"]
     settings = Settings(prediction_log=url)
     assert not has_log(url, "demo")
-    log = PredictionLog(url, interval=0.1)
+    log = PredictionLog(url)
     body = b'[{"age": 30}, {"age": 41}]'
     for at, request_id, role in (
         (1.7e9, "old", "primary"),

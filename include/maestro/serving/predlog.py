@@ -2,26 +2,29 @@
 and time, for drift monitoring to read.
 
 The server keeps only references: per request, the body it has already validated and the
-predictions as bytes. Every `interval` seconds a thread hands the batch to a writer process
-through a pipe, and the writer turns it into rows: parquet partitioned by model and date, or a
+predictions as bytes. Before the answer leaves, the entry goes into a pipe to a writer process,
+which every second turns what it read into rows: parquet partitioned by model and date, or a
 PostgreSQL table when the log's location is a `postgresql://` URL. Parsing, Arrow and parquet
 for 100,000 rows a second then run on another core, outside the server's GIL, instead of
 stretching its request latencies.
 
-A server stopped normally hands over everything it acknowledged and waits for the writer to
-write it. The writer ignores SIGINT and SIGTERM (a Ctrl-C or `killpg` reaches the whole
-process group) and stops when its pipe closes, so even a killed server loses only what it had
-not handed over yet: at most the last interval.
+The pipe (1 MiB) is written without blocking: if the writer falls that far behind, entries wait
+in the server, in order, and a thread feeds them to the pipe as it drains. The writer ignores
+SIGINT and SIGTERM (a Ctrl-C or `killpg` reaches the whole process group) and stops when its
+pipe closes, after writing everything it read. So a server stopped normally loses nothing, and
+a killed one loses only what was still waiting in it: nothing while its writer keeps up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import itertools
 import json
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -29,9 +32,10 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +47,10 @@ TABLE = "prediction_log"
 FRAME = struct.Struct("<Q")
 FINAL_RETRIES = 5
 MAX_PENDING = 200_000  # requests kept while no writer takes them; older ones are dropped
+PIPE_BYTES = 1 << 20  # Linux's limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
+F_SETPIPE_SZ = 1031  # fcntl's command for a pipe's size (Linux)
+WRITE_INTERVAL = 1.0  # seconds between the writer's writes (one parquet file per model each)
+READ_PAUSE = 0.01  # the writer reads what piled up every 10 ms, not woken by every entry
 # the writer yields the CPU to the server it logs for: requests first, then the log (it
 # catches up in the gaps; the pipe buffers meanwhile)
 WRITER_NICENESS = 19
@@ -66,97 +74,146 @@ class Entry(NamedTuple):
 
 
 class PredictionLog:
-    """The server's side: a buffer, and a thread that hands it to the writer process."""
+    """The server's side: each entry into the writer's pipe as it is logged, and a thread that
+    feeds the pipe what it could not take at once (and replaces a writer that died)."""
 
-    def __init__(self, location: str, interval: float = 1.0) -> None:
+    def __init__(self, location: str) -> None:
         self.location = location
-        self.interval = interval
-        self._buffer: list[tuple] = []
         self.restarts = 0  # writers that died and were replaced
         self.dropped = 0  # entries given up while no writer took them
+        self._waiting: deque[bytes] = deque()  # frames the pipe has not taken yet, in order
+        self._sent = 0  # bytes of the first waiting frame already in the pipe
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._writer = _start_writer(location)
+        self._writer, self._fd = _start_writer(location)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def append(self, *fields) -> None:
-        """Log one request; `fields` are Entry's, in order. A plain tuple: it pickles eight
-        times faster than a NamedTuple, and list.append is atomic under the GIL."""
-        self._buffer.append(fields)
-
-    def flush(self) -> int:
-        """Hand the buffer to the writer; if the writer has died, start a new one and keep the
-        entries for the next flush."""
+        """Log one request; `fields` are Entry's, in order (a plain tuple pickles eight times
+        faster than a NamedTuple). It is in the pipe when this returns, unless the pipe is full
+        or its writer gone: then it waits here, behind those before it."""
+        payload = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = FRAME.pack(len(payload)) + payload
         with self._lock:
-            # take a prefix of the one list instead of swapping in a new one: a request that
-            # read the attribute just before a swap would append to the list already sent
-            taken = len(self._buffer)
-            entries = self._buffer[:taken]
-            del self._buffer[:taken]
-            if not entries:
-                return 0
-            payload = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
-            try:
-                self._writer.stdin.write(FRAME.pack(len(payload)))
-                self._writer.stdin.write(payload)
-                self._writer.stdin.flush()
-            except OSError:
-                log.error(
-                    "prediction log writer (pid %d) is gone (exit code %s); starting another",
-                    self._writer.pid,
-                    self._writer.poll(),
-                )
-                self._buffer[:0] = entries
-                excess = len(self._buffer) - MAX_PENDING
-                if excess > 0:
-                    del self._buffer[:excess]
-                    self.dropped += excess
-                    log.error("prediction log: %d entries dropped, no writer took them", excess)
-                self.restarts += 1
-                self._writer = _start_writer(self.location)
-                return 0
-        return len(entries)
+            if not self._waiting:
+                try:
+                    sent = os.write(self._fd, frame)
+                except OSError:  # full (BlockingIOError) or the writer is gone
+                    sent = 0
+                if sent == len(frame):
+                    return
+                self._sent = sent
+            self._waiting.append(frame)
+            if len(self._waiting) > MAX_PENDING:
+                head = self._waiting.popleft()  # perhaps partly sent: it stays first
+                self._waiting.popleft()
+                self._waiting.appendleft(head)
+                self.dropped += 1
+        self._wake.set()
+
+    def flush(self, timeout: float = 60) -> None:
+        """Wait until the pipe has taken every entry logged so far."""
+        deadline = time.monotonic() + timeout
+        while self._waiting and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self._waiting)
 
     def close(self) -> None:
         """Hand over the rest and wait until the writer has written everything."""
         self._stop.set()
+        self._wake.set()
         self._thread.join()
-        self.flush()
-        self._writer.stdin.close()
+        if self._waiting:
+            log.error("prediction log: %d entries lost, no writer took them", len(self._waiting))
+        os.close(self._fd)
         code = self._writer.wait()
         if code:
             log.error("prediction log writer exited with code %d; see its errors above", code)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(1.0)
+            self._wake.clear()
             try:
-                self.flush()
+                self._feed()
             except Exception:  # no new writer could start: the entries wait for the next try
-                log.exception("prediction log: handing over %d entries failed", len(self._buffer))
+                log.exception("prediction log: %d entries wait for a writer", len(self._waiting))
+                if self._stop.is_set():
+                    return
+            if self._stop.is_set() and not self._waiting:
+                return
+
+    def _feed(self) -> None:
+        """Write the waiting frames into the pipe, in order, as it drains. Only this thread
+        writes while frames wait (`append` queues behind them), so the lock is not held while
+        waiting for the pipe."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    return
+                frame, offset, fd = self._waiting[0], self._sent, self._fd
+            try:
+                select.select([], [fd], [], 1.0)
+                sent = os.write(fd, memoryview(frame)[offset:])
+            except BlockingIOError:
+                continue
+            except OSError:
+                self._replace_writer()
+                continue
+            with self._lock:
+                if offset + sent == len(frame):
+                    self._waiting.popleft()
+                    self._sent = 0
+                else:
+                    self._sent = offset + sent
+
+    def _replace_writer(self) -> None:
+        """A new writer for a dead one. What the dead one read but had not written is lost with
+        it; the frame it was sent part of goes whole to the new one."""
+        log.error(
+            "prediction log writer (pid %d) is gone (exit code %s); starting another",
+            self._writer.pid,
+            self._writer.poll(),
+        )
+        writer, fd = _start_writer(self.location)
+        with self._lock:
+            os.close(self._fd)
+            self._writer, self._fd, self._sent = writer, fd, 0
+            self.restarts += 1
 
 
-def _start_writer(location: str) -> subprocess.Popen:
-    """The writer process, once its sink is open. The location goes over the pipe, not the
-    command line, where a database password would show in the process list."""
+def _start_writer(location: str) -> tuple[subprocess.Popen, int]:
+    """The writer process, once its sink is open, and the non-blocking end of its pipe. The
+    location goes over the pipe, not the command line, where a database password would show in
+    the process list."""
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # a lower limit on this host: the default size (64 KiB) still works
+        log.warning("prediction log: the writer's pipe stays at its default size")
     writer = subprocess.Popen(
         [sys.executable, "-c", "from maestro.serving.predlog import run_writer; run_writer()"],
-        stdin=subprocess.PIPE,
+        stdin=read_end,
         stdout=subprocess.PIPE,
     )
-    writer.stdin.write(location.encode() + b"\n")
-    writer.stdin.flush()
+    os.close(read_end)
+    location_frame = location.encode()
+    os.write(write_end, FRAME.pack(len(location_frame)) + location_frame)
     if writer.stdout.readline() != b"ready\n":
         writer.wait()
+        os.close(write_end)
         raise RuntimeError(
             f"prediction log {redacted(location)!r} could not be opened (writer exit code "
             f"{writer.returncode}; its error is above)"
         )
-    return writer
+    os.set_blocking(write_end, False)
+    return writer, write_end
 
 
 def redacted(location: str) -> str:
@@ -167,16 +224,16 @@ def redacted(location: str) -> str:
 
 
 def run_writer() -> None:
-    """The writer process: reads batches of entries from stdin until it closes, writes them,
-    and retries what failed to write with the next batch."""
+    """The writer process: reads entries from stdin until it closes, writes what it read every
+    WRITE_INTERVAL seconds, and retries what failed to write with the next write."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(WRITER_NICENESS)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    stream = sys.stdin.buffer
-    location = stream.readline().decode().rstrip("\n")
+    frames = FrameReader(sys.stdin.fileno())
+    location = frames.read(timeout=None)[0].decode()
     try:
         sink = PostgresSink(location) if is_database(location) else ParquetSink(location)
     except Exception:
@@ -185,28 +242,55 @@ def run_writer() -> None:
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
     pending: list[Entry] = []
-    while (batch := _read_batch(stream)) is not None:
-        pending = write_entries(sink, pending + batch)
-    for _ in range(FINAL_RETRIES):
+    due = time.monotonic() + WRITE_INTERVAL
+    while (batch := frames.read(timeout=max(0.0, due - time.monotonic()))) is not None:
+        # B301: our own server's pipe to its child
+        pending += [Entry(*pickle.loads(frame)) for frame in batch]  # nosec B301
+        if time.monotonic() >= due:
+            pending = write_entries(sink, pending) if pending else pending
+            due = time.monotonic() + WRITE_INTERVAL
+        time.sleep(READ_PAUSE)
+    for attempt in range(FINAL_RETRIES + 1):
         if not pending:
             return
-        time.sleep(1)
+        if attempt:
+            time.sleep(1)
         pending = write_entries(sink, pending)
-    if pending:
-        log.error("prediction log: %d entries could not be written and are lost", len(pending))
-        sys.exit(1)
+    log.error("prediction log: %d entries could not be written and are lost", len(pending))
+    sys.exit(1)
 
 
-def _read_batch(stream: BinaryIO) -> list[Entry] | None:
-    head = stream.read(FRAME.size)
-    if len(head) < FRAME.size:
-        return None
-    (size,) = FRAME.unpack(head)
-    payload = stream.read(size)
-    if len(payload) < size:  # the server died while handing over this batch
-        return None
-    # B301: our own server's pipe to its child
-    return [Entry(*fields) for fields in pickle.loads(payload)]  # nosec B301
+class FrameReader:
+    """Length-prefixed frames from a pipe: each read takes whatever has arrived."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._buffer = fd, bytearray()
+
+    def read(self, timeout: float | None) -> list[bytes] | None:
+        """The whole frames that arrived within `timeout` seconds (None: wait for one), or
+        None once the pipe is closed (a frame cut short by a killed server is dropped)."""
+        frames: list[bytes] = []
+        while True:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+            if ready:
+                chunk = os.read(self._fd, PIPE_BYTES)
+                if not chunk:
+                    return frames or None
+                self._buffer += chunk
+                frames += self._whole_frames()
+            if frames or timeout is not None:
+                return frames
+
+    def _whole_frames(self) -> list[bytes]:
+        frames, at = [], 0
+        while len(self._buffer) - at >= FRAME.size:
+            (size,) = FRAME.unpack_from(self._buffer, at)
+            if len(self._buffer) - at - FRAME.size < size:
+                break
+            frames.append(bytes(self._buffer[at + FRAME.size : at + FRAME.size + size]))
+            at += FRAME.size + size
+        del self._buffer[:at]
+        return frames
 
 
 def write_entries(sink, entries: list[Entry]) -> list[Entry]:
