@@ -14,8 +14,10 @@ its own process:
 Runs: single-row requests in a closed loop (8 connections), at a fixed 200 requests/s (open
 loop), and 1,000-row batches (2 connections). The cost of the prediction log is p99 at 200/s
 with the log against without, over `--rounds` alternating pairs of runs, latencies pooled.
-Worker scaling is measured with Debian's `wrk` (one thread, 8 connections), which costs far
-less CPU than a Python generator on cores it shares with the server; its CPU share is printed.
+Worker scaling is measured with Debian's `wrk` (one thread, 32 connections, so that the kernel
+spreads them evenly over the workers' sockets), which costs far less CPU than a Python
+generator on cores it shares with the server; `--rounds` alternating pairs of runs, averaged;
+its CPU share and the connections each worker got are printed.
 
     .venv/bin/python bench/serving.py [--seconds 8] [--rounds 5] [--smoke]
 """
@@ -30,9 +32,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from maestro.web import free_port
 
@@ -176,8 +181,6 @@ def batch_split(model: str, rows: list[dict], repeats: int, forests: Path) -> di
     """Where a 1,000-row batch's time goes in the server, in-process (median ms of `repeats`):
     reading each protocol's body into validated columns, and the model on one thread (encoding
     the categories, then the booster or the compiled forest)."""
-    import time
-
     import numpy as np
     import orjson
 
@@ -251,10 +254,21 @@ wrk.body = f:read("*a")
 f:close()
 """
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+# the kernel hashes each connection to one worker's socket: 8 connections often split 6/2 or
+# worse between two workers, 32 split close to even
+WRK_CONNECTIONS = 32
 
 
-def wrk(url: str, body: bytes, tmp: Path, seconds: float, connections: int = 8) -> dict:
-    """Debian's wrk, one thread: throughput, latency percentiles and the CPU it used itself."""
+def wrk(
+    url: str,
+    body: bytes,
+    tmp: Path,
+    seconds: float,
+    connections: int = WRK_CONNECTIONS,
+    during: Callable[[], None] | None = None,
+) -> dict:
+    """Debian's wrk, one thread: throughput, latency percentiles and the CPU it used itself;
+    `during` is called halfway through the run."""
     (tmp / "wrk-body.json").write_bytes(body)
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=tmp / "wrk-body.json"))
@@ -263,6 +277,9 @@ def wrk(url: str, body: bytes, tmp: Path, seconds: float, connections: int = 8) 
     command = ["wrk", "-t1", f"-c{connections}", duration, "--latency", "-s", str(script)]
     with out.open("w") as stream:
         proc = subprocess.Popen([*command, url], stdout=stream, stderr=subprocess.STDOUT)
+        if during is not None:
+            time.sleep(seconds / 2)
+            during()
         _, status, usage = os.wait4(proc.pid, 0)
     text = out.read_text()
     if status != 0 or "Requests/sec" not in text:
@@ -280,6 +297,39 @@ def wrk(url: str, body: bytes, tmp: Path, seconds: float, connections: int = 8) 
         "errors": int(errors[1]) if errors else 0,
         "generator_cpu": (usage.ru_utime + usage.ru_stime) / seconds,
     }
+
+
+def scaling(one: str, two: str, server: int, body: bytes, tmp: Path, a) -> dict:
+    """wrk on one worker and on two, in `a.rounds` alternating pairs of runs; each figure is
+    the mean of its runs, and the two-worker one says how the kernel split wrk's connections
+    among the workers (`server` is the two-worker server's pid)."""
+    port = int(two.split(":")[2].split("/")[0])
+    splits: list[str] = []
+
+    def split() -> None:
+        workers = [w for w in psutil.Process(server).children() if w.children()]
+        counts = [
+            sum(
+                1
+                for c in w.net_connections("tcp")
+                if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            )
+            for w in workers
+        ]
+        splits.append("/".join(map(str, sorted(counts))))
+
+    runs: dict[str, list[dict]] = {"wrk: maestro, 1 worker": [], "wrk: maestro, 2 workers": []}
+    for url in (one, two):  # every worker has answered before it is measured
+        wrk(url, body, tmp, 1)
+    for _ in range(a.rounds):
+        runs["wrk: maestro, 1 worker"].append(wrk(one, body, tmp, a.seconds))
+        runs["wrk: maestro, 2 workers"].append(wrk(two, body, tmp, a.seconds, during=split))
+    pooled = {
+        name: {key: float(np.mean([r[key] for r in found])) for key in found[0]}
+        for name, found in runs.items()
+    }
+    pooled["wrk: maestro, 2 workers"]["splits"] = splits
+    return pooled
 
 
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -436,7 +486,7 @@ def main() -> None:
     results = {}
     try:
         for model, (rows, pipeline) in registered.items():
-            results[model] = measure(model, rows, pipeline, ports, tmp, a)
+            results[model] = measure(model, rows, pipeline, ports, procs[2].pid, tmp, a)
             report(model, results[model])
             split = batch_split(model, rows, 5 if a.smoke else 100, tmp / "forests")
             print(f"\nin-process, per 1,000-row batch of {model} (median of repeats):\n")
@@ -451,8 +501,11 @@ def main() -> None:
     print(f"\nraw figures: {tmp / 'results.json'}")
 
 
-def measure(model: str, rows: list[dict], pipeline, ports: dict, tmp: Path, a) -> dict:
-    """Every server and load on one model, one after the other."""
+def measure(
+    model: str, rows: list[dict], pipeline, ports: dict, two_workers: int, tmp: Path, a
+) -> dict:
+    """Every server and load on one model, one after the other (`two_workers`: the pid of the
+    two-worker server)."""
     import httpx
 
     row, batch_rows = rows[0], (rows * 1000)[:1000]
@@ -498,8 +551,7 @@ def measure(model: str, rows: list[dict], pipeline, ports: dict, tmp: Path, a) -
         found["MLServer V2 batch 1000"] = load(
             mlserver, encoded_tensor(pipeline, batch_rows), tmp, s, 2
         )
-    found["wrk: maestro, 1 worker"] = wrk(ours, single, tmp, s)
-    found["wrk: maestro, 2 workers"] = wrk(two, single, tmp, s)
+    found |= scaling(ours, two, two_workers, single, tmp, a)
     return found
 
 
@@ -524,7 +576,8 @@ def report(model: str, m: dict) -> None:
     print(
         f"workers 2 / 1 (wrk, single rows): {two['rps'] / one['rps']:.2f}x "
         f"({one['rps']:,.0f} and {two['rps']:,.0f} requests/s; wrk used "
-        f"{100 * one['generator_cpu']:.0f}% and {100 * two['generator_cpu']:.0f}% of a core)"
+        f"{100 * one['generator_cpu']:.0f}% and {100 * two['generator_cpu']:.0f}% of a core; "
+        f"wrk's connections per worker: {', '.join(two['splits'])})"
     )
     if "MLServer V2" in m:
         theirs, theirs_batch = m["MLServer V2"], m["MLServer V2 batch 1000"]

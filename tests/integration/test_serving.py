@@ -27,6 +27,7 @@ from maestro.deploy.strategies import DeployError, ServerTarget, deploy
 from maestro.serving.plan import ModelPlan, Route
 from maestro.serving.predlog import read_log
 from maestro.serving.scorer import example_rows
+from maestro.waiting import wait_for
 from maestro.web import free_port
 from tests.conftest import DAGS
 
@@ -690,13 +691,16 @@ def test_two_workers_share_the_port_and_log_every_prediction_once(registry, tmp_
         first = workers(process.pid)
         assert len(first) == 2
         answered = send(target, 60)
-        counts = target.metrics()
-        ok = sum(
-            v
-            for (name, labels), v in counts.items()
-            if name == "maestro_requests_total" and ("code", "200") in labels
-        )
-        assert ok == 60  # both workers' counters, added up
+
+        def answered_ok() -> float:
+            return sum(
+                v
+                for (name, labels), v in target.metrics().items()
+                if name == "maestro_requests_total" and ("code", "200") in labels
+            )
+
+        # both workers' counters, added up: the other worker's within half a second
+        assert wait_for(lambda: answered_ok() == 60, timeout=5, interval=0.1, what="counts")
         first[0].kill()  # SIGKILL right after its answers: its writer has every one of them
         deadline = time.monotonic() + 60
         while len(workers(process.pid)) < 2 or first[0] in workers(process.pid):

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.background import BackgroundTask
 
 from maestro.config import Settings
-from maestro.serving import v2
+from maestro.serving import metric_values, v2
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
 from maestro.serving.predlog import PredictionLog, known_requests
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, parse_json, to_columns
@@ -65,6 +65,8 @@ WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log
 class Metrics:
     def __init__(self, multiprocess: bool = False) -> None:
         self.multiprocess = multiprocess
+        if multiprocess:
+            metric_values.install()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -169,6 +171,7 @@ class Metrics:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
 
+        metric_values.write_all()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
@@ -650,8 +653,8 @@ class ModelServer:
 
     async def logged_requests(self, model: str, ids: list[str]) -> dict[str, int]:
         """Row counts of requests this process did not answer lately, from the prediction log.
-        Another worker's requests reach the log within its handover interval and the write
-        after it, so with several workers the ids not found yet are looked for a little longer."""
+        Another worker's requests reach the log when its writer next writes (every second),
+        so with several workers the ids not found yet are looked for a little longer."""
         if not ids or self.log is None:
             return {}
         location = self.settings.prediction_log_location
@@ -767,9 +770,10 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         watcher.cancel()
         if server.log is not None:
             server.log.close()
-        if server.metrics.multiprocess:  # this worker's live gauges go with it
+        if server.metrics.multiprocess:  # its counts stay; its live gauges go with it
             from prometheus_client import multiprocess
 
+            metric_values.write_all()
             multiprocess.mark_process_dead(os.getpid())
 
     app = FastAPI(title="Maestro model server", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -862,6 +866,8 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
 async def _watch(server: ModelServer) -> None:
     while True:
         await asyncio.sleep(PLAN_POLL_SECONDS)
+        if server.metrics.multiprocess:
+            metric_values.write_all()
         await asyncio.to_thread(server.reload_if_changed)
 
 

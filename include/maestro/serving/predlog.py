@@ -51,6 +51,7 @@ PIPE_BYTES = 1 << 20  # Linux's limit for an unprivileged process (/proc/sys/fs/
 F_SETPIPE_SZ = 1031  # fcntl's command for a pipe's size (Linux)
 WRITE_INTERVAL = 1.0  # seconds between the writer's writes (one parquet file per model each)
 READ_PAUSE = 0.01  # the writer reads what piled up every 10 ms, not woken by every entry
+FEED_FRAMES = 1000  # waiting entries written into the pipe at once, at most
 # the writer yields the CPU to the server it logs for: requests first, then the log (it
 # catches up in the gaps; the pipe buffers meanwhile)
 WRITER_NICENESS = 19
@@ -97,20 +98,22 @@ class PredictionLog:
         payload = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
         frame = FRAME.pack(len(payload)) + payload
         with self._lock:
-            if not self._waiting:
-                try:
-                    sent = os.write(self._fd, frame)
-                except OSError:  # full (BlockingIOError) or the writer is gone
-                    sent = 0
-                if sent == len(frame):
-                    return
-                self._sent = sent
+            if self._waiting:  # behind those waiting; the thread is already feeding them
+                self._waiting.append(frame)
+                if len(self._waiting) > MAX_PENDING:
+                    head = self._waiting.popleft()  # perhaps partly sent: it stays first
+                    self._waiting.popleft()
+                    self._waiting.appendleft(head)
+                    self.dropped += 1
+                return
+            try:
+                sent = os.write(self._fd, frame)
+            except OSError:  # full (BlockingIOError) or the writer is gone
+                sent = 0
+            if sent == len(frame):
+                return
+            self._sent = sent
             self._waiting.append(frame)
-            if len(self._waiting) > MAX_PENDING:
-                head = self._waiting.popleft()  # perhaps partly sent: it stays first
-                self._waiting.popleft()
-                self._waiting.appendleft(head)
-                self.dropped += 1
         self._wake.set()
 
     def flush(self, timeout: float = 60) -> None:
@@ -150,28 +153,29 @@ class PredictionLog:
                 return
 
     def _feed(self) -> None:
-        """Write the waiting frames into the pipe, in order, as it drains. Only this thread
-        writes while frames wait (`append` queues behind them), so the lock is not held while
-        waiting for the pipe."""
+        """Write the waiting frames into the pipe, in order, as it drains, many per write.
+        Only this thread writes while frames wait (`append` queues behind them), so the lock is
+        not held while waiting for the pipe."""
         while True:
             with self._lock:
                 if not self._waiting:
                     return
-                frame, offset, fd = self._waiting[0], self._sent, self._fd
+                offset, fd = self._sent, self._fd
+                frames = list(itertools.islice(self._waiting, FEED_FRAMES))
             try:
                 select.select([], [fd], [], 1.0)
-                sent = os.write(fd, memoryview(frame)[offset:])
+                sent = os.write(fd, memoryview(b"".join(frames))[offset:])
             except BlockingIOError:
                 continue
             except OSError:
                 self._replace_writer()
                 continue
             with self._lock:
-                if offset + sent == len(frame):
-                    self._waiting.popleft()
-                    self._sent = 0
-                else:
-                    self._sent = offset + sent
+                done = offset + sent
+                while done and done >= len(self._waiting[0]):
+                    done -= len(self._waiting.popleft())
+                self._sent = done
+            time.sleep(READ_PAUSE)  # let the pipe drain a while: fewer, larger writes
 
     def _replace_writer(self) -> None:
         """A new writer for a dead one. What the dead one read but had not written is lost with
