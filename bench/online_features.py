@@ -76,7 +76,8 @@ def main() -> None:
     }
     port = free_port()
     maestro = str(Path(sys.executable).with_name("maestro"))
-    server = start([maestro, "serve", "demo", "--port", str(port)], env, tmp / "maestro.log")
+    command = [maestro, "serve", "demo", "--port", str(port), "--workers", "1"]
+    server = start(command, env, tmp / "maestro.log")
     url = f"http://127.0.0.1:{port}/v1/models/demo/predict"
     results = {}
     try:

@@ -332,6 +332,29 @@ def scaling(one: str, two: str, server: int, body: bytes, tmp: Path, a) -> dict:
     return pooled
 
 
+def wait_until_quiet(servers: list[int], timeout: float = 120) -> None:
+    """Until the servers and their children (prediction log writers) use under a tenth of a
+    core between them: a writer still catching up on the last closed-loop run would take CPU
+    from the next measurement."""
+    processes = [psutil.Process(pid) for pid in servers]
+    processes += [child for p in processes for child in p.children(recursive=True)]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(_cpu_seconds(p) for p in processes)
+        time.sleep(1)
+        if sum(_cpu_seconds(p) for p in processes) - before < 0.1:
+            return
+    print(f"(servers still busy after {timeout:.0f} s; measuring anyway)", flush=True)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
@@ -486,7 +509,8 @@ def main() -> None:
     results = {}
     try:
         for model, (rows, pipeline) in registered.items():
-            results[model] = measure(model, rows, pipeline, ports, procs[2].pid, tmp, a)
+            pids = [proc.pid for proc in procs]
+            results[model] = measure(model, rows, pipeline, ports, pids, tmp, a)
             report(model, results[model])
             split = batch_split(model, rows, 5 if a.smoke else 100, tmp / "forests")
             print(f"\nin-process, per 1,000-row batch of {model} (median of repeats):\n")
@@ -502,10 +526,10 @@ def main() -> None:
 
 
 def measure(
-    model: str, rows: list[dict], pipeline, ports: dict, two_workers: int, tmp: Path, a
+    model: str, rows: list[dict], pipeline, ports: dict, servers: list[int], tmp: Path, a
 ) -> dict:
-    """Every server and load on one model, one after the other (`two_workers`: the pid of the
-    two-worker server)."""
+    """Every server and load on one model, one after the other (`servers`: their pids, the
+    two-worker one third)."""
     import httpx
 
     row, batch_rows = rows[0], (rows * 1000)[:1000]
@@ -531,6 +555,9 @@ def measure(
         "maestro V2": load(ours_v2, v2_single, tmp, s, 8),
         "mlflow models serve": load(theirs, theirs_body, tmp, s, 8),
         "bare FastAPI": load(bare, single, tmp, s, 8),
+    }
+    wait_until_quiet(servers)  # the prediction log writers have caught up
+    found |= {
         **paced(ours, nolog, single, tmp, s, a.rounds),
         "maestro V2 @200/s": load(ours_v2, v2_single, tmp, s, 4, rate=200),
         "maestro @200/s, 2 workers": load(two, single, tmp, s, 4, rate=200),
@@ -551,7 +578,9 @@ def measure(
         found["MLServer V2 batch 1000"] = load(
             mlserver, encoded_tensor(pipeline, batch_rows), tmp, s, 2
         )
-    found |= scaling(ours, two, two_workers, single, tmp, a)
+    wait_until_quiet(servers)
+    found |= scaling(ours, two, servers[2], single, tmp, a)
+    wait_until_quiet(servers)  # the next model's figures start on a quiet machine too
     return found
 
 
