@@ -911,7 +911,7 @@ def serve(
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "maestro.serving.http:OneWriteProtocol",  # httptools, one write per answer
         "access_log": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 30,
