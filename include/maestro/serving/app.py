@@ -900,7 +900,7 @@ def serve(
     # event loop and the prediction log's writer need (read when the runtime loads, later)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    # threads beside the event loop (shadow scoring, the prediction log's handover) must not
+    # threads beside the event loop (shadow scoring, the prediction log's feeder) must not
     # hold it for Python's default 5 ms GIL slice: hand the interpreter back every 0.5 ms
     sys.setswitchinterval(0.0005)
     logging.basicConfig(

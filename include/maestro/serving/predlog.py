@@ -384,8 +384,9 @@ def _arrow_table(rows: Rows):
 
 
 class ParquetSink:
-    """Parquet under `model=<m>/date=<d>/`: one small file per handover, merged as they pile
-    up (see `compact`), so a day under steady traffic is a few dozen files, not 86,400."""
+    """Parquet under `model=<m>/date=<d>/`: one small file per write (a second of traffic),
+    merged as they pile up (see `compact`), so a day under steady traffic is a few dozen files,
+    not 86,400."""
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
@@ -407,7 +408,7 @@ class ParquetSink:
 
 
 MERGE_FAN_IN = 32  # files of one level merged into one of the next
-LEVELS = 4  # part files (level 0) up to level 3: a day at one handover a second is <= ~100 files
+LEVELS = 4  # part files (level 0) up to level 3: a day at one write a second is <= ~100 files
 
 
 def _file_name(folder: Path, level: int) -> Path:
