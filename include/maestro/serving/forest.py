@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from maestro.files import atomic_write, atomic_write_text
 
 log = logging.getLogger("maestro.serving")
 PARALLEL_ROWS = 10_000  # compiled, smaller batches are faster on one thread than on a pool
@@ -90,7 +91,7 @@ def compiled(booster, cache: Path):
         with open(cache / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a sibling worker may be compiling it
             if not binary.exists():
-                _write_atomically(model_file, text)
+                atomic_write_text(model_file, text)
                 child = [
                     sys.executable,
                     "-m",
@@ -106,19 +107,15 @@ def compiled(booster, cache: Path):
     return model
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def compile_to(model_file: str, output: str) -> None:
     """Compile a LightGBM model file to `output`, which appears whole or not at all."""
     import lleaves
 
-    partial = Path(output).with_name(f".{Path(output).name}.{os.getpid()}")
-    lleaves.Model(model_file=model_file).compile(cache=str(partial))
-    os.replace(partial, output)
+    def write(tmp: Path) -> None:
+        tmp.unlink()  # lleaves loads a cache file that exists instead of compiling into it
+        lleaves.Model(model_file=model_file).compile(cache=str(tmp))
+
+    atomic_write(Path(output), write)
 
 
 if __name__ == "__main__":

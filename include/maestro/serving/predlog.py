@@ -255,7 +255,8 @@ def run_writer() -> None:
         # B301: our own server's pipe to its child
         pending += [Entry(*pickle.loads(frame)) for frame in batch]  # nosec B301
         if time.monotonic() >= due:
-            pending = write_entries(sink, pending) if pending else pending
+            if pending:
+                pending = write_entries(sink, pending)
             due = time.monotonic() + WRITE_INTERVAL
         pause = READ_PAUSE if batch else min(IDLE_READ_PAUSE, 2 * pause)
         time.sleep(pause)
