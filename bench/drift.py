@@ -148,9 +148,8 @@ def log_read(rows: int, handover: int, folder: Path) -> None:
             json.dumps(records).encode(),
             np.zeros(handover).tobytes(),
         )
-        batch = predlog._rows([entry])
-        compacted.write("m", batch)
-        part = predlog._arrow_table(batch)
+        part = predlog._arrow_table(predlog._rows([entry]))
+        compacted.write("m", part)
         target = loose / "model=m" / f"date={day:%Y-%m-%d}" / f"l0-{n:08d}.parquet"
         atomic_write(target, lambda tmp, part=part: pq.write_table(part, tmp))
     written = time.perf_counter() - started

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024
+    # a request's head not received whole within this: the connection is closed; its body: 408
+    serving_header_timeout_seconds: float = 10.0
+    serving_body_timeout_seconds: float = 30.0
     # Server processes on one port (`maestro serve --workers N`): default, the CPUs this
     # process may run on; the Kubernetes manifests set it to the container's CPU limit.
     serving_workers: int | None = None

@@ -122,8 +122,9 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     assert done.returncode == 2 and "the target state is not empty" in done.stdout
 
 
-def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
-    """`MAESTRO_PREDICTION_LOG` and `MAESTRO_BATCH_OUTPUT` as postgresql:// URLs."""
+def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases, tmp_path):
+    """`MAESTRO_PREDICTION_LOG` and `MAESTRO_BATCH_OUTPUT` as postgresql:// URLs; an entry
+    jsonb cannot hold (a NUL character) is set aside, and the entries beside it are written."""
     import numpy as np
     import pandas as pd
     from sqlalchemy import create_engine, text
@@ -132,16 +133,21 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
     from maestro.serving.predlog import PredictionLog, read_log
 
     url = databases["mlflow"]  # any empty database will do
-    log = PredictionLog(url)
+    log = PredictionLog(url, tmp_path / "dead")
     body = b'[{"age": 30, "region": "north"}, {"age": 41, "region": null}]'
     names = ("age", "region")
     log.append(
         1.7e9, "r1", "demo", "3", "primary", 1.5, names, body, np.array([0.2, 0.7]).tobytes()
     )
+    nul = b'{"age": 30, "region": "no\\u0000rth"}'
+    log.append(1.7e9, "r0", "demo", "3", "primary", 1.5, names, nul, np.array([0.1]).tobytes())
     log.append(
         1.7e9, "r1", "demo", "4", "shadow", 1.1, names, body, np.array([0.25, 0.6]).tobytes()
     )
     log.close()
+    assert (log.stats.written_rows, log.stats.dead_letter_entries) == (4, 1)
+    (dead,) = (tmp_path / "dead").glob("*.jsonl")
+    assert '"request_id": "r0"' in dead.read_text() and "NUL" in dead.read_text()
     logged = read_log(url, "demo")
     assert len(logged) == 4
     assert sorted(logged["prediction"]) == [0.2, 0.25, 0.6, 0.7]
@@ -161,7 +167,7 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases):
     assert rows == [("4", 2)], "a re-run replaces its partition"
 
 
-def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases):
+def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases, tmp_path):
     """The monitoring job's side of the PostgreSQL prediction log: a window of production
     rows, the requests it knows, and labels stored beside it (the table `feedback`)."""
     import datetime as dt
@@ -175,7 +181,7 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases):
     url = databases["mlflow"]
     settings = Settings(prediction_log=url)
     assert not has_log(url, "demo")
-    log = PredictionLog(url)
+    log = PredictionLog(url, tmp_path)
     body = b'[{"age": 30}, {"age": 41}]'
     for at, request_id, role in (
         (1.7e9, "old", "primary"),

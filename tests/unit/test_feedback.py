@@ -138,3 +138,24 @@ def test_maestro_feedback_loads_a_file_by_request_id_or_by_entity_and_time(
     assert len(kept) == 3 and kept["entity"].dropna().tolist() == ["7"]
     assert main(["feedback", "demo", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: no such file" in capsys.readouterr().out
+
+    # each row is judged alone: a row number that is not whole, or missing, or not a number,
+    # refuses that row, never the file (and 1.7 is not truncated to 1)
+    rows_file = tmp_path / "rows.csv"
+    rows_file.write_text(
+        f"request_id,row,churned\n{request_id},1.7,1\n{request_id},,1\n{request_id},x,0\n"
+        f"{request_id},1,0\n"
+    )
+    assert main(["feedback", "demo", str(rows_file)]) == 0
+    out = capsys.readouterr().out
+    assert "accepted       1 labels" in out, out
+    assert out.count("row must be a whole number from 0") == 3, out
+    for name, content in (("quote.csv", 'request_id,churned\n"abc,1\n'), ("binary.csv", None)):
+        path = tmp_path / name
+        if content is None:
+            path.write_bytes(bytes(range(256)) * 4)
+        else:
+            path.write_text(content)
+        assert main(["feedback", "demo", str(path)]) == 2
+        out = capsys.readouterr().out
+        assert f"{name}: " in out and "Traceback" not in out, out

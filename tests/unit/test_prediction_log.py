@@ -110,7 +110,7 @@ def test_a_day_of_handovers_is_merged_into_few_files_and_read_back_by_window(tmp
             )
             for k in range(2)
         ]
-        sink.write("demo", _rows(entries))
+        sink.write("demo", sink.prepare(_rows(entries)))
     files = sorted(p.name for p in (tmp_path / "model=demo" / "date=2025-10-09").glob("*.parquet"))
     assert len(files) == 9, files  # 32 merged into one of the next level, 8 since
     assert sum(name.startswith("l1-") for name in files) == 1
@@ -119,3 +119,29 @@ def test_a_day_of_handovers_is_merged_into_few_files_and_read_back_by_window(tmp
     end = dt.datetime.fromtimestamp(DAY + 60 * 20, dt.UTC)
     window = read_log(str(tmp_path), "demo", start, end)
     assert sorted(set(window["feature.age"])) == list(range(10, 20))
+
+
+def test_an_entry_no_sink_can_hold_is_set_aside_and_the_rest_are_written(tmp_path):
+    """An entry whose rows cannot be built (an integer beyond 64 bits, a lone surrogate: what
+    validation refuses, should one ever get past it) goes to the dead-letter folder with its
+    reason; the entries around it, before and after, are written, and the writer says so."""
+    import json
+
+    log = PredictionLog(str(tmp_path))
+    log_request(log, DAY, "1", b'{"age": 1}', ("age",), [0.1])
+    log_request(log, DAY + 1, "1", b'{"age": 9223372036854775808}', ("age",), [0.2])
+    log_request(log, DAY + 2, "1", b'{"age": 3, "region": "\\ud800"}', ("age", "region"), [0.3])
+    for i in range(4, 50):
+        log_request(log, DAY + i, "1", f'{{"age": {i}}}'.encode(), ("age",), [0.4])
+    log.close()
+    assert sorted(read_log(str(tmp_path), "demo")["feature.age"]) == [1, *range(4, 50)]
+    (dead,) = (tmp_path / "_dead_letter").glob("*.jsonl")
+    assert dead.stat().st_mode & 0o777 == 0o600
+    set_aside = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [e["body"] for e in set_aside] == [
+        '{"age": 9223372036854775808}',
+        '{"age": 3, "region": "\\ud800"}',
+    ]
+    assert all(e["reason"] and e["model"] == "demo" for e in set_aside)
+    stats = log.stats
+    assert (stats.written_rows, stats.dead_letter_entries, stats.failed_writes) == (47, 2, 0)

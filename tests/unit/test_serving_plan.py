@@ -45,7 +45,15 @@ def test_a_plan_round_trips_through_its_file_with_the_same_digest(tmp_path):
         ),
         (
             {"models": {"demo": {"routes": [{"ref": "3", "weight": -1}]}}},
-            "models.demo.routes[0].weight: must be a number >= 0",
+            "models.demo.routes[0].weight: must be a number from 0 to 1e+06",
+        ),
+        # each of these was accepted, and then every request was a 500
+        *(
+            (
+                {"models": {"demo": {"routes": [{"ref": "3", "weight": w}, {"ref": "4"}]}}},
+                "models.demo.routes[0].weight: must be a number from 0 to 1e+06",
+            )
+            for w in (1e308, float("inf"), float("nan"))
         ),
         ({"models": {"demo": {"routes": [{"ref": "3"}, {"ref": "3"}]}}}, "a version appears twice"),
         ({"models": {"demo": {"routes": [{"version": "3"}]}}}, "models.demo.routes[0]: a route is"),

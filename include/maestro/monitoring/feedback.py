@@ -53,6 +53,8 @@ def parse_label(value, spec: ModelSpec) -> float:
             return float(value)
         if positive is not None and isinstance(value, str) and value == positive:
             return 1.0
+        if isinstance(value, str) and value.strip() in ("0", "1"):  # as a CSV or form sends it
+            return float(value.strip())
         shown = f" (1 = {positive!r})" if positive else ""
         raise ValueError(f"label must be 0 or 1{shown}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -108,11 +110,28 @@ def read(settings: Settings, model: str) -> pd.DataFrame:
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise BadInput(f"{path}: no such file")
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    if path.suffix in (".parquet", ".pq"):
+    if path.suffix not in (".csv", ".parquet", ".pq"):
+        raise BadInput(f"{path}: labels must be a .csv or .parquet file")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype={"request_id": str})
         return pd.read_parquet(path)
-    raise BadInput(f"{path}: labels must be a .csv or .parquet file")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{path}: not UTF-8 text (byte {error.start}): not a CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise BadInput(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, OSError, ValueError) as error:
+        raise BadInput(f"{path}: cannot be read as {path.suffix[1:]}: {error}") from None
+
+
+def _row_number(value) -> int | None:
+    """A batch row's index as given (a whole number from 0), or None."""
+    if isinstance(value, str):
+        value = value.strip()
+        return int(value) if value.isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value) if value >= 0 and value == int(value) else None
 
 
 def from_file(
@@ -136,16 +155,20 @@ def from_file(
         rows = frame["row"] if "row" in frame.columns else pd.Series(0, index=frame.index)
         known = known_requests(settings.prediction_log_location, spec.name, sorted(set(ids)))
 
+        numbers = [_row_number(value.item() if hasattr(value, "item") else value) for value in rows]
+
         def problem(i: int) -> str | None:
             if ids[i] not in known:
                 return f"unknown request_id {ids[i]!r} for {spec.name}"
-            if not 0 <= int(rows[i]) < known[ids[i]]:
+            if numbers[i] is None:
+                return f"row must be a whole number from 0, got {rows[i]!r}"
+            if numbers[i] >= known[ids[i]]:
                 return (
                     f"row {rows[i]} is out of range: request {ids[i]} scored {known[ids[i]]} rows"
                 )
             return None
 
-        keyed = pd.DataFrame({"request_id": ids, "row": rows})
+        keyed = pd.DataFrame({"request_id": ids, "row": [n or 0 for n in numbers]})
     elif {key, ts} <= set(frame.columns):
         scores = read_scores(settings, spec.name)
         stamps = pd.to_datetime(frame[ts], utc=True, errors="coerce")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import hmac
 import itertools
 import logging
@@ -28,11 +29,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from maestro.config import Settings
 from maestro.serving import metric_values, v2
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
-from maestro.serving.predlog import PredictionLog, known_requests
+from maestro.serving.predlog import PredictionLog, dead_letter_folder, known_requests
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, parse_json, to_columns
 from maestro.vocabulary import SMOKE, TRAFFIC_HEADER
 
@@ -59,6 +61,7 @@ SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 PLAN_POLL_SECONDS = 0.5
 RECENT_IDS = 1_000_000
+CLIENT_GONE = "client_disconnected"  # the reason a request that lost its client is counted under
 WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log by then
 
 
@@ -147,6 +150,21 @@ class Metrics:
             "maestro_prediction_log_dropped_entries",
             "Entries the prediction log could not keep (buffer over its limit)",
             multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "maestro_prediction_log_written_rows",
+            "Rows the prediction log's writers wrote",
+            registry=r,
+        )
+        self.log_failed_writes = Counter(
+            "maestro_prediction_log_failed_writes",
+            "Writes of the prediction log that failed (their entries are tried again)",
+            registry=r,
+        )
+        self.log_dead_letter = Counter(
+            "maestro_prediction_log_dead_letter_entries",
+            "Entries no sink could hold, set aside in the dead-letter folder",
             registry=r,
         )
         self.labels = Counter(
@@ -251,15 +269,20 @@ class ModelServer:
         self.models: dict[str, Routing] = {}
         self.digest: str | None = None
         self.plan_error: str | None = None
-        self._seen: tuple[int, int] | None = None
+        self._seen: bytes | None = None  # the digest of the plan file last applied
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._requested = models or []
         self._specs: dict = {}
         self._online: dict = {}  # model -> OnlineFeatures, made at its first entity request
-        # request ids answered lately and their row counts: feedback on them needs no lookup
-        self.recent: dict[str, int] = {}
+        # (model, request id) answered lately and their row counts: feedback on them needs no
+        # lookup (feedback names its model: a request of another model is unknown to it)
+        self.recent: dict[tuple[str, str], int] = {}
         location = settings.prediction_log_location
-        self.log = PredictionLog(location) if location != "off" else None
+        self.log = (
+            PredictionLog(location, dead_letter_folder(location, settings.home))
+            if location != "off"
+            else None
+        )
 
     # plans -----------------------------------------------------------------
     def initial_plan(self) -> Plan:
@@ -342,6 +365,11 @@ class ModelServer:
             m.log_pending.set(self.log.pending)
             m.log_restarts.set(self.log.restarts)
             m.log_dropped.set(self.log.dropped)
+            before = self.log.stats
+            after = self.log.read_stats()
+            m.log_written.inc(after.written_rows - before.written_rows)
+            m.log_failed_writes.inc(after.failed_writes - before.failed_writes)
+            m.log_dead_letter.inc(after.dead_letter_entries - before.dead_letter_entries)
 
     def _lane(self, model: str, version: str, share: float) -> Lane:
         scorer = self._scorers[(model, version)]
@@ -361,10 +389,9 @@ class ModelServer:
         current one keeps serving."""
         path = self.settings.plan_path
         try:
-            stat = path.stat()
-        except FileNotFoundError:
+            seen = hashlib.sha256(path.read_bytes()).digest()  # a rewrite of the same size and
+        except FileNotFoundError:  # time is a change too: the content decides
             return False
-        seen = (stat.st_mtime_ns, stat.st_size)
         if seen == self._seen:
             return False
         self._seen = seen
@@ -400,7 +427,7 @@ class ModelServer:
         asked for) and the inputs of the signature; RequestError 404 for what is not served."""
         routing = self.models.get(model)
         if routing is None:
-            raise RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
+            raise self.unknown_model(model)
         lanes = routing.by_version
         if version is not None and version not in lanes:
             raise RequestError(404, f"{model} version {version} is not in the serving plan")
@@ -416,20 +443,29 @@ class ModelServer:
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     async def body(self, request: Request, protocol: Protocol) -> bytes:
-        """The body as received, within the size limit."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip()
-        if kind not in protocol.content_types:
+        """The body as received, within the size limit and the time limit."""
+        kind, *parameters = request.headers.get("content-type", "").lower().split(";")
+        if kind.strip() not in protocol.content_types:
             raise RequestError(415, f"content type must be {protocol.content_types[0]}")
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+                raise RequestError(415, f"charset {value.strip()!r}: bodies are read as UTF-8")
         limit = self.settings.serving_max_body_bytes
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             raise RequestError(413, f"body of {length} bytes is over the limit of {limit}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        seconds = self.settings.serving_body_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestError(413, f"body is over the limit of {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(408, f"body not received within {seconds:g} s") from None
         return b"".join(chunks)
 
     async def records(self, request: Request) -> tuple[bytes, list]:
@@ -479,8 +515,7 @@ class ModelServer:
             return self.refuse(model, RequestError(401, "missing or wrong bearer token"), protocol)
         routing = self.models.get(model)
         if routing is None:
-            unknown = RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
-            return self.refuse(model, unknown, protocol)
+            return self.refuse(model, self.unknown_model(model), protocol)
         lane = routing.pick() if version is None else routing.by_version.get(version)
         if lane is None:
             return self.refuse(
@@ -494,6 +529,9 @@ class ModelServer:
         except RequestError as error:  # counted per version too: a canary may refuse more
             self.metrics.requests.labels(model, lane.scorer.version, str(error.status)).inc()
             return self.refuse(model, error, protocol)
+        except ClientDisconnect:  # the client's doing, not the version's: no 5xx
+            self.metrics.errors.labels(model, CLIENT_GONE).inc()
+            return Response(status_code=499)
         except Exception:
             log.exception("%s version %s failed to score", model, lane.scorer.version)
             self.metrics.requests.labels(model, lane.scorer.version, "500").inc()
@@ -512,7 +550,7 @@ class ModelServer:
         names = lane.scorer.names
         role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else "primary"
         self.log_scores(request_id, model, lane, role, elapsed, names, read, scores)
-        self.remember(request_id, len(scores))
+        self.remember(model, request_id, len(scores))
         if protocol is RECORDS:
             body = orjson.dumps(
                 {
@@ -532,8 +570,8 @@ class ModelServer:
         )
         return Response(body, media_type="application/json", background=task)
 
-    def remember(self, request_id: str, rows: int) -> None:
-        self.recent[request_id] = rows
+    def remember(self, model: str, request_id: str, rows: int) -> None:
+        self.recent[(model, request_id)] = rows
         if len(self.recent) > RECENT_IDS:  # forget the oldest tenth (dicts keep order)
             for key in list(itertools.islice(self.recent, RECENT_IDS // 10)):
                 del self.recent[key]
@@ -585,9 +623,7 @@ class ModelServer:
         if not self.authorized(request):
             return self.refuse(model, RequestError(401, "missing or wrong bearer token"))
         if model not in self.models:
-            return self.refuse(
-                model, RequestError(404, f"unknown model {model!r}; serving: {sorted(self.models)}")
-            )
+            return self.refuse(model, self.unknown_model(model))
         try:
             _, records = await self.records(request)
         except RequestError as error:
@@ -606,11 +642,13 @@ class ModelServer:
                 )
                 continue
             wanted.append((index, record))
-        unknown = sorted({r["request_id"] for _, r in wanted} - self.recent.keys())
+        unknown = sorted(
+            {r["request_id"] for _, r in wanted if (model, r["request_id"]) not in self.recent}
+        )
         logged = await self.logged_requests(model, unknown)
         for index, record in wanted:
             request_id, row = record["request_id"], record.get("row", 0)
-            rows = self.recent.get(request_id, logged.get(request_id))
+            rows = self.recent.get((model, request_id), logged.get(request_id))
             if rows is None:
                 refused.append(
                     feedback.Refusal(
@@ -711,8 +749,17 @@ class ModelServer:
     def refuse(
         self, model: str, error: RequestError, protocol: Protocol | None = None
     ) -> JSONResponse:
-        self.metrics.errors.labels(model, str(error.status)).inc()
-        return JSONResponse((protocol or RECORDS).error(error), status_code=error.status)
+        """The error answer, counted under the model's name when it is served (any other name
+        a client makes up is counted as `-`: series stay bounded)."""
+        self.metrics.errors.labels(model if model in self.models else "-", str(error.status)).inc()
+        headers = {"Connection": "close"} if error.status == 408 else None
+        return JSONResponse(
+            (protocol or RECORDS).error(error), status_code=error.status, headers=headers
+        )
+
+    def unknown_model(self, model: str) -> RequestError:
+        """Which models are served is for holders of the token to ask (`/v1/models`)."""
+        return RequestError(404, f"unknown model {model[:100]!r}")
 
 
 def _feedback_problem(record, spec) -> str | None:
@@ -760,8 +807,7 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         try:
             plan = await asyncio.to_thread(server.initial_plan)
             await asyncio.to_thread(server.apply, plan)
-            stat = settings.plan_path.stat()
-            server._seen = (stat.st_mtime_ns, stat.st_size)
+            server._seen = hashlib.sha256(settings.plan_path.read_bytes()).digest()
         except Exception as error:  # noqa: BLE001 - not ready; the watcher retries on change
             server.plan_error = f"{type(error).__name__}: {error}"
             log.error("serving plan not applied at start: %s", error)
@@ -840,6 +886,9 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
 
     async def v2_model_ready(request: Request) -> JSONResponse:
         params = request.path_params
+        if not server.authorized(request):
+            error = RequestError(401, "missing or wrong bearer token")
+            return server.refuse(params["model"], error, OPEN_INFERENCE)
         try:
             server.metadata(params["model"], params.get("version"))
         except RequestError as error:

@@ -12,6 +12,7 @@ nothing waits longer than it would have.
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -45,8 +46,48 @@ class OneWriteTransport:
         return getattr(self._transport, name)
 
 
+@cache
+def header_seconds() -> float:
+    """How long a request's line and headers may take to arrive, whole (a setting)."""
+    from maestro.config import get_settings
+
+    return get_settings().serving_header_timeout_seconds
+
+
 class OneWriteProtocol(HttpToolsProtocol):
-    """What `maestro serve` gives uvicorn as its HTTP protocol."""
+    """What `maestro serve` gives uvicorn as its HTTP protocol. It also closes a connection
+    whose request head does not arrive whole within `header_seconds()` of its first byte (or of
+    the connection opening): uvicorn would wait for a client that dribbles headers forever
+    (its keep-alive timer stops at the first byte). The body's deadline is the app's."""
+
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport))
+        self._arm_head_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(header_seconds(), self._head_too_slow)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

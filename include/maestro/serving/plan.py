@@ -26,6 +26,7 @@ from maestro.errors import BadInput
 from maestro.files import atomic_write_text
 
 STRICT = ConfigDict(extra="forbid")
+MAX_WEIGHT = 1e6  # weights are relative: this is plenty, and no sum of them overflows
 
 
 class PlanError(BadInput):
@@ -52,8 +53,12 @@ class Route:
     @field_validator("weight", mode="before")
     @classmethod
     def _weight(cls, weight: Any) -> float:
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise ValueError(f"must be a number >= 0, got {weight!r}")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 <= weight <= MAX_WEIGHT  # NaN fails both comparisons
+        ):
+            raise ValueError(f"must be a number from 0 to {MAX_WEIGHT:g}, got {weight!r}")
         return float(weight)
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import select
 import signal
 import struct
@@ -33,7 +34,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +46,8 @@ from maestro.files import atomic_write
 log = logging.getLogger(__name__)
 
 TABLE = "prediction_log"
+DEAD_LETTER = "_dead_letter"  # the folder beside a parquet log's `model=` folders
+JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
 FRAME = struct.Struct("<Q")
 FINAL_RETRIES = 5
 MAX_PENDING = 200_000  # requests kept while no writer takes them; older ones are dropped
@@ -79,16 +83,20 @@ class PredictionLog:
     """The server's side: each entry into the writer's pipe as it is logged, and a thread that
     feeds the pipe what it could not take at once (and replaces a writer that died)."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, dead_letter: Path | None = None) -> None:
         self.location = location
+        self.dead_letter = dead_letter or dead_letter_folder(location, None)
         self.restarts = 0  # writers that died and were replaced
         self.dropped = 0  # entries given up while no writer took them
+        self.stats = WriterStats()  # what the writers reported, added up over replacements
+        self._reported = WriterStats()  # the current writer's last report
+        self._lines = bytearray()  # its report channel's unfinished line
         self._waiting: deque[bytes] = deque()  # frames the pipe has not taken yet, in order
         self._sent = 0  # bytes of the first waiting frame already in the pipe
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._writer, self._fd = _start_writer(location)
+        self._writer, self._fd = _start_writer(location, self.dead_letter)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -137,6 +145,7 @@ class PredictionLog:
             log.error("prediction log: %d entries lost, no writer took them", len(self._waiting))
         os.close(self._fd)
         code = self._writer.wait()
+        self.read_stats()
         if code:
             log.error("prediction log writer exited with code %d; see its errors above", code)
 
@@ -186,17 +195,44 @@ class PredictionLog:
             self._writer.pid,
             self._writer.poll(),
         )
-        writer, fd = _start_writer(self.location)
+        writer, fd = _start_writer(self.location, self.dead_letter)
+        self.read_stats()
         with self._lock:
             os.close(self._fd)
             self._writer, self._fd, self._sent = writer, fd, 0
+            self._reported, self._lines = WriterStats(), bytearray()
             self.restarts += 1
 
+    def read_stats(self) -> WriterStats:
+        """The writers' counts so far: the current one's latest report (it sends one after
+        every write, dropped when nobody has read the last), plus those of writers replaced."""
+        fd = self._writer.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._lines += chunk
+        *lines, rest = self._lines.split(b"\n")
+        self._lines = bytearray(rest)
+        for line in reversed(lines):
+            try:
+                report = WriterStats(**json.loads(line))
+            except (ValueError, TypeError):  # a line cut short; the next report is whole
+                continue
+            self.stats = self.stats.plus(report.minus(self._reported))
+            self._reported = report
+            break
+        return self.stats
 
-def _start_writer(location: str) -> tuple[subprocess.Popen, int]:
+
+def _start_writer(location: str, dead_letter: Path) -> tuple[subprocess.Popen, int]:
     """The writer process, once its sink is open, and the non-blocking end of its pipe. The
     location goes over the pipe, not the command line, where a database password would show in
-    the process list."""
+    the process list. The writer's stdout carries its reports (`WriterStats`, one JSON line
+    after each write), read without blocking."""
     read_end, write_end = os.pipe()
     try:
         fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
@@ -208,8 +244,8 @@ def _start_writer(location: str) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
     )
     os.close(read_end)
-    location_frame = location.encode()
-    os.write(write_end, FRAME.pack(len(location_frame)) + location_frame)
+    opening = json.dumps({"location": location, "dead_letter": str(dead_letter)}).encode()
+    os.write(write_end, FRAME.pack(len(opening)) + opening)
     if writer.stdout.readline() != b"ready\n":
         writer.wait()
         os.close(write_end)
@@ -218,7 +254,36 @@ def _start_writer(location: str) -> tuple[subprocess.Popen, int]:
             f"{writer.returncode}; its error is above)"
         )
     os.set_blocking(write_end, False)
+    os.set_blocking(writer.stdout.fileno(), False)
     return writer, write_end
+
+
+def dead_letter_folder(location: str, home: Path | None) -> Path:
+    """Where entries that cannot be written are set aside: beside a parquet log, in the state
+    folder for a database (a folder there is required)."""
+    if not is_database(location):
+        return Path(location) / DEAD_LETTER
+    if home is None:
+        raise ValueError("a prediction log in a database needs a dead-letter folder")
+    return home / "prediction_log_dead_letter"
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What a writer process did: rows and entries written, writes that failed (retried), and
+    entries set aside in the dead-letter folder because no sink can hold them."""
+
+    written_rows: int = 0
+    written_entries: int = 0
+    failed_writes: int = 0
+    dead_letter_entries: int = 0
+    dead_letter_rows: int = 0
+
+    def plus(self, other: WriterStats) -> WriterStats:
+        return WriterStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def minus(self, other: WriterStats) -> WriterStats:
+        return WriterStats(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def redacted(location: str) -> str:
@@ -238,14 +303,17 @@ def run_writer() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     frames = FrameReader(sys.stdin.fileno())
-    location = frames.read(timeout=None)[0].decode()
+    opening = json.loads(frames.read(timeout=None)[0])
+    location = opening["location"]
     try:
         sink = PostgresSink(location) if is_database(location) else ParquetSink(location)
+        writer = Writer(sink, DeadLetter(Path(opening["dead_letter"])))
     except Exception:
         log.exception("prediction log %r cannot be opened", redacted(location))
         sys.exit(1)
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
+    os.set_blocking(sys.stdout.fileno(), False)
     pending: list[Entry] = []
     due = time.monotonic() + WRITE_INTERVAL
     pause = READ_PAUSE
@@ -256,7 +324,7 @@ def run_writer() -> None:
         pending += [Entry(*pickle.loads(frame)) for frame in batch]  # nosec B301
         if time.monotonic() >= due:
             if pending:
-                pending = write_entries(sink, pending)
+                pending = writer.write(pending)
             due = time.monotonic() + WRITE_INTERVAL
         pause = READ_PAUSE if batch else min(IDLE_READ_PAUSE, 2 * pause)
         time.sleep(pause)
@@ -265,8 +333,13 @@ def run_writer() -> None:
             return
         if attempt:
             time.sleep(1)
-        pending = write_entries(sink, pending)
-    log.error("prediction log: %d entries could not be written and are lost", len(pending))
+        pending = writer.write(pending)
+    writer.set_aside(pending, "not written before the server stopped: the sink kept failing")
+    log.error(
+        "prediction log: %d entries could not be written; set aside in %s",
+        len(pending),
+        writer.dead_letter.folder,
+    )
     sys.exit(1)
 
 
@@ -303,19 +376,104 @@ class FrameReader:
         return frames
 
 
-def write_entries(sink, entries: list[Entry]) -> list[Entry]:
-    """Write entries model by model; returns those that failed to write."""
-    failed: list[Entry] = []
-    for model, group in itertools.groupby(
-        sorted(entries, key=lambda e: e.model), key=lambda e: e.model
-    ):
-        group = list(group)
+class Writer:
+    """The writer process's work: entries to rows to the sink, model by model. An entry the
+    sink cannot hold (found while building its rows, before anything is written) is set aside
+    in the dead-letter folder, never holding back the entries beside it; a write that fails
+    (the database is down) keeps its entries for the next try."""
+
+    def __init__(self, sink, dead_letter: DeadLetter) -> None:
+        self.sink, self.dead_letter = sink, dead_letter
+        self.stats = WriterStats()
+
+    def write(self, entries: list[Entry]) -> list[Entry]:
+        """Write entries model by model; returns those to try again."""
+        failed: list[Entry] = []
+        for model, group in itertools.groupby(
+            sorted(entries, key=lambda e: e.model), key=lambda e: e.model
+        ):
+            failed += self._write(model, list(group))
+        self._report()
+        return failed
+
+    def _write(self, model: str, entries: list[Entry]) -> list[Entry]:
         try:
-            sink.write(model, _rows(group))
+            prepared = self.sink.prepare(_rows(entries))
+        except Exception as error:  # some entry no sink can hold: halve until it is found
+            if len(entries) == 1:
+                self.set_aside(entries, f"{type(error).__name__}: {error}")
+                return []
+            middle = len(entries) // 2
+            return self._write(model, entries[:middle]) + self._write(model, entries[middle:])
+        try:
+            self.sink.write(model, prepared)
         except Exception:
-            log.exception("prediction log: writing %d entries of %s failed", len(group), model)
-            failed += group
-    return failed
+            log.exception("prediction log: writing %d entries of %s failed", len(entries), model)
+            self.stats = self.stats.plus(WriterStats(failed_writes=1))
+            return entries
+        rows = sum(len(e.predictions) // 8 for e in entries)
+        self.stats = self.stats.plus(WriterStats(written_rows=rows, written_entries=len(entries)))
+        return []
+
+    def set_aside(self, entries: list[Entry], reason: str) -> None:
+        if not entries:
+            return
+        path = self.dead_letter.put(entries, reason)
+        log.error(
+            "prediction log: %d entries (first: request %s of %s) cannot be written (%s); "
+            "set aside in %s",
+            len(entries),
+            entries[0].request_id,
+            entries[0].model,
+            reason,
+            path,
+        )
+        rows = sum(len(e.predictions) // 8 for e in entries)
+        self.stats = self.stats.plus(
+            WriterStats(dead_letter_entries=len(entries), dead_letter_rows=rows)
+        )
+        self._report()
+
+    def _report(self) -> None:
+        """The counts so far, one JSON line to the server (dropped if it has not read the
+        last ones: each report holds all the counts)."""
+        with suppress(BlockingIOError, BrokenPipeError):
+            os.write(sys.stdout.fileno(), json.dumps(asdict(self.stats)).encode() + b"\n")
+
+
+class DeadLetter:
+    """Entries set aside, one JSON line each (mode 600) with the reason, in a file per day:
+    for a person to inspect, or to load after fixing what refused them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def put(self, entries: list[Entry], reason: str) -> Path:
+        path = self.folder / f"{dt.datetime.now(dt.UTC):%Y-%m-%d}.jsonl"
+        lines = [
+            json.dumps(
+                {
+                    "at": e.at,
+                    "request_id": e.request_id,
+                    "model": e.model,
+                    "version": e.version,
+                    "role": e.role,
+                    "latency_ms": e.latency_ms,
+                    "names": list(e.names),
+                    "form": e.form,
+                    # the body as sent: bytes that are not UTF-8 survive as \udcXX escapes
+                    "body": e.body.decode("utf-8", "surrogateescape"),
+                    "predictions": np.frombuffer(e.predictions, dtype=np.float64).tolist(),
+                    "reason": reason,
+                }
+            )
+            for e in entries
+        ]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return path
 
 
 def is_database(location: str) -> bool:
@@ -393,12 +551,14 @@ class ParquetSink:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def write(self, model: str, rows: Rows) -> None:
+    def prepare(self, rows: Rows):
+        return _arrow_table(rows)
+
+    def write(self, model: str, table) -> None:
         """One parquet file per batch and day, then merge the day's files if enough piled up."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        table = _arrow_table(rows)
         days = pc.strftime(table["ts"], format="%Y-%m-%d")
         for day in pc.unique(days).to_pylist():
             part = table.filter(pc.equal(days, day))
@@ -474,13 +634,23 @@ class PostgresSink:
                 )
             )
 
-    def write(self, model: str, rows: Rows) -> None:
-        """One multi-row INSERT per batch; the features of a row as one JSON object."""
+    def prepare(self, rows: Rows):
+        """The rows as a frame, the features of each as JSON text that jsonb takes (no NUL
+        character, no lone surrogate: ValueError, before anything is written)."""
         import pandas as pd
 
         frame = pd.DataFrame(rows.meta)
         frame["ts"] = pd.to_datetime(frame["ts"], unit="us", utc=True)
-        frame["features"] = [json.dumps(record) for record in rows.records]
+        features = [json.dumps(record, ensure_ascii=False) for record in rows.records]
+        for text in features:
+            if JSON_NUL.search(text):
+                raise ValueError("a text value holds a NUL character, which jsonb cannot hold")
+            text.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        frame["features"] = features
+        return frame
+
+    def write(self, model: str, frame) -> None:
+        """One multi-row INSERT per batch; the features of a row as one JSON object."""
         with self.engine.begin() as conn:
             frame.to_sql(TABLE, conn, if_exists="append", index=False, method="multi")
 

@@ -27,6 +27,7 @@ from maestro.serving.forest import CompiledForest
 log = logging.getLogger("maestro.serving")
 NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer"}
 TEXT_TYPES = {"string": "string", "boolean": "boolean"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PARALLEL_ROWS = 200  # batches this large are scored on several threads
 ALLOWED = {
     "number": {int, float},
@@ -87,7 +88,8 @@ def check_values(column: Column, values: list, where: Callable[[int], str]) -> N
     """One column's values of the type its signature says (null only where it is optional, no
     infinity), or RequestError naming the first bad one; `where(i)` says where value i is."""
     allowed = ALLOWED[column.kind] | ({type(None)} if not column.required else set())
-    if not set(map(type, values)) <= allowed:
+    types = set(map(type, values))
+    if not types <= allowed:
         i, value = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
         if value is None:
             raise RequestError(422, f"{where(i)} may not be null", column.name)
@@ -100,20 +102,62 @@ def check_values(column: Column, values: list, where: Callable[[int], str]) -> N
     if column.kind == "number" and (math.inf in values or -math.inf in values):
         i = next(i for i, v in enumerate(values) if v in (math.inf, -math.inf))
         raise RequestError(422, f"{where(i)} is infinite", column.name)
+    if column.kind in ("number", "integer") and int in types:
+        present = [v for v in values if v is not None] if type(None) in types else values
+        if present and (max(present) > INT64_MAX or min(present) < INT64_MIN):
+            i = next(i for i, v in enumerate(values) if v is not None and not _fits_int64(v))
+            raise RequestError(
+                422,
+                f"{where(i)} is out of the 64-bit integer range (send it as a float)",
+                column.name,
+            )
+    elif column.kind == "string":
+        present = [v for v in values if v is not None] if type(None) in types else values
+        text = "".join(present)
+        if "\x00" in text or not (text.isascii() or _is_utf8(text)):
+            i = next(i for i, v in enumerate(values) if v is not None and _bad_text(v))
+            raise RequestError(
+                422,
+                f"{where(i)} holds a NUL character or a lone surrogate, which no text can hold",
+                column.name,
+            )
+
+
+def _fits_int64(value) -> bool:
+    return type(value) is not int or INT64_MIN <= value <= INT64_MAX
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: false only for a lone surrogate (`"\\ud800"`), which
+    the standard JSON parser lets through and no sink of the prediction log can store."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_text(value: str) -> bool:
+    return "\x00" in value or not _is_utf8(value)
 
 
 def parse_json(raw: bytes):
     """A request body: orjson, or for a precise message on what it refuses, the standard
-    parser (which also takes integers too big for 64 bits)."""
+    parser (which also takes integers too big for 64 bits and lone surrogates: the checks of
+    each column refuse those, naming the field). Nesting deeper than orjson's limit (1,024)
+    is refused, not recursed into."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as error:
+        if "depth limit" in str(error):
+            raise RequestError(400, "body is not valid JSON: nested too deep") from None
     try:
         return json.loads(raw, parse_constant=_no_constants)
     except RequestError:
         raise
-    except ValueError as error:
+    except RecursionError:
+        raise RequestError(400, "body is not valid JSON: nested too deep") from None
+    except ValueError as error:  # ValueError covers integers of over 4,300 digits too
         raise RequestError(400, f"body is not valid JSON: {error}") from None
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from maestro.serving.scorer import Column, RequestError, check_values, parse_json
+from maestro.serving.scorer import INT64_MAX, Column, RequestError, check_values, parse_json
 
 OUTPUT = "predictions"
 FLOATS = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
@@ -273,6 +273,11 @@ def _checked_array(column: Column, values: np.ndarray) -> np.ndarray:
                 422, f"input {column.name!r} row {row} may not be null (NaN)", column.name
             )
         return values.astype(np.float64, copy=False)
+    if values.dtype == np.uint64 and len(values) and values.max() > INT64_MAX:
+        row = int(np.argmax(values > INT64_MAX))
+        raise RequestError(
+            422, f"input {column.name!r} row {row} is out of the 64-bit integer range", column.name
+        )
     return values
 
 
