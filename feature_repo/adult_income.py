@@ -1,4 +1,4 @@
-"""Feast definitions for the `adult_income` model. Generated from include/specs/adult_income.yaml by
+"""Feast definitions for the `adult_income` model. Generated from its spec (adult_income.yaml) by
 `maestro features generate`: edit the spec, not this file."""
 
 import os

@@ -1,4 +1,4 @@
-"""Feast definitions for the `bike_demand` model. Generated from include/specs/bike_demand.yaml by
+"""Feast definitions for the `bike_demand` model. Generated from its spec (bike_demand.yaml) by
 `maestro features generate`: edit the spec, not this file."""
 
 import os

@@ -1,4 +1,4 @@
-"""Feast definitions for the `demo` model. Generated from include/specs/demo.yaml by
+"""Feast definitions for the `demo` model. Generated from its spec (demo.yaml) by
 `maestro features generate`: edit the spec, not this file."""
 
 import os

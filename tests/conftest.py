@@ -56,6 +56,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Fresh MLflow/Feast/Optuna state for one test (Airflow's database stays the session's)."""
     monkeypatch.setenv("MAESTRO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MAESTRO_APPROVAL_POLL_SECONDS", "0.5")
+    # a test's own source files lie in its folder: a data folder beside the default ones
+    roots = [PROJECT, SHARED_DATA, tmp_path]
+    monkeypatch.setenv("MAESTRO_DATA_ROOTS", os.pathsep.join(map(str, roots)))
     # MLflow writes the URIs a process sets into its environment: a test starts with none
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
@@ -192,6 +195,34 @@ def postgres_databases(*roles: str):
             for name in names.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+MARIADB = os.environ.get("MAESTRO_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+@contextmanager
+def mariadb_database():
+    """A fresh, uniquely named MariaDB database as its SQLAlchemy URL, dropped afterwards; a
+    skip (a failure under MAESTRO_REQUIRE_MARIADB) when no server answers."""
+    import uuid
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(MARIADB, poolclass=sqlalchemy.pool.NullPool)
+    name = f"maestro_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+    except sqlalchemy.exc.OperationalError as error:
+        if os.environ.get("MAESTRO_REQUIRE_MARIADB"):
+            pytest.fail(f"MariaDB at {MARIADB} is required (MAESTRO_REQUIRE_MARIADB) but: {error}")
+        pytest.skip(f"no MariaDB answers at {MARIADB}; set MAESTRO_REQUIRE_MARIADB to fail instead")
+    try:
+        yield f"{MARIADB}/{name}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        engine.dispose()
 
 
 REDIS = os.environ.get("MAESTRO_TEST_REDIS", "redis://127.0.0.1:6379")

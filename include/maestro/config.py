@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     celery_broker: str = "redis://127.0.0.1:6379/0"
     celery_workers: int = 1
     worker_concurrency: int = 2
+    # Folders a spec's CSV or parquet source may read from (separated by `:`); default: the
+    # project, its sibling `shared/data` and the state folder. A path outside them is refused.
+    data_roots: str | None = None
     # Parallel trial workers per tuning step (mapped Airflow tasks); a spec may override.
     tune_workers: int = 2
     # How often a waiting approval looks for a decision by tag (seconds).
@@ -166,6 +169,13 @@ class Settings(BaseSettings):
     @property
     def evidently_dir(self) -> Path:
         return self.evidently_workspace or self.home / "evidently"
+
+    @property
+    def source_roots(self) -> list[Path]:
+        if self.data_roots:
+            return [Path(p).resolve() for p in self.data_roots.split(os.pathsep) if p]
+        shared = self.project_dir.parent / "shared" / "data"
+        return [self.project_dir.resolve(), shared.resolve(), self.home.resolve()]
 
     @property
     def snapshots_dir(self) -> Path:

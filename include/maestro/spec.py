@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from maestro.config import Settings
 from maestro.errors import BadInput
@@ -20,6 +28,25 @@ from maestro.errors import BadInput
 
 class SpecError(BadInput):
     """A model spec that cannot be used; the message names the file and the field."""
+
+
+def normalise_name(column: str) -> str:
+    """A source column's name as ingest reads it: lower case, runs of other characters `_`."""
+    return re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
+
+
+def _column_name(name: str) -> str:
+    """A column named as ingest names it (what else could it match?). This also keeps every
+    name that reaches generated code (`feature_repo/`) free of quotes, spaces and newlines."""
+    if normalise_name(name) != name:
+        raise ValueError(
+            f"{name!r} is not a column name as ingest reads it (lower case letters, digits, "
+            f"single underscores): write {normalise_name(name)!r}"
+        )
+    return name
+
+
+Column = Annotated[str, AfterValidator(_column_name)]
 
 
 class _Strict(BaseModel):
@@ -39,11 +66,29 @@ class ParquetSource(_Strict):
 
 
 class SqlSource(_Strict):
+    """One read-only statement (a SELECT), run in a read-only transaction."""
+
     format: Literal["sql"]
     query: str
     connection_env: str = Field(
-        description="Name of the environment variable holding the SQLAlchemy URL."
+        pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="Name of the environment variable holding the SQLAlchemy URL.",
     )
+
+    @field_validator("connection_env")
+    @classmethod
+    def _a_source_variable(cls, name: str) -> str:
+        """The platform's own settings hold its stores' credentials: not a data source."""
+        if name.startswith(PLATFORM_VARIABLES) and not name.startswith("MAESTRO_SOURCE_"):
+            raise ValueError(
+                f"{name} is one of the platform's own settings "
+                f"({', '.join(p + '*' for p in PLATFORM_VARIABLES)}); name a variable of "
+                "its own, e.g. MAESTRO_SOURCE_WAREHOUSE_URL"
+            )
+        return name
+
+
+PLATFORM_VARIABLES = ("AIRFLOW", "MAESTRO_", "MLFLOW_", "FEAST_")
 
 
 class DemoSource(_Strict):
@@ -63,16 +108,16 @@ Source = Annotated[
 
 
 class EntitySpec(_Strict):
-    key: str
+    key: Column
     type: Literal["int", "string"] = "int"
     synthesize: bool = Field(False, description="Number rows 1..n when the data has no key.")
 
 
 class TimestampSpec(_Strict):
-    column: str = "event_timestamp"
+    column: Column = "event_timestamp"
     # How to build the timestamp when the data has none: from a date and an hour column...
-    from_date: str | None = None
-    from_hour: str | None = None
+    from_date: Column | None = None
+    from_hour: Column | None = None
     # ...or by spacing rows evenly from a start (rows keep file order).
     synthesize_start: str | None = None
     synthesize_every: str = "1h"
@@ -87,7 +132,7 @@ class TimestampSpec(_Strict):
 
 
 class FeatureSpec(_Strict):
-    name: str
+    name: Column
     type: Literal["int", "float", "category"]
     min: float | None = None
     max: float | None = None
@@ -106,7 +151,7 @@ class FeatureSpec(_Strict):
 
 
 class TargetSpec(_Strict):
-    name: str
+    name: Column
     positive: str | None = Field(None, description="Positive class label (classification).")
 
 
@@ -177,7 +222,7 @@ class Bound(_Strict):
 class SliceSpec(_Strict):
     """An extra slice for sliced metrics: a feature, cut into bands when numeric."""
 
-    feature: str
+    feature: Column
     bins: list[float] | None = Field(None, min_length=2, description="Band edges (numeric).")
 
     @model_validator(mode="after")
@@ -273,9 +318,9 @@ class ModelSpec(_Strict):
     entity: EntitySpec
     timestamp: TimestampSpec = TimestampSpec()
     features: list[FeatureSpec] = Field(min_length=1)
-    drop: list[str] = Field([], description="Source columns that must never be features.")
+    drop: list[Column] = Field([], description="Source columns that must never be features.")
     target: TargetSpec
-    protected_attributes: list[str] = []
+    protected_attributes: list[Column] = []
     metric: MetricSpec
     search_space: dict[Family, dict[str, ParamSpec]] = Field(min_length=2)
     trials: int = Field(20, ge=1)
@@ -300,6 +345,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"features: duplicate names {dupes}")
         if self.target.name in names:
             raise ValueError(f"target.name: {self.target.name!r} is also a feature")
+        for role, column in (
+            ("entity.key", self.entity.key),
+            ("timestamp.column", self.timestamp.column),
+        ):
+            if column in names or column == self.target.name:
+                raise ValueError(f"{role}: {column!r} is also a feature or the target")
         leaked = sorted(set(self.drop) & set(names))
         if leaked:
             raise ValueError(f"features: {leaked} are listed in drop and must not be features")
@@ -348,11 +399,20 @@ class ModelSpec(_Strict):
         return f"{self.name}_features"
 
     def source_path(self, settings: Settings) -> Path | None:
-        """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project."""
+        """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project;
+        SpecError when it lies outside the data folders (`MAESTRO_DATA_ROOTS`)."""
         if not isinstance(self.source, CsvSource | ParquetSource):
             return None
         path = Path(os.path.expandvars(self.source.path))
-        return path if path.is_absolute() else (settings.project_dir / path).resolve()
+        path = (path if path.is_absolute() else settings.project_dir / path).resolve()
+        roots = settings.source_roots
+        if not any(path.is_relative_to(root) for root in roots):
+            raise SpecError(
+                f"{settings.specs_dir / self.name}.yaml: source.path: {path} is outside the "
+                f"data folders ({', '.join(map(str, roots))}); add its folder to "
+                "MAESTRO_DATA_ROOTS"
+            )
+        return path
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:

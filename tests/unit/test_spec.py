@@ -79,6 +79,23 @@ def test_bike_spec_keeps_leaking_columns_out():
             lambda r: r["monitoring"].update(cooldown="1h"),
             "monitoring.cooldown: Extra inputs are not permitted",
         ),
+        # names as ingest reads columns: `a-ge` would be read as `a_ge`, and could never match
+        (
+            lambda r: r["features"].append({"name": "a-ge", "type": "int"}),
+            "features.9.name: 'a-ge' is not a column name as ingest reads it",
+        ),
+        (
+            lambda r: r["features"].append({"name": "customer_id", "type": "int"}),
+            "entity.key: 'customer_id' is also a feature or the target",
+        ),
+        (
+            lambda r: r["features"].append({"name": "event_timestamp", "type": "int"}),
+            "timestamp.column: 'event_timestamp' is also a feature or the target",
+        ),
+        (
+            lambda r: r["entity"].update(key='id"]); import os; ["'),
+            "entity.key: 'id\"]); import os; [\"' is not a column name",
+        ),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path, change, expected):

@@ -10,6 +10,7 @@ is one parquet file in the state folder, rewritten from the run's snapshot.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from maestro.spec import ModelSpec
 
 FEAST_TYPES = {"int": "Int64", "float": "Float64", "category": "String"}
 
-TEMPLATE = '''"""Feast definitions for the `{name}` model. Generated from include/specs/{name}.yaml by
+TEMPLATE = '''"""Feast definitions for the `{name}` model. Generated from its spec ({name}.yaml) by
 `maestro features generate`: edit the spec, not this file."""
 
 import os
@@ -32,19 +33,19 @@ from feast.types import {types}
 
 # Entity: one {key} per row of the model's data.
 {name}_entity = Entity(
-    name="{name}_{key}", join_keys=["{key}"], value_type=ValueType.{key_type}, description="{key} of {name}"
+    name={entity_name}, join_keys=[{key_literal}], value_type=ValueType.{key_type}, description={description}
 )
 
 # Source: the latest snapshot of the model's data, written by the training DAG.
 {name}_source = FileSource(
-    name="{name}_source",
-    path=os.path.join(os.environ.get("MAESTRO_FEAST_DATA", "data"), "{name}.parquet"),
-    timestamp_field="{timestamp}",
+    name={source_name},
+    path=os.path.join(os.environ.get("MAESTRO_FEAST_DATA", "data"), {source_file}),
+    timestamp_field={timestamp_literal},
 )
 
 # Feature view: the spec's features, point-in-time joined on {key} and {timestamp}.
 {name}_fv = FeatureView(
-    name="{view}",
+    name={view},
     entities=[{name}_entity],
     ttl=timedelta(days=3650),
     schema=[
@@ -52,28 +53,45 @@ from feast.types import {types}
     ],
     online=True,
     source={name}_source,
-    tags={{"model": "{name}", "owner": "{owner}"}},
+    tags={{"model": {name_literal}, "owner": {owner}}},
 )
 
 # Feature service: what training of `{name}` fetches, point in time (the model server
 # reads it from the online store for requests that carry only the entity key).
-{name}_service = FeatureService(name="{service}", features=[{name}_fv])
+{name}_service = FeatureService(name={service}, features=[{name}_fv])
 '''
 
 
+def python_literal(text: str) -> str:
+    """`text` as a Python string literal: a JSON string is one (same quotes, same escapes),
+    so nothing in a spec's text can end the string and become code."""
+    return json.dumps(text)
+
+
 def render_definitions(spec: ModelSpec) -> str:
-    """The Feast definitions file for a spec, as committed in `feature_repo/`."""
+    """The Feast definitions file for a spec, as committed in `feature_repo/`. The names that
+    become identifiers or comments (the model's, the key's, the timestamp's) are identifiers
+    by the spec's own validation; every other text is a literal."""
     fields = "\n".join(
-        f'        Field(name="{f.name}", dtype={FEAST_TYPES[f.type]}),' for f in spec.features
+        f"        Field(name={python_literal(f.name)}, dtype={FEAST_TYPES[f.type]}),"
+        for f in spec.features
     )
+    key, name = spec.entity.key, spec.name
     return TEMPLATE.format(
-        name=spec.name,
-        key=spec.entity.key,
+        name=name,
+        name_literal=python_literal(name),
+        key=key,
+        key_literal=python_literal(key),
+        entity_name=python_literal(f"{name}_{key}"),
+        description=python_literal(f"{key} of {name}"),
         key_type="INT64" if spec.entity.type == "int" else "STRING",
+        source_name=python_literal(f"{name}_source"),
+        source_file=python_literal(f"{name}.parquet"),
         timestamp=spec.timestamp.column,
-        view=spec.feature_view,
-        service=spec.feature_service,
-        owner=spec.owner,
+        timestamp_literal=python_literal(spec.timestamp.column),
+        view=python_literal(spec.feature_view),
+        service=python_literal(spec.feature_service),
+        owner=python_literal(spec.owner),
         fields=fields,
         types=", ".join(sorted({FEAST_TYPES[f.type] for f in spec.features})),
     )
@@ -94,7 +112,7 @@ def check_definitions(spec: ModelSpec, settings: Settings) -> None:
     path = definitions_path(spec, settings)
     if not path.exists() or path.read_text() != render_definitions(spec):
         raise ValueError(
-            f"{path}: Feast definitions do not match include/specs/{spec.name}.yaml; "
+            f"{path}: Feast definitions do not match {settings.specs_dir / spec.name}.yaml; "
             f"run `maestro features generate {spec.name}`"
         )
 

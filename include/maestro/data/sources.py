@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +19,16 @@ import pandas as pd
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.files import atomic_write, atomic_write_text
-from maestro.spec import CsvSource, DemoSource, ModelSpec, ParquetSource, SqlSource
+from maestro.spec import (
+    CsvSource,
+    DemoSource,
+    ModelSpec,
+    ParquetSource,
+    SqlSource,
+    normalise_name,
+)
+
+log = logging.getLogger(__name__)
 
 
 class DataError(BadInput):
@@ -42,10 +51,6 @@ class DataVersion:
         return asdict(self)
 
 
-def normalise_name(column: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
-
-
 def _describe_source(spec: ModelSpec, settings: Settings) -> str:
     path = spec.source_path(settings)
     if path is not None:
@@ -63,21 +68,62 @@ def read_source(spec: ModelSpec, settings: Settings) -> pd.DataFrame:
 
         frame = generate(source.rows, source.seed, source.drift, source.bias, source.noise)
     elif isinstance(source, SqlSource):
-        url = os.environ.get(source.connection_env)
-        if not url:
-            raise DataError(
-                f"source.connection_env: environment variable {source.connection_env} is not set"
-            )
-        import sqlalchemy
-
-        with sqlalchemy.create_engine(url).connect() as conn:
-            frame = pd.read_sql_query(sqlalchemy.text(source.query), conn)
+        frame = _read_query(source)
     else:
         frame = _read_file(spec.source_path(settings), source)
     if frame.empty:
         raise DataError(f"{_describe_source(spec, settings)}: the source has no rows")
     frame.columns = [normalise_name(str(c)) for c in frame.columns]
     return frame
+
+
+# how each database is told that a transaction only reads (SQLAlchemy dialect names)
+READ_ONLY = {
+    "postgresql": "SET TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",  # MariaDB too; before the query's transaction
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+    "sqlite": "PRAGMA query_only = ON",
+}
+
+
+def _read_query(source: SqlSource) -> pd.DataFrame:
+    """The query's rows, read in a read-only transaction that is rolled back. One statement
+    only: a second (`COMMIT; DROP TABLE t`) could end the read-only transaction and write."""
+    import sqlalchemy
+    import sqlparse
+    from sqlalchemy.pool import NullPool
+
+    url = os.environ.get(source.connection_env)
+    if not url:
+        raise DataError(
+            f"source.connection_env: environment variable {source.connection_env} is not set"
+        )
+    statements = [s for s in sqlparse.split(source.query) if s.strip().strip(";").strip()]
+    if len(statements) != 1:
+        raise DataError(f"source.query: one statement (a SELECT) is read, found {len(statements)}")
+    query = statements[0].strip().rstrip(";")
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            read_only = READ_ONLY.get(engine.dialect.name)
+            if read_only is None:
+                log.warning(
+                    "source.query: no read-only transaction on %s; give the source a read-only role",
+                    engine.dialect.name,
+                )
+            else:
+                conn.exec_driver_sql(read_only)
+            try:
+                return pd.read_sql_query(sqlalchemy.text(query), conn)
+            finally:
+                conn.rollback()
+    except sqlalchemy.exc.DBAPIError as error:
+        raise DataError(
+            f"source.query via ${source.connection_env}: {type(error.orig).__name__}: "
+            f"{str(error.orig).strip().splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _read_file(path: Path, source: CsvSource | ParquetSource) -> pd.DataFrame:

@@ -16,12 +16,12 @@ TABLE = "batch_predictions"
 def read_partition(settings: Settings, model: str, day: str, source: str | None) -> pd.DataFrame:
     """The rows of `day` (UTC) from the spec's source, or every row of a parquet/CSV file."""
     from maestro.data import sources
-    from maestro.spec import get_spec
+    from maestro.spec import get_spec, normalise_name
 
     spec = get_spec(model, settings)
     if source:
         frame = pd.read_parquet(source) if source.endswith(".parquet") else pd.read_csv(source)
-        frame.columns = [sources.normalise_name(c) for c in frame.columns]
+        frame.columns = [normalise_name(c) for c in frame.columns]
         return frame
     origin = f"{model} source"
     frame = sources.conform(
