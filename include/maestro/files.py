@@ -34,3 +34,11 @@ def atomic_write(
 
 def atomic_write_text(path: Path, text: str, *, keep_existing: bool = False) -> bool:
     return atomic_write(path, lambda tmp: tmp.write_text(text), keep_existing=keep_existing)
+
+
+def open_private(path: Path):
+    """`path` opened for appending, created readable by its owner only (a log may hold what
+    a component prints of its configuration)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # an older file made readable by all before
+    return os.fdopen(fd, "a")

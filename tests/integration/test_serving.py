@@ -554,7 +554,9 @@ def test_the_open_inference_protocol_answers_as_the_json_routes_do(registry, tmp
         client = triton.InferenceServerClient(target.base_url.removeprefix("http://"))
         auth = {"Authorization": f"Bearer {token}"}  # copied per call: the client adds to it
         assert client.is_server_live() and client.is_server_ready()
-        assert client.is_model_ready("demo") and not client.is_model_ready("nope")
+        assert client.is_model_ready("demo", headers={**auth})
+        assert not client.is_model_ready("nope", headers={**auth})
+        assert not client.is_model_ready("demo")  # which models exist: for the token's holders
         metadata = client.get_model_metadata("demo", headers={**auth})
         assert metadata["versions"] == ["1", "2"]
         types = {i["name"]: i["datatype"] for i in metadata["inputs"]}

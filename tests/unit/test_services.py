@@ -3,6 +3,8 @@ tests/integration/test_platform.py runs the shared, Celery one for real."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,38 @@ def test_the_online_store_url_becomes_feasts_redis_connection_string(url, connec
 def test_an_online_store_that_is_no_redis_url_is_named():
     with pytest.raises(BadInput, match="MAESTRO_FEAST_ONLINE_STORE: 'cache:6379'"):
         redis_connection_string("cache:6379")
+
+
+def test_a_component_that_dies_is_restarted_and_one_that_keeps_dying_stops_all(tmp_path):
+    """Real processes: `steady` is killed once and comes back; `flaky` exits every time it
+    starts, is restarted with growing delays, and is given up on after three exits, when the
+    supervisor says so (the caller then stops everything)."""
+    import signal
+    import sys
+
+    from maestro.platform.services import Supervisor, stop
+
+    said: list[str] = []
+    commands = {
+        "steady": [sys.executable, "-c", "import time; time.sleep(60)"],
+        "flaky": [sys.executable, "-c", "raise SystemExit(3)"],
+    }
+    supervisor = Supervisor(commands, tmp_path / "logs", said.append, (0.2, 0.4), 3, 60.0)
+    supervisor.start_all()
+    first = supervisor.children["steady"]
+    os.killpg(first.pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 30
+        while supervisor.check():
+            assert time.monotonic() < deadline, said
+            time.sleep(0.05)
+        steady = supervisor.children["steady"]
+        assert steady.pid != first.pid and steady.poll() is None  # back, and running
+    finally:
+        stop(supervisor.children, said.append, grace=5)
+    assert "steady exited (code -9); restarting in 0s (exit 1 of 3 allowed within 60s)" in said
+    assert sum(line.startswith("flaky exited (code 3); restarting") for line in said) == 2
+    assert said.count("restarted flaky pid " + str(supervisor.children["flaky"].pid)) == 1
+    assert any(line.startswith("stopped: flaky exited 3 times within 60s") for line in said)
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "logs" / "flaky.log").stat().st_mode & 0o777 == 0o600

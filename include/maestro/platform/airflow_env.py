@@ -6,6 +6,7 @@ anything imports `airflow` in a process that drives it (the CLI, the tests, the 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from maestro.config import Settings, export_environment
 from maestro.files import atomic_write_text
 from maestro.platform.processes import stop_group
 
+log = logging.getLogger(__name__)
+
 
 def apply_environment(settings: Settings) -> dict[str, str]:
     """Put the platform's environment into this process (and so into its children).
@@ -30,10 +33,21 @@ def apply_environment(settings: Settings) -> dict[str, str]:
     load_dotenv(settings.project_dir / ".env", override=False)
     env = export_environment(settings)
     os.environ.update(env)
+    private_folder(settings.home)
     (settings.home / "airflow").mkdir(parents=True, exist_ok=True)
     for key, value in airflow_secrets(settings).items():
         env[key] = os.environ.setdefault(key, value)
     return env
+
+
+def private_folder(path: Path) -> None:
+    """The state folder, made (or made again) its owner's alone: it holds databases, keys and
+    passwords, and a mode 700 folder keeps files made before this rule out of others' reach."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.chmod(0o700)
+    except PermissionError:  # another owner's folder, e.g. a volume: its owner decides
+        log.warning("%s: not ours to restrict to mode 700", path)
 
 
 def airflow_secrets(settings: Settings) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 
@@ -65,10 +66,10 @@ def cmd_pod_template(args: argparse.Namespace, settings: Settings) -> int:
 
 def prepare(settings: Settings) -> None:
     """Create the state folder and bring the Airflow metadata database up to date."""
-    from maestro.platform.airflow_env import migrate_metadata_db
+    from maestro.platform.airflow_env import migrate_metadata_db, private_folder
 
     echo(f"state folder   {settings.home}")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
     started = time.perf_counter()
     migrate_metadata_db(settings, settings.home / "airflow-setup.log")
     echo(f"airflow db     ready ({time.perf_counter() - started:.1f}s)")
@@ -486,12 +487,11 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
     """What a platform needs before its components start (`maestro up` does it first; a
     compose stack's init container runs it alone)."""
-    import os
-
-    from maestro.platform.services import check_executor, production_environment
+    from maestro.platform.services import airflow_passwords, check_executor, production_environment
 
     os.environ.update(production_environment(settings))  # refuses before anything starts
     check_executor(settings)
+    airflow_passwords(settings)
     prepare(settings)
     return 0
 
@@ -638,6 +638,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # what the platform writes (databases, logs, keys, passwords) is its owner's alone; the
+    # components it starts inherit this
+    os.umask(0o077)
     args = parser().parse_args(argv)
     from maestro.errors import BadInput
     from maestro.platform.airflow_env import RunInterrupted

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maestro.config import Settings
+from maestro.files import open_private
 from maestro.platform.airflow_env import airflow_bin, apply_environment
 from maestro.platform.processes import reap_group, signal_group
 from maestro.web import answers
@@ -194,15 +195,30 @@ def mlflow_secret_key(settings: Settings) -> str:
 
 
 def airflow_passwords(settings: Settings) -> None:
-    """Production: the admin's password from the environment, written where Airflow's simple
-    auth manager reads it, so that it never generates one."""
+    """A password for every user of Airflow's simple auth manager, in the file it reads (mode
+    600) before the api-server starts: the environment's for `admin` in production, else one
+    made here. Airflow then never generates one, which it would print into its log."""
     import json
+    import secrets
+
+    from airflow.configuration import conf
 
     from maestro.files import atomic_write_text
 
+    users = [
+        entry.split(":")[0].strip()
+        for entry in conf.get("core", "simple_auth_manager_users", fallback="admin:admin").split(
+            ","
+        )
+        if entry.strip()
+    ]
     path = passwords_file(settings.home)
     known = json.loads(path.read_text()) if path.exists() else {}
-    atomic_write_text(path, json.dumps({**known, "admin": settings.airflow_password}))
+    if settings.production:
+        known["admin"] = settings.airflow_password
+    for user in users:
+        known.setdefault(user, secrets.token_urlsafe(12))
+    atomic_write_text(path, json.dumps(known))
 
 
 def production_environment(settings: Settings) -> dict[str, str]:
@@ -215,7 +231,6 @@ def production_environment(settings: Settings) -> dict[str, str]:
         airflow_password=settings.airflow_password,
         mlflow_admin_password=settings.mlflow_admin_password,
     )
-    airflow_passwords(settings)
     return {
         "MLFLOW_FLASK_SERVER_SECRET_KEY": mlflow_secret_key(settings),
         "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(settings)),
@@ -257,32 +272,20 @@ def health_urls(ports: Ports, started: Collection[str] | None = None) -> dict[st
 
 
 def run_platform(settings: Settings, ports: Ports, echo) -> int:
-    """Start every component, say when they answer, and stop them all on Ctrl-C or SIGTERM."""
+    """Start every component, say when they answer, restart one that exits, and stop them all
+    on Ctrl-C or SIGTERM (or when one keeps failing)."""
     apply_environment(settings)
     commands = platform_commands(settings, ports)
     os.environ.update(platform_environment(ports, commands))
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     stopping = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.append(True))
-    children: dict[str, subprocess.Popen] = {}
+    supervisor = Supervisor(commands, settings.home / "logs", echo)
     try:
-        for name, command in commands.items():
-            with (logs / f"{name}.log").open("a") as out:
-                # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
-                # stops the components in order rather than all at once
-                children[name] = subprocess.Popen(
-                    command,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                    env={**os.environ, **component_environment(name)},
-                )
-            echo(f"started {name:<14} pid {children[name].pid}, log {logs / (name + '.log')}")
+        supervisor.start_all()
         waiting = health_urls(ports, commands)
         started = time.perf_counter()
-        while not stopping and _all_alive(children, echo):
+        while not stopping and supervisor.check():
             for name, url in list(waiting.items()):
                 if answers(url):
                     echo(f"{name} answers  ({time.perf_counter() - started:.0f}s)")
@@ -292,7 +295,82 @@ def run_platform(settings: Settings, ports: Ports, echo) -> int:
             time.sleep(1)
         return 0 if stopping else 1
     finally:
-        stop(children, echo)
+        stop(supervisor.children, echo)
+
+
+RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds before the 1st, 2nd, ... restart
+GIVE_UP_AFTER = 5  # exits of one component within RESTART_WINDOW: stop everything
+RESTART_WINDOW = 600.0
+
+
+class Supervisor:
+    """The platform's processes, each in its own session with its log file. A component that
+    exits is started again after a growing delay, with a line saying so; one that exits
+    GIVE_UP_AFTER times within RESTART_WINDOW seconds is given up on (`check` is False)."""
+
+    def __init__(
+        self,
+        commands: dict[str, list[str]],
+        logs: Path,
+        echo,
+        delays: tuple[float, ...] = RESTART_DELAYS,
+        give_up_after: int = GIVE_UP_AFTER,
+        window: float = RESTART_WINDOW,
+    ) -> None:
+        self.commands, self.logs, self.echo = commands, logs, echo
+        self.delays, self.give_up_after, self.window = delays, give_up_after, window
+        self.children: dict[str, subprocess.Popen] = {}
+        self._exits: dict[str, list[float]] = {name: [] for name in commands}
+        self._due: dict[str, float] = {}  # component -> when it starts again
+
+    def start_all(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in self.commands:
+            self._start(name)
+            self.echo(f"started {name:<14} pid {self.children[name].pid}, log {self._log(name)}")
+
+    def check(self) -> bool:
+        """Restart what is due; note what exited since. False once one was given up on."""
+        now = time.monotonic()
+        for name, due in list(self._due.items()):
+            if now >= due:
+                del self._due[name]
+                self._start(name)
+                self.echo(f"restarted {name} pid {self.children[name].pid}")
+        for name, child in list(self.children.items()):
+            if name in self._due or child.poll() is None:
+                continue
+            signal_group(child, signal.SIGKILL)  # what is left of it (a worker's pool, ...)
+            exits = [t for t in self._exits[name] if now - t < self.window] + [now]
+            self._exits[name] = exits
+            if len(exits) >= self.give_up_after:
+                self.echo(
+                    f"stopped: {name} exited {len(exits)} times within {self.window:.0f}s "
+                    f"(last code {child.returncode}); see {self._log(name)}"
+                )
+                return False
+            delay = self.delays[min(len(exits), len(self.delays)) - 1]
+            self._due[name] = now + delay
+            self.echo(
+                f"{name} exited (code {child.returncode}); restarting in {delay:.0f}s "
+                f"(exit {len(exits)} of {self.give_up_after} allowed within {self.window:.0f}s)"
+            )
+        return True
+
+    def _start(self, name: str) -> None:
+        with open_private(self._log(name)) as out:
+            # own session: a Ctrl-C in the terminal reaches `maestro up` only, which then
+            # stops the components in order rather than all at once
+            self.children[name] = subprocess.Popen(
+                self.commands[name],
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env={**os.environ, **component_environment(name)},
+            )
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
 
 
 def check_executor(settings: Settings) -> None:
@@ -317,23 +395,6 @@ def component_environment(name: str) -> dict[str, str]:
         "MAESTRO_WORKER_NAME": name,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "maestro.platform.processes.worker_hostname",
     }
-
-
-def _all_alive(children: dict[str, subprocess.Popen], echo) -> bool:
-    """False once a component has exited; a Celery worker may, while another one is left
-    (as a machine may be lost: its tasks are retried on the others)."""
-    dead = [name for name, child in children.items() if child.poll() is not None]
-    workers = [name for name in children if name.startswith(WORKER)]
-    lost = [name for name in dead if name in workers]
-    for name in lost:
-        worker = children.pop(name)
-        signal_group(worker, signal.SIGKILL)  # what is left of it: its pool, its tasks
-        echo(f"lost: {name} exited (code {worker.returncode}); its tasks go to the others")
-    dead = [name for name in dead if name not in lost]
-    if dead or (workers and len(lost) == len(workers)):
-        echo(f"stopped: {', '.join(dead) or 'every worker'} exited; see its log")
-        return False
-    return True
 
 
 def passwords_file(home: Path) -> Path:
