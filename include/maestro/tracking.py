@@ -76,6 +76,20 @@ def child_run(settings: Settings, parent_run_id: str, name: str, stage: str) -> 
     return run.info.run_id
 
 
+def fail_open_runs(settings: Settings, model: str, dag_id: str, run_id: str) -> int:
+    """Mark FAILED every MLflow run of one Airflow run that is still RUNNING (a failed task
+    leaves its run, and its pipeline's, open); returns how many."""
+    mlc = client(settings)
+    open_runs = mlc.search_runs(
+        [experiment_id(settings, model)],
+        filter_string=f"tags.airflow_run_id = '{run_id}' and tags.airflow_dag_id = '{dag_id}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for run in open_runs:
+        mlc.set_terminated(run.info.run_id, "FAILED")
+    return len(open_runs)
+
+
 def code_version(settings: Settings) -> str:
     """The git commit of the project (with `-dirty` for uncommitted changes), else `unknown`."""
     return _git_commit(str(settings.project_dir))

@@ -70,6 +70,14 @@ def assert_traceable_challenger(model: str, settings, dag_run) -> dict:
     )
     plots = {a.path for r in tune_runs for a in mlc.list_artifacts(r.info.run_id, "plots")}
     assert "plots/optimization_history.html" in plots
+    # every run the DAG run opened is closed (the evaluation's stayed RUNNING once)
+    runs = mlc.search_runs(
+        [mlc.get_run(pipeline_run).info.experiment_id],
+        filter_string=f"tags.airflow_run_id = '{dag_run.run_id}'",
+    )
+    stages_ = {r.data.tags["maestro.stage"]: r.info.status for r in runs}
+    assert stages_["evaluate"] == stages_["pipeline"] == "FINISHED", stages_
+    assert "RUNNING" not in stages_.values(), stages_
     return {"version": version.version, "metric": logged}
 
 

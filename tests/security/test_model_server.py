@@ -170,3 +170,45 @@ def test_feedback_names_its_model_and_every_good_request_is_logged(hostile, tmp_
     metrics = target.metrics()
     assert metrics[("maestro_prediction_log_dead_letter_entries_total", ())] == 0
     assert metrics[("maestro_prediction_log_written_rows_total", ())] >= 1
+
+
+def test_a_server_whose_registry_does_not_answer_says_so_and_stops_at_once(tmp_path):
+    """It once waited about 250 s, silent and deaf to SIGTERM, in MLflow's own retries. It
+    still does not listen without its models (whatever listens is sent requests), but it says
+    why within seconds, tries again, and stops on SIGTERM at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from maestro.web import free_port
+
+    port, nowhere = free_port(), free_port()
+    env = {
+        **os.environ,
+        "MAESTRO_HOME": str(tmp_path / "home"),
+        "MAESTRO_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{nowhere}",
+        "MAESTRO_SERVING_WORKERS": "1",
+    }
+    log = tmp_path / "serve.log"
+    command = [str(Path(sys.executable).with_name("maestro")), "serve", "demo", "--port", str(port)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while "trying again" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        while log.read_text().count("trying again") < 2:  # it goes on trying
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        said = log.read_text()
+        assert "not applied" in said and "nothing is served yet" in said, said
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=15)
+        assert time.monotonic() - started < 5
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -171,6 +171,7 @@ def verdict(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
         tags[f"check.{check['name']}"] = "pass" if check["passed"] else "FAIL"
     for key, value in tags.items():
         mlc.set_model_version_tag(name, version, key, value)
+    mlc.set_terminated(run_id)  # the evaluation's last writer (a decision only adds to the card)
     judged = handle.updated(validation_status=status, failed_checks=failed)
     if status == "passed":
         judged = judged.updated(approval_request=approval_request(settings, judged))

@@ -42,6 +42,9 @@ class RunOutcomeNotifier(BaseNotifier):
             group={"dag_id": dag_run.dag_id, "state": self.state},
         )
         if self.state == "failed":
+            from maestro import tracking
+
+            tracking.fail_open_runs(settings, self.model, dag_run.dag_id, dag_run.run_id)
             alerts.send(
                 get_spec(self.model, settings).monitoring.notify,
                 {

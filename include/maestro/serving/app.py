@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import hmac
 import itertools
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -62,7 +65,14 @@ VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 PLAN_POLL_SECONDS = 0.5
 RECENT_IDS = 1_000_000
 CLIENT_GONE = "client_disconnected"  # the reason a request that lost its client is counted under
-WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log by then
+WORKER_HANDOVER_SECONDS = 3.0
+RETRY_PAUSES = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)  # between tries of a plan that failed to apply  # a request another worker answered is in the log by then
 
 
 class Metrics:
@@ -269,7 +279,9 @@ class ModelServer:
         self.models: dict[str, Routing] = {}
         self.digest: str | None = None
         self.plan_error: str | None = None
-        self._seen: bytes | None = None  # the digest of the plan file last applied
+        self._seen: bytes | None = None  # the digest of the plan file last read
+        self._failures = 0  # tries in a row that failed to apply it
+        self._retry_at: float | None = None  # when to try again after a failure
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._requested = models or []
         self._specs: dict = {}
@@ -385,22 +397,37 @@ class ModelServer:
         )
 
     def reload_if_changed(self) -> bool:
-        """Apply the plan file if it changed since last seen; a bad plan is reported and the
-        current one keeps serving."""
+        """Apply the plan file if it changed since last seen, or if applying it failed and its
+        next try is due: a plan that cannot be applied (a bad plan, or the registry does not
+        answer) is reported, tried again with growing pauses, and the current one serves on."""
         path = self.settings.plan_path
         try:
             seen = hashlib.sha256(path.read_bytes()).digest()  # a rewrite of the same size and
         except FileNotFoundError:  # time is a change too: the content decides
             return False
-        if seen == self._seen:
+        changed = seen != self._seen
+        if not changed and (self._retry_at is None or time.monotonic() < self._retry_at):
             return False
+        if changed:
+            self._failures = 0
         self._seen = seen
         try:
             self.apply(read_plan(path))
         except Exception as error:  # noqa: BLE001 - reported on /v1/models and in the log
+            pause = RETRY_PAUSES[min(self._failures, len(RETRY_PAUSES) - 1)]
+            self._failures += 1
+            self._retry_at = time.monotonic() + pause
             self.plan_error = f"{type(error).__name__}: {error}"
-            log.error("serving plan in %s not applied, the previous one serves on: %s", path, error)
+            serving = "the previous one serves on" if self.models else "nothing is served yet"
+            log.error(
+                "serving plan in %s not applied (%s); %s; trying again in %.0f s",
+                path,
+                error,
+                serving,
+                pause,
+            )
             return False
+        self._failures, self._retry_at = 0, None
         return True
 
     def describe(self) -> dict:
@@ -805,12 +832,10 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
                 "no MAESTRO_SERVING_TOKEN configured: the server is open to anyone who reaches it"
             )
         try:
-            plan = await asyncio.to_thread(server.initial_plan)
-            await asyncio.to_thread(server.apply, plan)
-            server._seen = hashlib.sha256(settings.plan_path.read_bytes()).digest()
-        except Exception as error:  # noqa: BLE001 - not ready; the watcher retries on change
-            server.plan_error = f"{type(error).__name__}: {error}"
-            log.error("serving plan not applied at start: %s", error)
+            await asyncio.to_thread(server.initial_plan)
+        except Exception as error:  # noqa: BLE001 - the tries below say why, and go on
+            log.error("serving plan not written at start: %s", error)
+        await _first_plan(server)
         watcher = asyncio.create_task(_watch(server))
         yield
         watcher.cancel()
@@ -830,12 +855,14 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready() -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
+        """Open to probes; what the plan is and why it failed (it names models) only to
+        holders of the token."""
         ok = bool(server.models)
-        return JSONResponse(
-            {"ready": ok, "plan": server.digest, "plan_error": server.plan_error},
-            status_code=200 if ok else 503,
-        )
+        body: dict = {"ready": ok}
+        if server.authorized(request):
+            body |= {"plan": server.digest, "plan_error": server.plan_error}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -912,12 +939,67 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
     return app
 
 
+async def _first_plan(server: ModelServer) -> None:
+    """Apply the plan before the server listens (whatever listens is sent requests, so it must
+    have its models), trying again with a message while that fails (the registry does not
+    answer, the plan is bad). SIGTERM or SIGINT meanwhile ends the wait at once: uvicorn's own
+    handler is called too, and it stops without ever listening."""
+    stop = threading.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    main = threading.current_thread() is threading.main_thread()  # else: no signals to take
+    previous = {sig: signal.getsignal(sig) for sig in signals} if main else {}
+
+    def on_signal(signum: int, frame) -> None:
+        stop.set()
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    try:
+        while not server.models and not stop.is_set():
+            attempt = _in_daemon_thread(server.reload_if_changed)
+            while not attempt.done() and not stop.is_set():
+                await asyncio.sleep(0.05)
+            if not server.models:
+                await asyncio.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_daemon_thread(call) -> asyncio.Future:
+    """`call()` in a daemon thread: one blocked on an unanswering registry neither holds the
+    event loop nor, as the default executor's threads would, the process's exit."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: BaseException | None, result=None) -> None:
+        if future.done():
+            return
+        if outcome is not None:
+            future.set_exception(outcome)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, outcome = call(), None
+        except Exception as error:  # noqa: BLE001 - handed to the awaiting side
+            result, outcome = None, error
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle, outcome, result)
+
+    threading.Thread(target=run, daemon=True, name="first-plan").start()
+    return future
+
+
 async def _watch(server: ModelServer) -> None:
     while True:
+        await asyncio.to_thread(server.reload_if_changed)
         await asyncio.sleep(PLAN_POLL_SECONDS)
         if server.metrics.multiprocess:
             metric_values.write_all()
-        await asyncio.to_thread(server.reload_if_changed)
 
 
 MODELS_VARIABLE = "MAESTRO_SERVING_MODELS"
@@ -945,6 +1027,10 @@ def serve(
 
     from maestro.serving.workers import supervise
 
+    # a registry that does not answer fails a try at once, and the plan's watcher says so
+    # and tries again (MLflow's own retries would hold each try for minutes, silently)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # LightGBM's OpenMP threads sleep between batches instead of spinning on the cores the
     # event loop and the prediction log's writer need (read when the runtime loads, later)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
