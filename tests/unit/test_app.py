@@ -85,7 +85,7 @@ def test_bad_bodies_and_unknown_routes(client):
     assert http.post(PREDICT, json=row).status_code == 200  # and the server goes on
 
 
-def test_the_token_guards_predictions_and_the_plan_but_not_health(client):
+def test_the_token_guards_predictions_the_plan_and_metrics_but_not_health(client):
     http, row = client
     anonymous = {"Authorization": ""}
     assert (
@@ -93,7 +93,34 @@ def test_the_token_guards_predictions_and_the_plan_but_not_health(client):
         == "missing or wrong bearer token"
     )
     assert http.get("/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
-    for open_path in ("/health", "/ready", "/metrics"):
+    for open_path in ("/health", "/ready"):
         assert http.get(open_path, headers=anonymous).status_code == 200
+    assert http.get("/metrics", headers=anonymous).status_code == 401  # it names the models
+    assert "maestro_model_version_info" in http.get("/metrics").text
     described = http.get("/v1/models").json()["models"]["demo"]["routes"][0]
     assert described["path"] == "booster" and described["fallback"] is None
+    ready = http.get("/ready", headers=anonymous).json()
+    assert ready == {"ready": True}  # what the plan is, and its errors, name models
+    assert http.get("/ready").json()["plan"] == http.get("/v1/models").json()["plan"]
+
+
+def test_a_plan_rewritten_with_the_same_size_and_time_is_applied(client):
+    """The server once compared the plan file's size and modification time only."""
+    import os
+    import time
+
+    from maestro.config import get_settings
+
+    http, _ = client
+    path = get_settings().plan_path
+    before = http.get("/v1/models").json()
+    stat = path.stat()
+    text = path.read_text()
+    assert '"weight": 100.0' in text
+    path.write_text(text.replace('"weight": 100.0', '"weight": 200.0'))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    deadline = time.monotonic() + 10
+    while http.get("/v1/models").json()["plan"] == before["plan"]:
+        assert time.monotonic() < deadline, "the rewritten plan was not applied"
+        time.sleep(0.1)

@@ -120,3 +120,18 @@ def test_a_component_that_dies_is_restarted_and_one_that_keeps_dying_stops_all(t
     assert any(line.startswith("stopped: flaky exited 3 times within 60s") for line in said)
     assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "logs" / "flaky.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_local_prometheus_scrapes_the_model_server_with_its_token(tmp_path: Path):
+    import yaml
+
+    from maestro.platform.services import prometheus_config
+
+    def serving_job(settings: Settings) -> dict:
+        config = yaml.safe_load(prometheus_config(settings, Ports()).read_text())
+        return next(j for j in config["scrape_configs"] if j["job_name"] == "maestro-serving")
+
+    assert "authorization" not in serving_job(Settings(home=tmp_path / "open"))
+    job = serving_job(Settings(home=tmp_path / "guarded", serving_token="a-serving-token"))
+    token = Path(job["authorization"]["credentials_file"])
+    assert token.read_text() == "a-serving-token" and token.stat().st_mode & 0o777 == 0o600

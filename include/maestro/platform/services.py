@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maestro.config import Settings
-from maestro.files import open_private
+from maestro.files import atomic_write_text, open_private
 from maestro.platform.airflow_env import airflow_bin, apply_environment
 from maestro.platform.processes import reap_group, signal_group
 from maestro.web import answers
@@ -66,10 +66,16 @@ def prometheus_config(settings: Settings, ports: Ports) -> Path:
         "maestro-serving": f"{HOST}:{settings.serving_port}",
         "pushgateway": pushgateway.split("://")[-1],
     }
+    folder = settings.home / "prometheus"
+    folder.mkdir(parents=True, exist_ok=True)
     for job in config["scrape_configs"]:
         job["static_configs"][0]["targets"] = [targets[job["job_name"]]]
-    path = settings.home / "prometheus" / "prometheus.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+        if "authorization" in job:  # the model server's token, or none when it has none
+            job.pop("authorization")
+            if settings.serving_token:
+                atomic_write_text(folder / "serving_token", settings.serving_token)
+                job["authorization"] = {"credentials_file": str(folder / "serving_token")}
+    path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
 

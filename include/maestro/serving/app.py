@@ -865,7 +865,10 @@ def create_app(settings: Settings, models: list[str] | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """Behind the token too: the series name every model and version served."""
+        if not server.authorized(request):
+            return server.refuse("-", RequestError(401, "missing or wrong bearer token"))
         server.observe_state()
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
