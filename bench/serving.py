@@ -506,6 +506,25 @@ def main() -> None:
             "1",
         ]
         procs.append(start(command, env, tmp / f"mlflow-{model}.log"))
+    # the prediction log against its server: one server per sink, adult_income alone
+    log_sinks = {"log-parquet": str(tmp / "log-parquet")}
+    postgres = scratch_postgres()
+    if postgres:
+        log_sinks["log-postgresql"] = postgres
+    log_servers = {}
+    for sink, location in log_sinks.items():
+        ports[sink] = free_port()
+        command = [maestro, "serve", "adult_income", "--port", str(ports[sink]), "--workers", "1"]
+        log_servers[sink] = start(
+            command,
+            {
+                **env,
+                "MAESTRO_PREDICTION_LOG": location,
+                "MAESTRO_SERVING_PLAN": str(tmp / f"plan-{sink}.json"),
+            },
+            tmp / f"{sink}.log",
+        )
+        procs.append(log_servers[sink])
     results = {}
     try:
         for model, (rows, pipeline) in registered.items():
@@ -518,6 +537,36 @@ def main() -> None:
             for step, ms in split.items():
                 print(f"| {step} | {ms:.2f} |")
             results[model]["split_ms"] = split
+        rows = registered["adult_income"][0]
+        bodies = {
+            "single rows": json.dumps(rows[0]).encode(),
+            "1,000-row batches": json.dumps((rows * 1000)[:1000]).encode(),
+        }
+        for sink, location in log_sinks.items():
+            url = f"http://127.0.0.1:{ports[sink]}/v1/models/adult_income/predict"
+            wait_until_up(url, bodies["single rows"])
+            wait_until_compiled(
+                url.rsplit("/v1/", 1)[0], "adult_income", bodies["1,000-row batches"]
+            )
+            for proc in procs:
+                if proc.pid != log_servers[sink].pid:
+                    os.killpg(proc.pid, signal.SIGSTOP)  # the log's figures on a quiet machine
+            try:
+                results[sink] = log_throughput(
+                    url.rsplit("/v1/", 1)[0],
+                    "adult_income",
+                    bodies,
+                    log_servers[sink].pid,
+                    tmp,
+                    a.seconds,
+                )
+            finally:
+                for proc in procs:
+                    os.killpg(proc.pid, signal.SIGCONT)
+            report_log(
+                f"{sink.removeprefix('log-')} ({'PostgreSQL' if '://' in location else 'parquet'})",
+                results[sink],
+            )
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -582,6 +631,108 @@ def measure(
     found |= scaling(ours, two, servers[2], single, tmp, a)
     wait_until_quiet(servers)  # the next model's figures start on a quiet machine too
     return found
+
+
+LOG_LOADS = (("single rows", 8), ("1,000-row batches", 2))
+
+
+def log_throughput(base: str, model: str, bodies: dict, server: int, tmp: Path, seconds: float):
+    """The prediction log against the server it logs for: wrk on single rows (8 connections)
+    and on 1,000-row batches (2), each for `seconds`; rows/s answered, rows/s the writer wrote
+    meanwhile, how long it took to write the rest, refusals (back-pressure), and the peaks of
+    rows waiting and of the server's memory (with its writer), sampled every half second."""
+    import threading
+
+    from maestro.deploy.strategies import ServerTarget
+
+    target = ServerTarget(base, tmp / "unused-plan.json")
+    url = f"{base}/v1/models/{model}/predict"
+
+    def counts() -> dict[str, float]:
+        samples = target.metrics()
+        total = {"answered": 0.0, "written": 0.0, "refused": 0.0, "pending": 0.0}
+        for (name, labels), value in samples.items():
+            if name == "maestro_predicted_rows_total" and ("role", "primary") in labels:
+                total["answered"] += value
+            elif name == "maestro_prediction_log_written_rows_total":
+                total["written"] += value
+            elif name == "maestro_prediction_log_refused_requests_total":
+                total["refused"] += value
+            elif name == "maestro_prediction_log_pending_rows":
+                total["pending"] += value
+        return total
+
+    def rss() -> int:
+        process = psutil.Process(server)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+    found = {}
+    for name, connections in LOG_LOADS:
+        before, peaks, done = counts(), {"pending": 0.0, "rss": 0}, threading.Event()
+
+        def sample(peaks=peaks, done=done) -> None:
+            while not done.wait(0.5):
+                peaks["pending"] = max(peaks["pending"], counts()["pending"])
+                peaks["rss"] = max(peaks["rss"], rss())
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        run = wrk(url, bodies[name], tmp, seconds, connections)
+        done.set()
+        sampler.join()
+        after = counts()
+        answered = after["answered"] - before["answered"]
+        started = time.monotonic()
+        while counts()["written"] - before["written"] < answered:
+            if time.monotonic() - started > 300:
+                raise RuntimeError(f"the prediction log did not catch up on {name} in 300 s")
+            time.sleep(0.2)
+        found[name] = {
+            "answered_rows_per_s": answered / round(seconds),
+            "written_rows_per_s": (after["written"] - before["written"]) / round(seconds),
+            "catch_up_s": time.monotonic() - started,
+            "refused": after["refused"] - before["refused"],
+            "errors": run["errors"],
+            "peak_pending_rows": peaks["pending"],
+            "peak_rss_mb": peaks["rss"] / 2**20,
+        }
+    return found
+
+
+def scratch_postgres() -> str | None:
+    """An empty PostgreSQL database for the log (the tests' server), or None."""
+    import uuid
+
+    import psycopg2
+
+    server = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+    try:
+        conn = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        print(f"(no PostgreSQL at {server}: its prediction log is not measured: {error})")
+        return None
+    conn.autocommit = True
+    name = f"maestro_bench_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"{server}/{name}"
+
+
+def report_log(sink: str, found: dict) -> None:
+    print(f"\n### prediction log, {sink}\n")
+    print(
+        "| load | rows/s answered | rows/s written meanwhile | written / answered | "
+        "caught up after | refused (503) | peak rows waiting | peak RSS MB |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in found.items():
+        ratio = r["written_rows_per_s"] / max(r["answered_rows_per_s"], 1)
+        print(
+            f"| {name} | {r['answered_rows_per_s']:,.0f} | {r['written_rows_per_s']:,.0f} | "
+            f"{ratio:.2f} | {r['catch_up_s']:.1f} s | {r['refused']:.0f} | "
+            f"{r['peak_pending_rows']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+        )
 
 
 def report(model: str, m: dict) -> None:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024
+    # The prediction log: rows and bytes that may wait for its writer (in the server, and
+    # apart in the writer) before requests are refused with 503; how long a stopping server
+    # writes what waits before spilling the rest for the next start.
+    prediction_log_max_rows: int = 1_000_000
+    prediction_log_max_bytes: int = 128 * 1024 * 1024
+    prediction_log_drain_seconds: float = 20.0
     # a request's head not received whole within this: the connection is closed; its body: 408
     serving_header_timeout_seconds: float = 10.0
     serving_body_timeout_seconds: float = 30.0

@@ -50,6 +50,12 @@ TRAFFIC_HEADER, SMOKE = "x-maestro-traffic", "smoke"
 # serve it may be the machines with the cores; other tasks go to Airflow's `default` queue.
 TRAINING_QUEUE = "training"
 
+# A stopping model server: how long requests in flight may take to finish (a slow client is cut
+# off), then how long by default its prediction log may take to write what waits. A pod's
+# termination grace period covers both, with room to spare.
+SERVER_STOP_SECONDS = 5.0
+LOG_DRAIN_SECONDS = 20.0
+
 # Rollouts: how a new version takes traffic, and where the model server runs.
 STRATEGIES = ("rolling", "blue-green", "canary")
 TARGETS = ("local", "kubernetes")

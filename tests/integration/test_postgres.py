@@ -130,10 +130,10 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases, tmp_pa
     from sqlalchemy import create_engine, text
 
     from maestro.serving.batch import TABLE, write_scores
-    from maestro.serving.predlog import PredictionLog, read_log
+    from maestro.serving.predlog import Folders, PredictionLog, read_log
 
     url = databases["mlflow"]  # any empty database will do
-    log = PredictionLog(url, tmp_path / "dead")
+    log = PredictionLog(url, Folders.of(url, tmp_path))
     body = b'[{"age": 30, "region": "north"}, {"age": 41, "region": null}]'
     names = ("age", "region")
     log.append(
@@ -146,7 +146,7 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases, tmp_pa
     )
     log.close()
     assert (log.stats.written_rows, log.stats.dead_letter_entries) == (4, 1)
-    (dead,) = (tmp_path / "dead").glob("*.jsonl")
+    (dead,) = (tmp_path / "prediction_log_dead_letter").glob("*.jsonl")
     assert '"request_id": "r0"' in dead.read_text() and "NUL" in dead.read_text()
     logged = read_log(url, "demo")
     assert len(logged) == 4
@@ -176,12 +176,12 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases, tmp_pa
     import pandas as pd
 
     from maestro.monitoring import feedback
-    from maestro.serving.predlog import PredictionLog, has_log, known_requests, read_log
+    from maestro.serving.predlog import Folders, PredictionLog, has_log, known_requests, read_log
 
     url = databases["mlflow"]
     settings = Settings(prediction_log=url)
     assert not has_log(url, "demo")
-    log = PredictionLog(url, tmp_path)
+    log = PredictionLog(url, Folders.of(url, tmp_path))
     body = b'[{"age": 30}, {"age": 41}]'
     for at, request_id, role in (
         (1.7e9, "old", "primary"),

@@ -719,3 +719,75 @@ def test_two_workers_share_the_port_and_log_every_prediction_once(registry, tmp_
     expected |= {request_id: 1 + i % 3 for i, request_id in enumerate(answered[60:])}
     assert per_request.to_dict() == expected  # none twice
     assert set(logged["version"]) == {"1", "2"}
+
+
+def test_under_sustained_batches_the_log_is_bounded_and_a_stop_drains_then_spills(
+    registry, tmp_path
+):
+    """1,000-row batches from four clients for eight seconds against a log bounded to 50,000
+    waiting rows, then SIGTERM: requests past the bound are refused (503, Retry-After, counted),
+    the server exits within its drain time, and every answered request is either written or
+    spilled, exactly once; the next start writes the spill."""
+    from maestro.serving.predlog import EntryFile
+
+    drain = 1.0
+    env = {
+        "MAESTRO_PREDICTION_LOG": str(tmp_path / "log"),
+        "MAESTRO_SERVING_PLAN": str(tmp_path / "plan.json"),
+        "MAESTRO_PREDICTION_LOG_MAX_ROWS": "50000",
+        "MAESTRO_PREDICTION_LOG_DRAIN_SECONDS": str(drain),
+    }
+    body = json.dumps([ROW] * 1000).encode()
+    answered: list[str] = []
+    refused: list[str | None] = []
+    stop = threading.Event()
+
+    def client(target: ServerTarget) -> None:
+        host, port = target.base_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        while not stop.is_set():
+            conn.request(
+                "POST", "/v1/models/demo/predict", body, {"Content-Type": "application/json"}
+            )
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            if response.status == 200:
+                answered.append(answer["request_id"])
+            else:
+                assert response.status == 503, answer
+                refused.append(response.getheader("Retry-After"))
+
+    with server(registry, **env) as (process, target):
+        clients = [threading.Thread(target=client, args=(target,)) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(8)
+        stop.set()
+        for thread in clients:
+            thread.join()
+        counted = target.metrics()[("maestro_prediction_log_refused_requests_total", ())]
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=60)
+        stopped_in = time.monotonic() - started
+    said = (registry / f"serve-{target.base_url.rsplit(':', 1)[1]}.log").read_text()
+    assert stopped_in < 5 + drain + 3, (stopped_in, said[-2000:])
+    assert "prediction log: stopped after" in said, said[-2000:]
+    assert len(answered) > 50 and counted == len(refused)
+    assert set(refused) <= {"1"}
+
+    def written() -> Counter:
+        return Counter(read_log(str(tmp_path / "log"), "demo")["request_id"])
+
+    spill = tmp_path / "log" / "_spill"
+    spilled = Counter(
+        e.request_id
+        for path in spill.iterdir()
+        for e in EntryFile.read(path)
+        for _ in range(e.rows)
+    )
+    both = written() + spilled
+    assert set(both) == set(answered) and set(both.values()) == {1000}, "each exactly once"
+    with server(registry, **env):
+        wait_for(lambda: set(written()) == set(answered), timeout=60, interval=0.5, what="spill")
+    assert set(written().values()) == {1000} and not list(spill.iterdir())

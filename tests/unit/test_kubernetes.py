@@ -49,6 +49,9 @@ def test_manifests_are_valid_kubernetes_objects_with_probes_resources_and_autosc
     assert not any("TOKEN" in (e.name or "") or "URI" in (e.name or "") for e in server.env)
     env = {e.name: e.value for e in server.env}  # one process per CPU of the limit
     assert env["MAESTRO_SERVING_WORKERS"] == "1" and env["MAESTRO_SERVING_THREADS"] == "1"
+    # the pod is given the time to finish its requests and drain its prediction log, and more
+    drain = float(env["MAESTRO_PREDICTION_LOG_DRAIN_SECONDS"])
+    assert pod.termination_grace_period_seconds >= 5 + drain + 10
 
     assert service.spec.selector == deployment.spec.selector.match_labels
     assert service.spec.ports[0].target_port == server.ports[0].container_port

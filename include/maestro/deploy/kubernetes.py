@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from maestro.serving.plan import Plan, parse_plan
+from maestro.vocabulary import LOG_DRAIN_SECONDS, SERVER_STOP_SECONDS
 from maestro.waiting import wait_for
 
 PORT = 8000
@@ -36,6 +37,7 @@ class ServingOptions:
     requests: tuple[str, str] = ("250m", "512Mi")  # cpu, memory
     limits: tuple[str, str] = ("1", "1Gi")
     env_secret: str = "maestro-serving"  # MLflow URI, bearer token: never in a manifest
+    drain_seconds: float = LOG_DRAIN_SECONDS  # the prediction log's, at a pod's stop
 
 
 def name_of(model: str) -> str:
@@ -49,6 +51,12 @@ def cpu_count(quantity: str) -> int:
     except ValueError:
         raise ValueError(f"CPU limit {quantity!r} is not a Kubernetes CPU quantity") from None
     return max(1, math.ceil(cores))
+
+
+def grace_seconds(options: ServingOptions) -> int:
+    """A pod's termination grace period: requests in flight finish, the prediction log
+    drains (what it cannot write by then is spilled to the pod's disk), and 10 s to spare."""
+    return math.ceil(SERVER_STOP_SECONDS + options.drain_seconds + 10)
 
 
 def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -> list[dict]:
@@ -78,6 +86,8 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
             # limit, each scoring its batches on one thread
             {"name": "MAESTRO_SERVING_WORKERS", "value": str(cpu_count(options.limits[0]))},
             {"name": "MAESTRO_SERVING_THREADS", "value": "1"},
+            # set with the termination grace period below: the pod is never killed mid-drain
+            {"name": "MAESTRO_PREDICTION_LOG_DRAIN_SECONDS", "value": f"{options.drain_seconds:g}"},
         ],
         "envFrom": [{"secretRef": {"name": options.env_secret, "optional": True}}],
         "livenessProbe": {**probe, "initialDelaySeconds": 10},
@@ -125,7 +135,7 @@ def render(model: str, plan: Plan, options: ServingOptions = ServingOptions()) -
                     },
                     "spec": {
                         "containers": [container],
-                        "terminationGracePeriodSeconds": 40,
+                        "terminationGracePeriodSeconds": grace_seconds(options),
                         "volumes": [{"name": "plan", "configMap": {"name": f"{name}-plan"}}],
                     },
                 },

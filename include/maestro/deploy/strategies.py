@@ -305,7 +305,11 @@ def run_deployment(
     elif target == "kubernetes":
         from maestro.deploy import kubernetes as k8s
 
-        options = k8s.ServingOptions(namespace=settings.k8s_namespace, image=settings.serving_image)
+        options = k8s.ServingOptions(
+            namespace=settings.k8s_namespace,
+            image=settings.serving_image,
+            drain_seconds=settings.prediction_log_drain_seconds,
+        )
         k8s.apply_stack(model, Plan({model: ModelPlan((Route(version, 100),))}), options)
         store = k8s.ConfigMapPlanStore(model, options.namespace)
         server = ServerTarget(

@@ -37,9 +37,9 @@ from starlette.requests import ClientDisconnect
 from maestro.config import Settings
 from maestro.serving import metric_values, v2
 from maestro.serving.plan import ModelPlan, Plan, PlanError, champion_plan, read_plan, write_plan
-from maestro.serving.predlog import PredictionLog, dead_letter_folder, known_requests
+from maestro.serving.predlog import Folders, PredictionLog, columns_body, known_requests
 from maestro.serving.scorer import RequestError, Scorer, load_scorer, parse_json, to_columns
-from maestro.vocabulary import SMOKE, TRAFFIC_HEADER
+from maestro.vocabulary import SERVER_STOP_SECONDS, SMOKE, TRAFFIC_HEADER
 
 log = logging.getLogger("maestro.serving")
 
@@ -65,14 +65,9 @@ VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 PLAN_POLL_SECONDS = 0.5
 RECENT_IDS = 1_000_000
 CLIENT_GONE = "client_disconnected"  # the reason a request that lost its client is counted under
-WORKER_HANDOVER_SECONDS = 3.0
-RETRY_PAUSES = (
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    30.0,
-)  # between tries of a plan that failed to apply  # a request another worker answered is in the log by then
+WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log by then
+RETRY_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)  # between tries of a plan that failed to apply
+LOG_BEHIND = RequestError(503, "the prediction log is behind: try again in a second")
 
 
 class Metrics:
@@ -144,21 +139,26 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
-        self.log_pending = Gauge(
-            "maestro_prediction_log_pending_entries",
-            "Requests answered but not yet handed to the prediction log's writer",
+        self.log_pending_rows = Gauge(
+            "maestro_prediction_log_pending_rows",
+            "Rows answered but not yet written: waiting in the server and read by its writer",
             multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.log_pending_bytes = Gauge(
+            "maestro_prediction_log_pending_bytes",
+            "Bytes of the rows answered but not yet written",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.log_refused = Counter(
+            "maestro_prediction_log_refused_requests",
+            "Requests refused (503) because the prediction log's writer is behind its bounds",
             registry=r,
         )
         self.log_restarts = Gauge(
             "maestro_prediction_log_writer_restarts",
             "Prediction log writers that died and were replaced since the server started",
-            multiprocess_mode="livesum",
-            registry=r,
-        )
-        self.log_dropped = Gauge(
-            "maestro_prediction_log_dropped_entries",
-            "Entries the prediction log could not keep (buffer over its limit)",
             multiprocess_mode="livesum",
             registry=r,
         )
@@ -263,12 +263,15 @@ OPEN_INFERENCE = Protocol("v2", ("application/json", "application/octet-stream",
 
 @dataclass
 class Read:
-    """A request's features as validated columns, and what the prediction log keeps of it."""
+    """A request's features as validated columns, and what the prediction log keeps of them
+    (`columns_body`: a third of the records' bytes, taken by the writer column by column)."""
 
     table: dict
-    logged: bytes
-    form: str  # the prediction log's form of `logged` ("records" or "columns")
     given: str | None = None  # the id an Open Inference Protocol request gave
+    logged: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.logged = columns_body(self.table)
 
 
 class ModelServer:
@@ -291,7 +294,13 @@ class ModelServer:
         self.recent: dict[tuple[str, str], int] = {}
         location = settings.prediction_log_location
         self.log = (
-            PredictionLog(location, dead_letter_folder(location, settings.home))
+            PredictionLog(
+                location,
+                Folders.of(location, settings.home),
+                settings.prediction_log_max_rows,
+                settings.prediction_log_max_bytes,
+                settings.prediction_log_drain_seconds,
+            )
             if location != "off"
             else None
         )
@@ -374,11 +383,11 @@ class ModelServer:
         m.ready.set(1 if self.models else 0)
         m.plan_refused.set(1 if self.plan_error else 0)
         if self.log is not None:
-            m.log_pending.set(self.log.pending)
             m.log_restarts.set(self.log.restarts)
-            m.log_dropped.set(self.log.dropped)
             before = self.log.stats
             after = self.log.read_stats()
+            m.log_pending_rows.set(self.log.waiting_rows + after.pending_rows)
+            m.log_pending_bytes.set(self.log.waiting_bytes + after.pending_bytes)
             m.log_written.inc(after.written_rows - before.written_rows)
             m.log_failed_writes.inc(after.failed_writes - before.failed_writes)
             m.log_dead_letter.inc(after.dead_letter_entries - before.dead_letter_entries)
@@ -495,8 +504,8 @@ class ModelServer:
             raise RequestError(408, f"body not received within {seconds:g} s") from None
         return b"".join(chunks)
 
-    async def records(self, request: Request) -> tuple[bytes, list]:
-        """The body as received (for the prediction log) and its records."""
+    async def records(self, request: Request) -> list:
+        """The body's records."""
         raw = await self.body(request, RECORDS)
         body = parse_json(raw)
         records = [body] if isinstance(body, dict) else body
@@ -509,15 +518,15 @@ class ModelServer:
                 413,
                 f"batch of {len(records)} records is over the limit of {self.settings.serving_max_rows}",
             )
-        return raw, records
+        return records
 
     async def read(self, request: Request, model: str, lane: Lane, protocol: Protocol) -> Read:
         """A prediction request as validated columns, in either protocol."""
         if protocol is RECORDS:
-            raw, records = await self.records(request)
+            records = await self.records(request)
             if type(records[0]) is dict and len(records[0]) == 1:  # perhaps only entity keys
-                raw, records = await self.online_features(model, raw, records)
-            return Read(to_columns(records, lane.scorer.columns), raw, "records")
+                records = await self.online_features(model, records)
+            return Read(to_columns(records, lane.scorer.columns))
         raw = await self.body(request, protocol)
         table, given = v2.infer_request(
             raw,
@@ -525,7 +534,7 @@ class ModelServer:
             lane.scorer.columns,
             self.settings.serving_max_rows,
         )
-        return Read(table, v2.logged_columns(table), "columns", given)
+        return Read(table, given)
 
     async def predict(
         self,
@@ -543,6 +552,9 @@ class ModelServer:
         routing = self.models.get(model)
         if routing is None:
             return self.refuse(model, self.unknown_model(model), protocol)
+        if self.log is not None and self.log.full:  # back-pressure: nothing answered unlogged
+            self.metrics.log_refused.inc()
+            return self.refuse(model, LOG_BEHIND, protocol)
         lane = routing.pick() if version is None else routing.by_version.get(version)
         if lane is None:
             return self.refuse(
@@ -603,10 +615,10 @@ class ModelServer:
             for key in list(itertools.islice(self.recent, RECENT_IDS // 10)):
                 del self.recent[key]
 
-    async def online_features(self, model: str, raw: bytes, records: list) -> tuple[bytes, list]:
+    async def online_features(self, model: str, records: list) -> list:
         """A request that carries only entity keys (`{"customer_id": 17}`, or a list of them),
-        completed from Feast's online store through the spec's feature service; the logged
-        body holds the values used. Other requests pass unchanged."""
+        completed from Feast's online store through the spec's feature service (the log holds
+        the values used). Other requests pass unchanged."""
         from starlette.concurrency import run_in_threadpool
 
         from maestro.data.features import OnlineFeatures
@@ -616,7 +628,7 @@ class ModelServer:
         if key in spec.feature_names or not all(
             type(r) is dict and r.keys() == {key} for r in records
         ):
-            return raw, records
+            return records
         kind = int if spec.entity.type == "int" else str
         keys = [r[key] for r in records]
         for i, value in enumerate(keys):
@@ -632,8 +644,7 @@ class ModelServer:
             raise RequestError(404, str(error), key) from None
         except TimeoutError as error:  # stale: refused (see OnlineFeatures)
             raise RequestError(409, str(error), key) from None
-        used = [{key: k, **row} for k, row in zip(keys, rows, strict=True)]
-        return orjson.dumps(used if len(used) > 1 else used[0]), rows
+        return rows
 
     def spec(self, model: str):
         from maestro.spec import get_spec
@@ -652,7 +663,7 @@ class ModelServer:
         if model not in self.models:
             return self.refuse(model, self.unknown_model(model))
         try:
-            _, records = await self.records(request)
+            records = await self.records(request)
         except RequestError as error:
             return self.refuse(model, error)
         spec = self.spec(model)
@@ -770,7 +781,7 @@ class ModelServer:
                 names,
                 read.logged,
                 scores.tobytes(),
-                read.form,
+                "columns",
             )
 
     def refuse(
@@ -780,6 +791,8 @@ class ModelServer:
         a client makes up is counted as `-`: series stay bounded)."""
         self.metrics.errors.labels(model if model in self.models else "-", str(error.status)).inc()
         headers = {"Connection": "close"} if error.status == 408 else None
+        if error.status == 503:
+            headers = {"Retry-After": "1"}
         return JSONResponse(
             (protocol or RECORDS).error(error), status_code=error.status, headers=headers
         )
@@ -1052,7 +1065,8 @@ def serve(
         "http": "maestro.serving.http:OneWriteProtocol",  # httptools, one write per answer
         "access_log": False,
         "log_level": "warning",
-        "timeout_graceful_shutdown": 30,
+        # requests in flight take milliseconds; then the prediction log drains (its own bound)
+        "timeout_graceful_shutdown": SERVER_STOP_SECONDS,
     }
     if workers == 1:
         one = settings.model_copy(update={"serving_workers": 1})

@@ -106,11 +106,6 @@ def infer_response(
     )
 
 
-def logged_columns(table: dict[str, list | np.ndarray]) -> bytes:
-    """The validated columns as the prediction log keeps them (its "columns" form)."""
-    return orjson.dumps(table, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
 class _Tensor:
     __slots__ = ("name", "datatype", "shape", "values")
 
