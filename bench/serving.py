@@ -563,10 +563,7 @@ def main() -> None:
             finally:
                 for proc in procs:
                     os.killpg(proc.pid, signal.SIGCONT)
-            report_log(
-                f"{sink.removeprefix('log-')} ({'PostgreSQL' if '://' in location else 'parquet'})",
-                results[sink],
-            )
+            report_log("PostgreSQL" if "://" in location else "parquet", results[sink])
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -106,6 +106,10 @@ def test_serving_reports_every_server_and_goal():
             assert_row(section, step, 1)
         assert_row(section, "| model, booster (one thread) |", 1)
         assert_row(section, "| model, compiled forest (one thread) |", 1)
+    for sink in ("parquet", "PostgreSQL"):  # rows answered against rows written
+        section = output.split(f"### prediction log, {sink}")[1].split("###")[0]
+        for load in ("| single rows |", "| 1,000-row batches |"):
+            assert_row(section, load, 7)
 
 
 def test_drift_compares_both_engines_and_reads_the_prediction_log():
