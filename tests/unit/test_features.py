@@ -18,8 +18,9 @@ def test_a_spec_change_is_caught(use_specs):
     settings = use_specs({})
     spec_file = settings.specs_dir / "demo.yaml"
     spec_file.write_text(spec_file.read_text().replace("name: income", "name: yearly_income"))
-    with pytest.raises(ValueError, match="run `maestro features generate demo`"):
+    with pytest.raises(ValueError, match="run `maestro features generate demo`") as error:
         features.check_definitions(get_spec("demo", settings), settings)
+    assert f"do not match {spec_file}" in str(error.value)  # the spec read, wherever it is
 
 
 @pytest.mark.slow
