@@ -147,12 +147,24 @@ def test_an_entry_no_sink_can_hold_is_set_aside_and_the_rest_are_written(tmp_pat
     assert (stats.written_rows, stats.dead_letter_entries, stats.failed_writes) == (47, 2, 0)
 
 
-def batch_entries(count: int, rows: int = 1000) -> tuple[bytes, bytes]:
-    """The body and predictions of one `rows`-row request in the columns form."""
+def log_batch(log: PredictionLog, i: int, rows: int = 1000) -> None:
+    """Request `r<i>`: a `rows`-row batch in the columns form, as the server logs it."""
     from maestro.serving.predlog import columns_body
 
     body = columns_body({"age": list(range(rows)), "region": ["north"] * rows})
-    return body, np.full(rows, 0.5).tobytes()
+    predictions = np.full(rows, 0.5).tobytes()
+    log.append(
+        DAY + i,
+        f"r{i}",
+        "demo",
+        "1",
+        "primary",
+        1.0,
+        ("age", "region"),
+        body,
+        predictions,
+        "columns",
+    )
 
 
 def logged_ids(root) -> dict[str, int]:
@@ -166,20 +178,8 @@ def test_a_stop_out_of_time_spills_the_rest_and_the_next_log_writes_it(tmp_path)
     from maestro.serving.predlog import EntryFile
 
     log = PredictionLog(str(tmp_path), max_rows=10**9, max_bytes=10**12)
-    body, predictions = batch_entries(1)
     for i in range(2000):
-        log.append(
-            DAY + i,
-            f"r{i}",
-            "demo",
-            "1",
-            "primary",
-            1.0,
-            ("age", "region"),
-            body,
-            predictions,
-            "columns",
-        )
+        log_batch(log, i)
     spilled = log.close(drain_seconds=0.5)
     written = logged_ids(tmp_path)
     kept = [e for path in (tmp_path / "_spill").iterdir() for e in EntryFile.read(path)]
@@ -197,23 +197,11 @@ def test_a_log_at_its_bounds_is_full_until_its_writer_catches_up(tmp_path):
     """Bounded memory: past `max_rows` waiting, `full` says so (the server refuses requests),
     and what waits never grows past the bound by more than the entry that crossed it."""
     log = PredictionLog(str(tmp_path), max_rows=20_000, max_bytes=10**12)
-    body, predictions = batch_entries(1)
     peak, i = 0, 0
     deadline = time.monotonic() + 30
     while not log.full:
         assert time.monotonic() < deadline, "the log never filled"
-        log.append(
-            DAY,
-            f"r{i}",
-            "demo",
-            "1",
-            "primary",
-            1.0,
-            ("age", "region"),
-            body,
-            predictions,
-            "columns",
-        )
+        log_batch(log, i)
         peak, i = max(peak, log.waiting_rows), i + 1
     assert peak <= 20_000 + 1000
     deadline = time.monotonic() + 60
