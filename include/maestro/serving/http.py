@@ -54,40 +54,42 @@ def header_seconds() -> float:
     return get_settings().serving_header_timeout_seconds
 
 
+SWEEP_SECONDS = 1.0  # how often a server's connections are checked for a head too slow
+_swept: list[set] = []  # the servers' connection sets already swept (kept: ids are reused)
+
+
 class OneWriteProtocol(HttpToolsProtocol):
     """What `maestro serve` gives uvicorn as its HTTP protocol. It also closes a connection
     whose request head does not arrive whole within `header_seconds()` of its first byte (or of
-    the connection opening): uvicorn would wait for a client that dribbles headers forever
-    (its keep-alive timer stops at the first byte). The body's deadline is the app's."""
+    the connection opening): uvicorn would wait for a client that dribbles headers forever (its
+    keep-alive timer stops at the first byte). A request only notes when its head began; one
+    sweep a second per server closes the connections past the limit (a timer per request would
+    cost each request more). The body's deadline is the app's."""
 
-    _head_timer: asyncio.TimerHandle | None = None
+    _head_started: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport))
-        self._arm_head_timer()
+        self._head_started = self.loop.time()
+        if not any(swept is self.connections for swept in _swept):
+            _swept.append(self.connections)
+            self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.connections)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._head_started is None:
+            self._head_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_timer()
+        self._head_started = None
         super().on_headers_complete()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
-        super().connection_lost(exc)
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(header_seconds(), self._head_too_slow)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
+    """Close the connections whose request head is late; then again in SWEEP_SECONDS."""
+    late = loop.time() - header_seconds()
+    for connection in list(connections):
+        started = getattr(connection, "_head_started", None)
+        if started is not None and started < late and not connection.transport.is_closing():
+            connection.transport.close()
+    loop.call_later(SWEEP_SECONDS, _sweep, loop, connections)
