@@ -47,26 +47,30 @@ class OneWriteTransport:
 
 
 @cache
-def header_seconds() -> float:
-    """How long a request's line and headers may take to arrive, whole (a setting)."""
+def read_limits() -> tuple[float, float]:
+    """How long a request's line and headers, then its body, may take to arrive (settings)."""
     from maestro.config import get_settings
 
-    return get_settings().serving_header_timeout_seconds
+    settings = get_settings()
+    return settings.serving_header_timeout_seconds, settings.serving_body_timeout_seconds
 
 
-SWEEP_SECONDS = 1.0  # how often a server's connections are checked for a head too slow
+SWEEP_SECONDS = 1.0  # how often a server's connections are checked for a request too slow
 _swept: list[set] = []  # the servers' connection sets already swept (kept: ids are reused)
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class OneWriteProtocol(HttpToolsProtocol):
-    """What `maestro serve` gives uvicorn as its HTTP protocol. It also closes a connection
-    whose request head does not arrive whole within `header_seconds()` of its first byte (or of
-    the connection opening): uvicorn would wait for a client that dribbles headers forever (its
-    keep-alive timer stops at the first byte). A request only notes when its head began; one
-    sweep a second per server closes the connections past the limit (a timer per request would
-    cost each request more). The body's deadline is the app's."""
+    """What `maestro serve` gives uvicorn as its HTTP protocol. It also bounds how long a
+    request may take to arrive: its head within the first limit of `read_limits()` from its
+    first byte (or from the connection opening), or the connection is closed; its body within
+    the second from the end of its head, or it is answered 408 and the connection closed.
+    uvicorn would wait for a client that dribbles forever (its keep-alive timer stops at the
+    first byte). A request only notes when its head and body began; one sweep a second per
+    server acts on those past their limits (a timer per request would cost each request more)."""
 
     _head_started: float | None = None
+    _body_started: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport))
@@ -81,15 +85,29 @@ class OneWriteProtocol(HttpToolsProtocol):
             self._head_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._head_started = None
+        self._head_started, self._body_started = None, self.loop.time()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._body_started = None
+        super().on_message_complete()
 
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
-    """Close the connections whose request head is late; then again in SWEEP_SECONDS."""
-    late = loop.time() - header_seconds()
+    """Close the connections whose request is late (a late body is answered 408 first); then
+    again in SWEEP_SECONDS."""
+    now = loop.time()
+    head_limit, body_limit = read_limits()
     for connection in list(connections):
-        started = getattr(connection, "_head_started", None)
-        if started is not None and started < late and not connection.transport.is_closing():
-            connection.transport.close()
+        transport = connection.transport
+        if transport.is_closing():
+            continue
+        head = getattr(connection, "_head_started", None)
+        body = getattr(connection, "_body_started", None)
+        if head is not None and now - head > head_limit:
+            transport.close()
+        elif body is not None and now - body > body_limit:
+            connection._body_started = None
+            transport.write(TIMED_OUT)
+            transport.close()
     loop.call_later(SWEEP_SECONDS, _sweep, loop, connections)
