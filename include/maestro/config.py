@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from maestro.vocabulary import LOG_DRAIN_SECONDS
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 MIN_SECRET_LENGTH = 12  # MLflow's own minimum for its admin password
 PLACEHOLDERS = {"CHANGE_ME", "CHANGEME", "CHANGE-ME", "PASSWORD", "SECRET", "ADMIN"}
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
     # writes what waits before spilling the rest for the next start.
     prediction_log_max_rows: int = 1_000_000
     prediction_log_max_bytes: int = 128 * 1024 * 1024
-    prediction_log_drain_seconds: float = 20.0
+    prediction_log_drain_seconds: float = LOG_DRAIN_SECONDS
     # a request's head not received whole within this: the connection is closed; its body: 408
     serving_header_timeout_seconds: float = 10.0
     serving_body_timeout_seconds: float = 30.0

@@ -23,6 +23,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 from typing import Any
 
@@ -268,10 +269,10 @@ class Read:
 
     table: dict
     given: str | None = None  # the id an Open Inference Protocol request gave
-    logged: bytes = b""
 
-    def __post_init__(self) -> None:
-        self.logged = columns_body(self.table)
+    @cached_property
+    def logged(self) -> bytes:  # made once, for the primary and the shadow; never with no log
+        return columns_body(self.table)
 
 
 class ModelServer:

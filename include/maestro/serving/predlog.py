@@ -131,7 +131,6 @@ class PredictionLog:
         self.max_rows, self.max_bytes = max_rows, max_bytes
         self.drain_seconds = drain_seconds
         self.restarts = 0  # writers that died and were replaced
-        self.logged_rows = 0  # rows handed to `append`
         self.stats = WriterStats()  # what the writers reported, added up over replacements
         self._reported = WriterStats()  # the current writer's last report
         self._lines = bytearray()  # its report channel's unfinished line
@@ -159,7 +158,6 @@ class PredictionLog:
         frame = FRAME.pack(len(payload)) + payload
         rows = len(fields[8]) // 8
         with self._lock:
-            self.logged_rows += rows
             if self._waiting:  # behind those waiting; the thread is already feeding them
                 self._wait(frame, rows)
                 return
