@@ -222,7 +222,7 @@ def maestro(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_the_production_platform(platform, browser, tmp_path):
-    """CI triggers `train_demo` through the REST API; its trials run on both Celery workers
+    """CI triggers `train_demo` through the REST API; its trials run on the Celery workers
     while a backup is taken; the worker fitting the final model is SIGKILLed and the task is
     retried on the other; an approver approves in the Airflow UI; the version is promoted and
     deployed, and served from the shared stores; the backup restores into fresh databases."""
@@ -296,8 +296,11 @@ def test_the_production_platform(platform, browser, tmp_path):
     tasks = {
         (t["task_id"], t["map_index"]): t for t in airflow.task_instances("train_demo", run_id)
     }
+    # both slots' trials ran on the platform's workers; which worker took which is Celery's
+    # choice (it may hand both to one, one after the other), so it is not asserted
     hosts = {tasks["tune", i]["hostname"].split(".")[0] for i in (0, 1)}
-    assert hosts == {"worker-1", "worker-2"}  # the trials ran on both workers
+    assert hosts <= {"worker-1", "worker-2"}, hosts
+    assert {tasks["tune", i]["state"] for i in (0, 1)} == {"success"}
     retried = tasks["train_final", -1]  # after the lost one's heartbeat: the other worker, or
     assert retried["try_number"] == 2  # the lost one, restarted meanwhile
     assert tasks["tune", 0]["queue"] == retried["queue"] == "training"
