@@ -6,6 +6,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 
 def atomic_write(
@@ -36,9 +38,21 @@ def atomic_write_text(path: Path, text: str, *, keep_existing: bool = False) -> 
     return atomic_write(path, lambda tmp: tmp.write_text(text), keep_existing=keep_existing)
 
 
-def open_private(path: Path):
+def open_private(path: Path) -> Any:
     """`path` opened for appending, created readable by its owner only (a log may hold what
     a component prints of its configuration)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)  # an older file made readable by all before
     return os.fdopen(fd, "a")
+
+
+def import_file(name: str, path: Path) -> ModuleType:
+    """The Python file at `path`, imported as module `name` (a DAG file, a Feast definition)."""
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"{path}: not a Python file that can be imported")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,7 @@ fails in the task that writes it. Airflow carries them through XCom as pydantic 
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 class Handle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def updated(self, **fields) -> Self:
+    def updated(self, **fields: Any) -> Self:
         """A copy with `fields` set, validated like a new one (unknown names are refused)."""
         return type(self).model_validate({**self.model_dump(), **fields})
 

@@ -252,7 +252,7 @@ class GovernanceSpec(_Strict):
         0.01, ge=0.0, description="How much worse than the champion the primary metric may be."
     )
     slices: list[SliceSpec] = []
-    fairness: FairnessSpec = FairnessSpec()
+    fairness: FairnessSpec = Field(default_factory=FairnessSpec)
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     latency_budget_ms: float = Field(50.0, gt=0.0)
     approvers: list[str] = Field([], description="Airflow users who may decide; empty: any.")
@@ -293,7 +293,7 @@ class MonitoringSpec(_Strict):
         "champion",
         description="`champion`: the champion's own training set (its lineage); or a parquet path.",
     )
-    drift: DriftSpec = DriftSpec()
+    drift: DriftSpec = Field(default_factory=DriftSpec)
     performance: dict[str, Bound] = Field(
         {}, description="Limits on metrics computed from ground truth, once labels are known."
     )
@@ -301,7 +301,7 @@ class MonitoringSpec(_Strict):
     retrain: bool = Field(True, description="A drift or performance verdict starts training.")
     cooldown_hours: float = Field(24.0, ge=0.0)
     champion_max_age_days: float = Field(90.0, gt=0.0)
-    notify: NotifySpec = NotifySpec()
+    notify: NotifySpec = Field(default_factory=NotifySpec)
 
 
 class DataChecks(_Strict):
@@ -316,7 +316,7 @@ class ModelSpec(_Strict):
     task: Literal["binary_classification", "regression"]
     source: Source
     entity: EntitySpec
-    timestamp: TimestampSpec = TimestampSpec()
+    timestamp: TimestampSpec = Field(default_factory=TimestampSpec)
     features: list[FeatureSpec] = Field(min_length=1)
     drop: list[Column] = Field([], description="Source columns that must never be features.")
     target: TargetSpec
@@ -330,11 +330,11 @@ class ModelSpec(_Strict):
     )
     timeout_minutes: int = Field(60, ge=1)
     schedule: str | None = None
-    window: WindowSpec = WindowSpec()
-    split: SplitSpec = SplitSpec()
-    data_checks: DataChecks = DataChecks()
-    governance: GovernanceSpec = GovernanceSpec()
-    monitoring: MonitoringSpec = MonitoringSpec()
+    window: WindowSpec = Field(default_factory=WindowSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    data_checks: DataChecks = Field(default_factory=DataChecks)
+    governance: GovernanceSpec = Field(default_factory=GovernanceSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     tags: list[str] = []
 
     @model_validator(mode="after")

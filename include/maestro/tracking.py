@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import subprocess
 from functools import lru_cache
+from typing import Any
 
 from maestro.config import Settings
 
 
-def client(settings: Settings):
+def client(settings: Settings) -> Any:
     import mlflow
     from mlflow import MlflowClient
 

@@ -9,15 +9,15 @@ is one parquet file in the state folder, rewritten from the run's snapshot.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from maestro.config import Settings
-from maestro.files import atomic_write, atomic_write_text
+from maestro.files import atomic_write, atomic_write_text, import_file
 from maestro.spec import ModelSpec
 
 FEAST_TYPES = {"int": "Int64", "float": "Float64", "category": "String"}
@@ -121,7 +121,7 @@ def offline_source_path(spec: ModelSpec, settings: Settings) -> Path:
     return settings.feast_dir / "data" / f"{spec.name}.parquet"
 
 
-def feature_store(settings: Settings):
+def feature_store(settings: Settings) -> Any:
     """The Feast store of `feature_repo/`, on this settings' state folder, registry and online
     store."""
     from feast import FeatureStore
@@ -173,9 +173,7 @@ def load_definitions(spec: ModelSpec, settings: Settings) -> list:
 
     check_definitions(spec, settings)
     path = definitions_path(spec, settings)
-    module_spec = importlib.util.spec_from_file_location(f"feature_repo_{spec.name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = import_file(f"feature_repo_{spec.name}", path)
     kinds = (Entity, FileSource, FeatureView, FeatureService)
     return [v for v in vars(module).values() if isinstance(v, kinds)]
 
@@ -279,7 +277,7 @@ class OnlineFeatures:
         return rows
 
 
-def _python_value(value):
+def _python_value(value: Any) -> Any:
     """A Feast protobuf value as the plain Python value a JSON request would carry."""
     kind = value.WhichOneof("val")
     return None if kind in (None, "null_val") else getattr(value, kind)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -76,7 +77,7 @@ def build_expectations(spec: ModelSpec) -> list:
     return out
 
 
-def _describe(result) -> str:
+def _describe(result: Any) -> str:
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "mostly")}
     target = kwargs.get("column") or kwargs.get("column_list") or ""
@@ -91,7 +92,7 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, workdir: Path) -> ValidationR
     import great_expectations as gx
 
     context = gx.get_context(mode="file", project_root_dir=str(workdir))
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
     source = context.data_sources.add_or_update_pandas(name="maestro")
     asset = source.add_dataframe_asset(name=spec.name)
     batch = asset.add_batch_definition_whole_dataframe(name="snapshot")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from maestro.serving.plan import Plan, parse_plan
 from maestro.vocabulary import LOG_DRAIN_SECONDS, SERVER_STOP_SECONDS
@@ -253,7 +254,7 @@ class ConfigMapPlanStore:
     model: str
     namespace: str
 
-    def _api(self):
+    def _api(self) -> Any:
         from kubernetes import client
 
         return client.CoreV1Api()
@@ -296,7 +297,7 @@ def apply_stack(model: str, plan: Plan, options: ServingOptions, timeout: float 
     )
 
 
-def rolled_out(deployment) -> bool:
+def rolled_out(deployment: Any) -> bool:
     """Whether a Deployment's status says its rollout is complete (as `kubectl rollout status`)."""
     want = deployment.spec.replicas or 1
     status = deployment.status
@@ -307,7 +308,7 @@ def rolled_out(deployment) -> bool:
     )
 
 
-def _exists(resource, obj: dict) -> bool:
+def _exists(resource: Any, obj: dict) -> bool:
     from kubernetes.dynamic.exceptions import NotFoundError
 
     try:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.files import atomic_write_text
 from maestro.serving.plan import ModelPlan, Plan, Route, read_plan, write_plan
@@ -175,7 +176,7 @@ class ServerTarget:
 def version_check(before: dict, after: dict, model: str, version: str) -> Check:
     """Requests, server errors and p99 latency of one version between two /metrics readings."""
 
-    def delta(name: str, **labels) -> float:
+    def delta(name: str, **labels: str) -> float:
         key = (name, tuple(sorted({"model": model, "version": version, **labels}.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
@@ -267,7 +268,7 @@ def canary_error_rate(canary: Check, stable: Check) -> float:
 
 
 def _watch(
-    target: ServerTarget, model: str, version: str, stable: str, rows: list[dict], observe
+    target: ServerTarget, model: str, version: str, stable: str, rows: list[dict], observe: Any
 ) -> tuple[Check, Check]:
     before = target.metrics()
     if observe is not None:
@@ -280,7 +281,12 @@ def _watch(
 
 
 def run_deployment(
-    settings, model: str, version: str, strategy: str, target: str, say=print
+    settings: Settings,
+    model: str,
+    version: str,
+    strategy: str,
+    target: str,
+    say: Callable[[str], None] = print,
 ) -> dict:
     """Deploy `version` (default: the champion) of `model` to the local server or to
     Kubernetes, with `strategy`."""
@@ -327,7 +333,7 @@ def run_deployment(
     return {**done, "target": target, "url": server.base_url}
 
 
-def report_rollback(settings, model: str, version: str, stable: str) -> None:
+def report_rollback(settings: Settings, model: str, version: str, stable: str) -> None:
     """Tell Prometheus that a rollout of `version` was rolled back (`MaestroCanaryRolledBack`)."""
     import time
 
@@ -348,7 +354,7 @@ def report_rollback(settings, model: str, version: str, stable: str) -> None:
     )
 
 
-def local_server(settings, model: str, say=print) -> str:
+def local_server(settings: Settings, model: str, say: Callable[[str], None] = print) -> str:
     """The local model server's address; started (detached, logging to the state folder) when
     nothing answers there yet."""
     import subprocess

@@ -10,6 +10,7 @@ values add up. Random forests fall back to permutation importance, and say so.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ def _raw_feature(column: str, features: list[str]) -> str:
     return max(owners, key=len)
 
 
-def column_contributions(model, family: str, X: pd.DataFrame) -> pd.DataFrame:
+def column_contributions(model: Any, family: str, X: pd.DataFrame) -> pd.DataFrame:
     """SHAP values per encoded column, one row per row of X."""
     prep, estimator = model[:-1], model[-1]
     encoded = prep.transform(X)
@@ -40,7 +41,9 @@ def column_contributions(model, family: str, X: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(values, columns=list(encoded.columns), index=X.index)
 
 
-def shap_importance(model, spec: ModelSpec, family: str, X: pd.DataFrame, y) -> pd.DataFrame:
+def shap_importance(
+    model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: Any
+) -> pd.DataFrame:
     """Mean |SHAP| per raw feature, largest first (`method` says how it was computed)."""
     if family == "random_forest":
         from sklearn.inspection import permutation_importance

@@ -89,7 +89,7 @@ def slice_columns(spec: ModelSpec, test: pd.DataFrame) -> dict[str, pd.Series]:
     return columns
 
 
-def _safe_auc(y_true, y_score) -> float:
+def _safe_auc(y_true: Any, y_score: Any) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y_true, y_score)) if len(np.unique(y_true)) == 2 else float("nan")

@@ -35,7 +35,7 @@ def cell(value: Any) -> str:
 
 
 @lru_cache(maxsize=1)
-def _template():
+def _template() -> Any:
     import jinja2
 
     # B701: Markdown: `cell` escapes, mistune renders
@@ -119,7 +119,13 @@ def to_html(markdown_text: str, title: str) -> str:
 
 
 def card_facts(
-    handle: CandidateVersion, settings: Settings, result, serving, checks, status, failed
+    handle: CandidateVersion,
+    settings: Settings,
+    result: Any,
+    serving: Any,
+    checks: Any,
+    status: Any,
+    failed: Any,
 ) -> dict:
     spec = get_spec(handle.model, settings)
     version = tracking.client(settings).get_model_version(handle.model, handle.version)

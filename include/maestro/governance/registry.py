@@ -6,12 +6,16 @@ training run's version (`challenger`), promotion to `champion` (the former one b
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from maestro import tracking
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.spec import get_spec
 from maestro.vocabulary import APPROVED, CHAMPION, PASSED, PREVIOUS, VALIDATION_STATUS_TAG
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 
 class GovernanceError(BadInput):
@@ -23,7 +27,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def version_of_run(settings: Settings, model: str, dag_id: str, run_id: str):
+def version_of_run(settings: Settings, model: str, dag_id: str, run_id: str) -> ModelVersion | None:
     """The model version an Airflow run already registered, if any."""
     mlc = tracking.client(settings)
     found = mlc.search_model_versions(
@@ -49,7 +53,7 @@ def set_alias(settings: Settings, model: str, alias: str, version: str) -> None:
     tracking.client(settings).set_registered_model_alias(model, alias, version)
 
 
-def version_by_alias(settings: Settings, model: str, alias: str):
+def version_by_alias(settings: Settings, model: str, alias: str) -> ModelVersion | None:
     """The model version holding `alias`, or None."""
     from mlflow.exceptions import MlflowException
 
@@ -59,7 +63,7 @@ def version_by_alias(settings: Settings, model: str, alias: str):
         return None
 
 
-def champion_version(settings: Settings, model: str):
+def champion_version(settings: Settings, model: str) -> ModelVersion | None:
     """The version aliased champion, or None."""
     return version_by_alias(settings, model, CHAMPION)
 

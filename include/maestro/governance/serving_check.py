@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ import pandas as pd
 WARM_UP = 5
 
 
-def positive_scores(predicted) -> np.ndarray:
+def positive_scores(predicted: Any) -> np.ndarray:
     """pyfunc output as one score per row: P(positive) for classifiers, the value otherwise."""
     values = np.asarray(predicted, dtype=float)
     return values[:, -1] if values.ndim == 2 else values

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from maestro import tracking
 from maestro.config import Settings
@@ -27,7 +28,7 @@ def _version_uri(handle: CandidateVersion) -> str:
     return f"models:/{handle.model}/{handle.version}"
 
 
-def _test_split(handle: CandidateVersion, settings: Settings):
+def _test_split(handle: CandidateVersion, settings: Settings) -> Any:
     from maestro.training.stages import load_split
 
     return load_split(handle, "test")

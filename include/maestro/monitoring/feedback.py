@@ -14,6 +14,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -42,7 +43,7 @@ def location(settings: Settings) -> str:
     return str(Path(log).parent / "feedback")
 
 
-def parse_label(value, spec: ModelSpec) -> float:
+def parse_label(value: Any, spec: ModelSpec) -> float:
     """A label as the model's target is encoded (0/1 for classifiers), or ValueError saying
     what is accepted."""
     if hasattr(value, "item"):  # a NumPy scalar from a file
@@ -124,7 +125,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise BadInput(f"{path}: cannot be read as {path.suffix[1:]}: {error}") from None
 
 
-def _row_number(value) -> int | None:
+def _row_number(value: Any) -> int | None:
     """A batch row's index as given (a whole number from 0), or None."""
     if isinstance(value, str):
         value = value.strip()

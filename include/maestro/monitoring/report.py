@@ -8,6 +8,7 @@ tests on a sample of at most `SAMPLE_ROWS` rows per side, where its plots stay a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,7 +22,7 @@ def _sample(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sample(SAMPLE_ROWS, random_state=0) if len(frame) > SAMPLE_ROWS else frame
 
 
-def _definition(spec: ModelSpec, with_target: bool):
+def _definition(spec: ModelSpec, with_target: bool) -> Any:
     from evidently import BinaryClassification, DataDefinition, Regression
 
     numeric = [f.name for f in spec.features if f.type != "category"] + [PREDICTION]
@@ -40,7 +41,7 @@ def _definition(spec: ModelSpec, with_target: bool):
     return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
 
 
-def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame):
+def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame) -> Any:
     """Data drift preset over the features, and a summary of the predictions."""
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset, ValueStats
@@ -60,7 +61,7 @@ def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame
     )
 
 
-def quality_report(spec: ModelSpec, reference: pd.DataFrame, labelled: pd.DataFrame):
+def quality_report(spec: ModelSpec, reference: pd.DataFrame, labelled: pd.DataFrame) -> Any:
     """The classification or regression preset on labelled production rows against the
     reference (the training rows and the champion's predictions of them)."""
     from evidently import Dataset, Report

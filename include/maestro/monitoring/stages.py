@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ class MonitorError(BadInput):
     """A monitoring run that cannot judge: no champion, no log, no reference."""
 
 
-def _champion(spec: ModelSpec, settings: Settings):
+def _champion(spec: ModelSpec, settings: Settings) -> Any:
     version = registry.champion_version(settings, spec.name)
     if version is None:
         raise MonitorError(f"{spec.name}: no champion to monitor; promote a version first")
@@ -64,7 +65,7 @@ def current_window(
     return start, frame
 
 
-def reference_set(spec: ModelSpec, settings: Settings, version) -> pd.DataFrame:
+def reference_set(spec: ModelSpec, settings: Settings, version: Any) -> pd.DataFrame:
     """The rows the champion learnt from (train + validation of its training set), found
     through its lineage; or the spec's own reference file."""
     if spec.monitoring.reference != "champion":
@@ -94,7 +95,9 @@ def reference_set(spec: ModelSpec, settings: Settings, version) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
-def champion_scores(spec: ModelSpec, settings: Settings, version, rows: pd.DataFrame) -> np.ndarray:
+def champion_scores(
+    spec: ModelSpec, settings: Settings, version: Any, rows: pd.DataFrame
+) -> np.ndarray:
     import mlflow
 
     from maestro.training.families import scores
@@ -239,7 +242,9 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     return verdict.updated(run_id=run_id)
 
 
-def _record(spec: ModelSpec, settings: Settings, verdict: MonitorVerdict, judged) -> str | None:
+def _record(
+    spec: ModelSpec, settings: Settings, verdict: MonitorVerdict, judged: Any
+) -> str | None:
     """The MLflow monitoring run (with the reports), the version's tags, the Evidently
     workspace, the Pushgateway. Returns the MLflow run id."""
     mlc = tracking.client(settings)
@@ -282,7 +287,9 @@ def _record(spec: ModelSpec, settings: Settings, verdict: MonitorVerdict, judged
     return run_id
 
 
-def _log_reports(spec, settings, run_id, reference, current, labelled) -> None:
+def _log_reports(
+    spec: Any, settings: Settings, run_id: Any, reference: Any, current: Any, labelled: Any
+) -> None:
     from maestro.monitoring import report
 
     snapshots = [report.drift_report(spec, reference, current)]
@@ -298,7 +305,7 @@ def _log_reports(spec, settings, run_id, reference, current, labelled) -> None:
     mlc.set_tag(run_id, "evidently_project", project)
 
 
-def _samples(spec: ModelSpec, verdict: MonitorVerdict, judged) -> list[metrics.Sample]:
+def _samples(spec: ModelSpec, verdict: MonitorVerdict, judged: Any) -> list[metrics.Sample]:
     samples: list[metrics.Sample] = [
         (
             "maestro_monitor_expected_interval_seconds",

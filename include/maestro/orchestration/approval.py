@@ -11,6 +11,7 @@ request as answered.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -40,8 +41,8 @@ class ApprovalOrTagTrigger(HITLTrigger):
     """Wait for the Required Action's response or the version's `approval` tag."""
 
     def __init__(
-        self, *, tracking_uri: str, model: str, version: str, approvers: list[str], **kwargs
-    ):
+        self, *, tracking_uri: str, model: str, version: str, approvers: list[str], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.tracking_uri, self.model, self.version = tracking_uri, model, version
         self.approvers = approvers
@@ -122,7 +123,7 @@ class ApprovalOrTagTrigger(HITLTrigger):
                 )
             )
 
-    async def run(self):
+    async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
             if self.timeout_datetime and self.timeout_datetime < utcnow():
                 yield await self._timeout_event()
@@ -147,7 +148,7 @@ class ModelApprovalOperator(ApprovalOperator):
         approvers: list[str],
         response_timeout: timedelta,
         poke_interval: float | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             assigned_users=[{"id": a, "name": a} for a in approvers] or None,
@@ -157,8 +158,9 @@ class ModelApprovalOperator(ApprovalOperator):
         )
         self.model, self.version, self.approvers = model, version, approvers
         self.poke_interval = poke_interval
+        self.response_timeout: timedelta = response_timeout  # required here, optional upstream
 
-    def execute(self, context):
+    def execute(self, context: Any) -> None:
         from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
         from maestro.config import get_settings
@@ -193,7 +195,7 @@ class ModelApprovalOperator(ApprovalOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from maestro.config import get_settings
         from maestro.governance.decisions import record_decision
         from maestro.vocabulary import APPROVED, REJECTED

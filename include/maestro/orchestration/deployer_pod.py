@@ -35,7 +35,7 @@ class DeployerPodOperator(BaseOperator):
         self.service_account, self.env_secret = service_account, env_secret
         self.config_file = config_file
 
-    def pod_operator(self):
+    def pod_operator(self) -> Any:
         """The KubernetesPodOperator this task runs; the namespace and image default to the
         settings of the worker that runs it (`MAESTRO_K8S_NAMESPACE`, `MAESTRO_SERVING_IMAGE`)."""
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -67,5 +67,5 @@ class DeployerPodOperator(BaseOperator):
             startup_timeout_seconds=300,
         )
 
-    def execute(self, context):
+    def execute(self, context: Any) -> Any:
         return self.pod_operator().execute(context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from airflow.sdk import BaseNotifier
 
@@ -19,7 +20,7 @@ class RunOutcomeNotifier(BaseNotifier):
         self.model = model
         self.state = state
 
-    def notify(self, context) -> None:
+    def notify(self, context: Any) -> None:
         from maestro.config import get_settings
         from maestro.monitoring import alerts, metrics
         from maestro.spec import get_spec

@@ -4,6 +4,7 @@ runs and post asset events."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -91,7 +92,12 @@ class AirflowClient:
         return [event for event in events if event["name"] == name]
 
     def wait(
-        self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0, on_state=None
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float,
+        poll: float = 2.0,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> dict:
         """Poll a run until it succeeds or fails; return it (raises TimeoutError).
         `on_state(task_label, state)` hears every change of a task's state, as with

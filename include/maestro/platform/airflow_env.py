@@ -12,9 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from maestro.config import Settings, export_environment
 from maestro.files import atomic_write_text
@@ -84,14 +87,12 @@ def migrate_metadata_db(settings: Settings, log: Path) -> None:
         subprocess.run([airflow_bin(), "db", "migrate"], check=True, stdout=out, stderr=out)
 
 
-def load_dag(dag_id: str, settings: Settings):
+def load_dag(dag_id: str, settings: Settings) -> Any:
     """Import the DAG files and return one DAG object by id."""
-    import importlib.util
+    from maestro.files import import_file
 
     for path in sorted((settings.project_dir / "dags").glob("*.py")):
-        module_spec = importlib.util.spec_from_file_location(f"maestro_dags_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        module = import_file(f"maestro_dags_{path.stem}", path)
         if dag_id in vars(module):
             return vars(module)[dag_id]
     raise KeyError(f"no DAG {dag_id!r} in {settings.project_dir / 'dags'}")
@@ -120,7 +121,7 @@ def task_states(dag_id: str, since: float) -> tuple[str | None, list[tuple]]:
         return run.run_id, [(t.task_id, t.map_index, t.state, t.duration) for t in rows]
 
 
-def _task_instances(session, dag_id: str, run_id: str) -> list:
+def _task_instances(session: Any, dag_id: str, run_id: str) -> list:
     """A run's task instances in start order (not started last)."""
     from airflow.models import TaskInstance
 
@@ -179,11 +180,11 @@ class _Stop(Exception):
 
 
 @contextmanager
-def _signals_raise_stop():
+def _signals_raise_stop() -> Iterator[None]:
     """SIGINT and SIGTERM raise `_Stop` in this (main) thread while the block runs; after the
     first, further ones are ignored so that stopping cleanly is not itself interrupted."""
 
-    def handler(signum: int, frame) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
         raise _Stop(signum)
@@ -230,7 +231,12 @@ class WatchedRun:
 
 
 def watch_dag_test(
-    dag_id: str, settings: Settings, conf: dict, log: Path, echo, on_state=None
+    dag_id: str,
+    settings: Settings,
+    conf: dict,
+    log: Path,
+    echo: Callable[[str], None],
+    on_state: Callable[[str, str], None] | None = None,
 ) -> WatchedRun:
     """Run `dag.test()` in a child process (its logs go to `log`) and report progress;
     `on_state(task_label, state)` hears every change.

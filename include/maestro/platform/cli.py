@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 import time
+from typing import Any
 
 from maestro.config import Settings, get_settings
 from maestro.vocabulary import STRATEGIES, TARGETS
@@ -75,7 +76,7 @@ def prepare(settings: Settings) -> None:
     echo(f"airflow db     ready ({time.perf_counter() - started:.1f}s)")
 
 
-def approval_hint(model: str, settings: Settings, approve_as: str | None):
+def approval_hint(model: str, settings: Settings, approve_as: str | None) -> Any:
     """What to do when the run waits for a human: say how to answer, or (the demo) answer."""
     from maestro import tracking, vocabulary
     from maestro.governance import decisions
@@ -131,7 +132,7 @@ def train(model: str, settings: Settings, conf: dict, approve_as: str | None = N
     return show(model, settings)
 
 
-def explain_interruption(model: str, settings: Settings, stop) -> None:
+def explain_interruption(model: str, settings: Settings, stop: Any) -> None:
     """Say what a stopped training run left undone and how to finish it."""
     from maestro.governance import registry
     from maestro.spec import get_spec
@@ -142,7 +143,7 @@ def explain_interruption(model: str, settings: Settings, stop) -> None:
         echo(f"  marked failed in Airflow; not finished: {', '.join(stop.unfinished) or 'none'}")
     version = registry.version_of_run(settings, model, dag_id, stop.run_id) if stop.run_id else None
     waiting = version is not None and "request_approval" in stop.unfinished
-    if waiting and version.tags.get("validation_status") == "passed":
+    if waiting and version and version.tags.get("validation_status") == "passed":
         approvers = get_spec(model, settings).governance.approvers
         by = approvers[0] if len(approvers) == 1 else "<approver>"
         echo(

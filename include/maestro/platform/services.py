@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +277,7 @@ def health_urls(ports: Ports, started: Collection[str] | None = None) -> dict[st
     return {k: v for k, v in urls.items() if k in names}
 
 
-def run_platform(settings: Settings, ports: Ports, echo) -> int:
+def run_platform(settings: Settings, ports: Ports, echo: Callable[[str], None]) -> int:
     """Start every component, say when they answer, restart one that exits, and stop them all
     on Ctrl-C or SIGTERM (or when one keeps failing)."""
     apply_environment(settings)
@@ -318,7 +318,7 @@ class Supervisor:
         self,
         commands: dict[str, list[str]],
         logs: Path,
-        echo,
+        echo: Callable[[str], None],
         delays: tuple[float, ...] = RESTART_DELAYS,
         give_up_after: int = GIVE_UP_AFTER,
         window: float = RESTART_WINDOW,
@@ -414,7 +414,7 @@ def admin_password(home: Path) -> str:
     return json.loads(passwords_file(home).read_text())["admin"]
 
 
-def _print_addresses(settings: Settings, ports: Ports, echo) -> None:
+def _print_addresses(settings: Settings, ports: Ports, echo: Callable[[str], None]) -> None:
     passwords = passwords_file(settings.home)
     echo(f"Airflow UI     http://localhost:{ports.airflow}  (user admin, password in {passwords})")
     echo(f"MLflow UI      http://localhost:{ports.mlflow}")
@@ -427,7 +427,9 @@ def _print_addresses(settings: Settings, ports: Ports, echo) -> None:
     echo("Ctrl-C stops everything.")
 
 
-def stop(children: dict[str, subprocess.Popen], echo, grace: float = 30.0) -> None:
+def stop(
+    children: dict[str, subprocess.Popen], echo: Callable[[str], None], grace: float = 30.0
+) -> None:
     """SIGTERM every component's process group, then SIGKILL what is left after `grace`."""
     for child in children.values():
         signal_group(child, signal.SIGTERM)  # the whole group: workers and log servers too

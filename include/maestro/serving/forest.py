@@ -25,6 +25,7 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ PARALLEL_ROWS = 10_000  # compiled, smaller batches are faster on one thread tha
 class CompiledForest:
     """The booster's forest compiled in the background; `predict` is None until it is ready."""
 
-    def __init__(self, booster, cache: Path, threads: int, label: str) -> None:
+    def __init__(self, booster: Any, cache: Path, threads: int, label: str) -> None:
         self._booster, self._cache, self._threads, self._label = booster, cache, threads, label
         self._model = None
         self._lock = threading.Lock()
@@ -75,7 +76,7 @@ class CompiledForest:
         log.info("%s: compiled forest ready in %.1f s", self._label, time.monotonic() - started)
 
 
-def compiled(booster, cache: Path):
+def compiled(booster: Any, cache: Path) -> Any:
     """The booster's forest as a compiled lleaves model: from the cache, or compiled into it by
     a child process (one at a time per forest, across processes)."""
     import lleaves
@@ -99,7 +100,7 @@ def compiled(booster, cache: Path):
                     str(model_file),
                     str(binary),
                 ]
-                done = subprocess.run(child, capture_output=True, text=True, timeout=900)  # noqa: S603
+                done = subprocess.run(child, capture_output=True, text=True, timeout=900)
                 if done.returncode != 0:
                     raise RuntimeError(f"compiling failed: {done.stderr.strip()[-500:]}")
     model = lleaves.Model(model_file=str(model_file))

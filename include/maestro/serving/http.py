@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import cache
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -42,7 +43,7 @@ class OneWriteTransport:
         self._write_head()
         self._transport.close()
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
 
@@ -73,7 +74,7 @@ class OneWriteProtocol(HttpToolsProtocol):
     _body_started: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(OneWriteTransport(transport))
+        super().connection_made(OneWriteTransport(transport))  # type: ignore[arg-type]
         self._head_started = self.loop.time()
         if not any(swept is self.connections for swept in _swept):
             _swept.append(self.connections)

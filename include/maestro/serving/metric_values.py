@@ -12,6 +12,7 @@ one shut down writes them first.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 _lock = threading.Lock()
 _buffered: list = []  # this process's counter and histogram values
@@ -25,10 +26,10 @@ def install() -> None:
         return
     shared = values.MultiProcessValue()
 
-    class BufferedValue(shared):
+    class BufferedValue(shared):  # type: ignore[valid-type,misc]  # a class made at run time
         buffered = True
 
-        def __init__(self, typ, *args, **kwargs) -> None:
+        def __init__(self, typ: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(typ, *args, **kwargs)
             self._pending = 0.0
             if typ in ("counter", "histogram"):

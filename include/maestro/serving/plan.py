@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails
 
 from maestro.errors import BadInput
 from maestro.files import atomic_write_text
@@ -118,7 +119,7 @@ def parse_plan(raw: Any, where: str) -> Plan:
         raise PlanError(f"{where}: " + "; ".join(_describe(e) for e in error.errors())) from None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     """One validation error as `models.demo.routes[0].weight: message`."""
     loc = list(error["loc"])
     if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):

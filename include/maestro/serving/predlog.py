@@ -36,10 +36,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class PredictionLog:
         """Whether what waits in the server is at its bounds: new requests are refused."""
         return self.waiting_rows >= self.max_rows or self.waiting_bytes >= self.max_bytes
 
-    def append(self, *fields) -> None:
+    def append(self, *fields: Any) -> None:
         """Log one request; `fields` are Entry's, in order (a plain tuple pickles eight times
         faster than a NamedTuple). It is in the pipe when this returns, unless the pipe is full
         or its writer gone: then it waits here, behind those before it."""
@@ -286,7 +287,8 @@ class PredictionLog:
                 if not self._waiting:
                     return
                 offset, fd = self._sent, self._fd
-                frames, size = [], -offset
+                frames: list[bytes] = []
+                size = -offset
                 for frame, _ in self._waiting:  # at least one, at most about the pipe's size
                     if frames and size + len(frame) > PIPE_BYTES:
                         break
@@ -337,7 +339,8 @@ class PredictionLog:
             }
         ).encode()
         os.write(write_end, FRAME.pack(len(opening)) + opening)
-        if writer.stdout.readline() != b"ready\n":
+        stdout = cast(IO[bytes], writer.stdout)  # a pipe: stdout=PIPE above
+        if stdout.readline() != b"ready\n":
             writer.wait()
             os.close(write_end)
             raise RuntimeError(
@@ -345,7 +348,7 @@ class PredictionLog:
                 f"code {writer.returncode}; its error is above)"
             )
         os.set_blocking(write_end, False)
-        os.set_blocking(writer.stdout.fileno(), False)
+        os.set_blocking(stdout.fileno(), False)
         return writer, write_end
 
     def _replace_writer(self) -> None:
@@ -368,7 +371,7 @@ class PredictionLog:
         """The writers' counts so far: the current one's latest report (it sends one after
         every write, dropped when nobody has read the last), plus those of writers replaced.
         Its pending rows and bytes are its latest, not added up."""
-        fd = self._writer.stdout.fileno()
+        fd = cast(IO[bytes], self._writer.stdout).fileno()
         while True:
             try:
                 chunk = os.read(fd, 65536)
@@ -431,7 +434,10 @@ def run_writer() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     frames = FrameReader(sys.stdin.fileno())
-    opening = json.loads(frames.read(timeout=None)[0])
+    first = frames.read(timeout=None)
+    if not first:
+        return  # the server closed the pipe before it said anything
+    opening = json.loads(first[0])
     location = opening["location"]
     try:
         sink = PostgresSink(location) if is_database(location) else ParquetSink(location)
@@ -531,7 +537,7 @@ class Writer:
     in the dead-letter folder, never holding back the entries beside it; a write that fails
     (the database is down) keeps its entries for the next try."""
 
-    def __init__(self, sink, dead_letter: EntryFile, spill: EntryFile) -> None:
+    def __init__(self, sink: Any, dead_letter: EntryFile, spill: EntryFile) -> None:
         self.sink, self.dead_letter, self.spill_file = sink, dead_letter, spill
         self.stats = WriterStats()
         self._pending: deque[Entry] = deque()
@@ -548,7 +554,8 @@ class Writer:
         was not reached, stay pending)."""
         failed: list[Entry] = []
         while self._pending and not failed and (until is None or time.time() < until):
-            chunk, rows = [], 0
+            chunk: list[Entry] = []
+            rows = 0
             while self._pending and (not chunk or rows + self._pending[0].rows <= CHUNK_ROWS):
                 entry = self._pending.popleft()
                 chunk.append(entry)
@@ -592,7 +599,7 @@ class Writer:
     def _write(self, model: str, entries: list[Entry]) -> list[Entry]:
         try:
             prepared = self.sink.prepare(_rows(entries))
-        except Exception as error:  # some entry no sink can hold: halve until it is found
+        except Exception as error:  # noqa: BLE001 - some entry no sink can hold: halve until it is found
             if len(entries) == 1:
                 self.set_aside(entries, f"{type(error).__name__}: {error}")
                 return []
@@ -733,7 +740,7 @@ def is_database(location: str) -> bool:
     return location.startswith(("postgresql://", "postgresql+psycopg2://"))
 
 
-def database_engine(url: str):
+def database_engine(url: str) -> Any:
     """An SQLAlchemy engine for a `postgresql://` location (psycopg2 driver)."""
     from sqlalchemy import create_engine
 
@@ -788,7 +795,7 @@ def _rows(entries: list[Entry]) -> Rows:
     return Rows(meta, features)
 
 
-def _arrow_table(rows: Rows):
+def _arrow_table(rows: Rows) -> Any:
     """One Arrow table, built column by column (no pandas: a flush of 50,000 rows then costs a
     fraction of what a DataFrame would)."""
     import pyarrow as pa
@@ -811,10 +818,10 @@ class ParquetSink:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def prepare(self, rows: Rows):
+    def prepare(self, rows: Rows) -> Any:
         return _arrow_table(rows)
 
-    def write(self, model: str, table) -> None:
+    def write(self, model: str, table: Any) -> None:
         """One parquet file per batch and day, then merge the day's files if enough piled up."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -837,7 +844,7 @@ def _file_name(folder: Path, level: int) -> Path:
     return folder / f"l{level}-{stamp}.parquet"
 
 
-def _read_files(files: list[Path], columns: list[str] | None = None, filters=None):
+def _read_files(files: list[Path], columns: list[str] | None = None, filters: Any = None) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -846,7 +853,7 @@ def _read_files(files: list[Path], columns: list[str] | None = None, filters=Non
 
 
 @contextmanager
-def _locked(folder: Path, exclusive: bool):
+def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
     """Readers share a day's lock; a merge holds it alone, so a reader never sees a merged
     file beside the files it replaced, nor misses files deleted under it."""
     import fcntl
@@ -940,7 +947,7 @@ def _json_objects(features: dict[str, list], rows: int) -> list[str]:
 
     if not features:
         return ["{}"] * rows
-    pieces = []
+    pieces: list[Iterable[str]] = []
     for i, (name, values) in enumerate(features.items()):
         pieces.append(
             itertools.repeat(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":")
@@ -971,7 +978,7 @@ def read_log(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     role: str | None = None,
-):
+) -> Any:
     """Logged rows of `model` as a DataFrame (features as `feature.<name>` columns), those at
     or after `start` and before `end` (aware datetimes) when given, of one `role` when given."""
     import pandas as pd
@@ -979,7 +986,8 @@ def read_log(
     if is_database(location):
         from sqlalchemy import text
 
-        where, params = ["model = :m"], {"m": model}
+        where = ["model = :m"]
+        params: dict[str, Any] = {"m": model}
         for clause, key, value in (
             ("ts >= :start", "start", start),
             ("ts < :end", "end", end),

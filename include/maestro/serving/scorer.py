@@ -29,7 +29,7 @@ NUMERIC_TYPES = {"double": "number", "float": "number", "long": "integer", "inte
 TEXT_TYPES = {"string": "string", "boolean": "boolean"}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PARALLEL_ROWS = 200  # batches this large are scored on several threads
-ALLOWED = {
+ALLOWED: dict[str, set[type]] = {
     "number": {int, float},
     "integer": {int},
     "string": {str},
@@ -52,7 +52,7 @@ class Column:
     required: bool
 
 
-def columns_of(signature) -> list[Column]:
+def columns_of(signature: Any) -> list[Column]:
     """The input columns of an MLflow signature."""
     columns = []
     for spec in signature.inputs.to_dict():
@@ -79,9 +79,13 @@ def to_columns(records: list[dict], columns: list[Column]) -> dict[str, list]:
     table = {}
     for column in columns:
         values = [record[column.name] for record in records]
-        check_values(column, values, lambda i, name=column.name: f"record {i}: field {name!r}")
+        check_values(column, values, _record_field(column.name))
         table[column.name] = values
     return table
+
+
+def _record_field(name: str) -> Callable[[int], str]:
+    return lambda i: f"record {i}: field {name!r}"
 
 
 def check_values(column: Column, values: list, where: Callable[[int], str]) -> None:
@@ -122,7 +126,7 @@ def check_values(column: Column, values: list, where: Callable[[int], str]) -> N
             )
 
 
-def _fits_int64(value) -> bool:
+def _fits_int64(value: Any) -> bool:
     return type(value) is not int or INT64_MIN <= value <= INT64_MAX
 
 
@@ -140,7 +144,7 @@ def _bad_text(value: str) -> bool:
     return "\x00" in value or not _is_utf8(value)
 
 
-def parse_json(raw: bytes):
+def parse_json(raw: bytes) -> Any:
     """A request body: orjson, or for a precise message on what it refuses, the standard
     parser (which also takes integers too big for 64 bits and lone surrogates: the checks of
     each column refuse those, naming the field). Nesting deeper than orjson's limit (1,024)
@@ -160,7 +164,7 @@ def parse_json(raw: bytes):
         raise RequestError(400, f"body is not valid JSON: {error}") from None
 
 
-def _no_constants(name: str):
+def _no_constants(name: str) -> None:
     raise RequestError(422, f"{name} is not a number this server accepts")
 
 
@@ -171,12 +175,12 @@ class Scorer:
         self,
         model: str,
         version: str,
-        pipeline,
+        pipeline: Any,
         columns: list[Column],
-        example,
+        example: Any,
         threads: int = 1,
         forests: Path | None = None,
-    ):
+    ) -> None:
         self.model, self.version = model, version
         self.columns = columns
         self.names = tuple(c.name for c in columns)
@@ -215,7 +219,7 @@ class Scorer:
     def score(self, table: dict[str, list]) -> np.ndarray:
         return self._fast(table) if self._fast is not None else self._score_pipeline(table)
 
-    def _agrees(self, fast, example) -> bool:
+    def _agrees(self, fast: Any, example: Any) -> bool:
         table = {c.name: [None if _is_nan(v) else v for v in example[c.name]] for c in self.columns}
         one = {name: values[:1] for name, values in table.items()}  # single rows may differ
         return all(
@@ -248,13 +252,13 @@ def _numeric(table: dict[str, list], names: list[str]) -> np.ndarray:
 
 
 def _booster_scorer(
-    pipeline,
+    pipeline: Any,
     columns: list[Column],
     classification: bool,
     threads: int,
     forests: Path | None,
     label: str,
-):
+) -> Any:
     """LightGBM behind numeric passthrough and ordinal categories: the booster on one matrix,
     with `threads` threads for batches of PARALLEL_ROWS rows or more (below that, waking the
     threads costs more than it saves). With a `forests` cache folder, the first batch of
@@ -304,9 +308,9 @@ def _booster_scorer(
             compiled = forest.predict(matrix)
             if compiled is not None:
                 return compiled
-        return booster.predict(matrix, num_threads=threads if n >= PARALLEL_ROWS else 1)
+        return np.asarray(booster.predict(matrix, num_threads=threads if n >= PARALLEL_ROWS else 1))
 
-    score.forest = forest
+    score.forest = forest  # type: ignore[attr-defined]  # read by Scorer
     return score
 
 
@@ -319,7 +323,7 @@ class SingleRowPredictor:
     if an upgrade removes them, the booster path is refused at load and
     `tests/unit/test_scorer.py` fails (it requires the booster path)."""
 
-    def __init__(self, booster, n_features: int) -> None:
+    def __init__(self, booster: Any, n_features: int) -> None:
         import ctypes
         import threading
 
@@ -363,7 +367,7 @@ class SingleRowPredictor:
         self._lib.LGBM_FastConfigFree(self._config)
 
 
-def _unknown_and_missing_are_minus_one(encoder) -> bool:
+def _unknown_and_missing_are_minus_one(encoder: Any) -> bool:
     return (
         encoder.handle_unknown == "use_encoded_value"
         and encoder.unknown_value == -1
@@ -371,7 +375,7 @@ def _unknown_and_missing_are_minus_one(encoder) -> bool:
     )
 
 
-def _linear_scorer(pipeline, columns: list[Column], classification: bool):
+def _linear_scorer(pipeline: Any, columns: list[Column], classification: bool) -> Any:
     """A linear model behind column-wise preprocessing (impute, scale, one-hot) is a sum of one
     term per input column: a slope per numeric column (and a term for its nulls), a term per
     category. The terms are read off the pipeline itself by scoring probe rows once."""
@@ -386,10 +390,9 @@ def _linear_scorer(pipeline, columns: list[Column], classification: bool):
         return None
     weights, bias = np.ravel(model.coef_), float(np.ravel(model.intercept_)[0])
     numeric = [c.name for c in columns if c.kind in ("number", "integer")]
-    categorical = {c.name: _categories(prep, c.name) for c in columns if c.kind == "string"}
-    if len(numeric) + len(categorical) != len(columns) or any(
-        v is None for v in categorical.values()
-    ):
+    found = {c.name: _categories(prep, c.name) for c in columns if c.kind == "string"}
+    categorical = {name: cats for name, cats in found.items() if cats is not None}
+    if len(numeric) + len(found) != len(columns) or len(categorical) != len(found):
         return None
     base = {**dict.fromkeys(numeric, 0.0), **{n: cats[0] for n, cats in categorical.items()}}
     probes = [base]
@@ -420,7 +423,7 @@ def _linear_scorer(pipeline, columns: list[Column], classification: bool):
     return score
 
 
-def _categories(prep, column: str) -> list[str] | None:
+def _categories(prep: Any, column: str) -> list[str] | None:
     """The categories a fitted one-hot or ordinal encoder learned for `column`."""
     for _, transformer, cols in prep.transformers_:
         if column not in list(cols):
@@ -439,7 +442,7 @@ def example_rows(model: str, version: str) -> list[dict]:
     from mlflow.models import Model
 
     local = mlflow.artifacts.download_artifacts(f"models:/{model}/{version}")
-    example = Model.load(local).load_input_example(local)
+    example: Any = Model.load(local).load_input_example(local)
     return json.loads(example.to_json(orient="records"))  # NaN -> null
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -109,7 +110,7 @@ def infer_response(
 class _Tensor:
     __slots__ = ("name", "datatype", "shape", "values")
 
-    def __init__(self, name: str, datatype: str, shape: list[int], values) -> None:
+    def __init__(self, name: str, datatype: str, shape: list[int], values: Any) -> None:
         self.name, self.datatype, self.shape, self.values = name, datatype, shape, values
 
 
@@ -123,7 +124,7 @@ def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return raw[: int(header_length)], raw[int(header_length) :]
 
 
-def _check_outputs(outputs) -> None:
+def _check_outputs(outputs: Any) -> None:
     if outputs is None:
         return
     if type(outputs) is not list:
@@ -162,7 +163,7 @@ def _tensors(inputs: list, binary: bytes) -> list[_Tensor]:
     return found
 
 
-def _from_binary(name: str, datatype: str, chunk: bytes, size: int):
+def _from_binary(name: str, datatype: str, chunk: bytes, size: int) -> Any:
     if datatype == "BYTES":
         values, at = [], 0
         while at < len(chunk):
@@ -187,13 +188,17 @@ def _from_binary(name: str, datatype: str, chunk: bytes, size: int):
                 f"input {name!r}: {len(chunk)} bytes of binary data for {size} {datatype} values",
                 name,
             )
-        values = np.frombuffer(chunk, dtype=dtype)
+        return _sized(name, np.frombuffer(chunk, dtype=dtype), size)
+    return _sized(name, values, size)
+
+
+def _sized(name: str, values: Any, size: int) -> Any:
     if len(values) != size:
         raise RequestError(422, f"input {name!r}: {len(values)} values for its shape", name)
     return values
 
 
-def _from_json(name: str, data, size: int) -> list:
+def _from_json(name: str, data: Any, size: int) -> list:
     if type(data) is not list:
         raise RequestError(422, f"input {name!r}: data must be a list", name)
     while data and type(data[0]) is list:  # nested, row-major: flatten
@@ -236,7 +241,7 @@ def _per_feature(tensors: list[_Tensor], columns: Sequence[Column]) -> dict:
     return {c.name: _column(c, by_name[c.name]) for c in columns}
 
 
-def _column(column: Column, tensor: _Tensor):
+def _column(column: Column, tensor: _Tensor) -> Any:
     """One input's values as the scorer takes them, checked as a JSON field would be."""
     name, datatype = column.name, tensor.datatype
     if datatype not in ACCEPTED[column.kind]:

@@ -51,7 +51,7 @@ def stop_with_supervisor() -> None:
     import sys
 
     if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1  # noqa: N806 - the name prctl(2) gives it
+        PR_SET_PDEATHSIG = 1  # the name prctl(2) gives it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -65,7 +65,7 @@ def supervise(options: dict[str, Any], workers: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    def started() -> multiprocessing.Process:
+    def started() -> multiprocessing.process.BaseProcess:
         process = spawn.Process(target=run_worker, args=(options,), name="maestro-worker")
         process.start()
         return process

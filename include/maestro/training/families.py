@@ -14,7 +14,7 @@ import pandas as pd
 from maestro.spec import ModelSpec, ParamSpec
 
 
-def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
+def suggest(trial: Any, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
     """Draw one configuration of `family` from its search space (names prefixed by family)."""
     params: dict[str, Any] = {}
     for name, p in space.items():
@@ -32,7 +32,7 @@ def suggest(trial, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:
 SCALED = {"logistic_regression", "ridge"}
 
 
-def preprocessor(spec: ModelSpec, family: str):
+def preprocessor(spec: ModelSpec, family: str) -> Any:
     """The unfitted preprocessing step of `family`'s pipeline (raw features to model input)."""
     scale = family in SCALED
     from sklearn.compose import ColumnTransformer
@@ -59,7 +59,7 @@ def preprocessor(spec: ModelSpec, family: str):
     return transformer.set_output(transform="pandas")
 
 
-def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], threads: int = 1):
+def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], threads: int = 1) -> Any:
     """An unfitted pipeline of `family` with `params`."""
     from sklearn.pipeline import Pipeline
 
@@ -69,7 +69,7 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
         import lightgbm as lgb
 
         cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
-        model = cls(**params, **seed, n_jobs=threads, verbose=-1)
+        model = cls(**params, **seed, n_jobs=threads, verbose=-1)  # type: ignore[arg-type]
         return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
     if family == "random_forest":
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -97,13 +97,13 @@ def estimator_fit_params(spec: ModelSpec, family: str) -> dict[str, Any]:
     return {}
 
 
-def fit(model, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray):
+def fit(model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray) -> Any:
     """Fit a pipeline from `build_estimator` with the arguments its family needs."""
     params = {f"model__{k}": v for k, v in estimator_fit_params(spec, family).items()}
     return model.fit(X, y, **params)
 
 
-def scores(model, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
+def scores(model: Any, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
     """Positive-class probabilities (classification) or predictions (regression)."""
     if spec.task == "binary_classification":
         return model.predict_proba(features)[:, 1]

@@ -10,6 +10,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -262,7 +263,7 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
     )
 
 
-def log_pipeline(model, spec: ModelSpec, example: pd.DataFrame):
+def log_pipeline(model: Any, spec: ModelSpec, example: pd.DataFrame) -> Any:
     """Log a fitted pipeline into the active MLflow run with its signature (what the server
     validates requests against) and input example (what smoke tests send)."""
     import mlflow
@@ -289,7 +290,7 @@ def serving_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def own_types(model) -> list[str]:
+def own_types(model: Any) -> list[str]:
     """The types skops must trust to load `model`: exactly those our own pipeline contains."""
     import skops.io
 

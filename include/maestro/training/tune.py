@@ -37,7 +37,7 @@ LIGHTGBM_METRIC = {
 }
 
 
-def storage(settings: Settings, study_name: str):
+def storage(settings: Settings, study_name: str) -> Any:
     """Optuna storage from the settings' URL: a journal file by default, or an RDB URL."""
     import optuna
 
@@ -51,7 +51,7 @@ def storage(settings: Settings, study_name: str):
     return optuna.storages.RDBStorage(url)
 
 
-def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int = 0):
+def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int = 0) -> Any:
     import optuna
 
     pruner = (
@@ -69,7 +69,7 @@ def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int =
     )
 
 
-def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
+def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
     """The objective: fit a drawn family and configuration, score it on the validation split.
 
     Preprocessing does not depend on a trial's hyperparameters, so each kind is fitted once
@@ -113,7 +113,7 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame):
     return objective
 
 
-def budget_left(study, budget: int) -> bool:
+def budget_left(study: Any, budget: int) -> bool:
     """Whether the study has started fewer than `budget` trials (enqueued ones wait, uncounted)."""
     from optuna.trial import TrialState
 
@@ -121,7 +121,7 @@ def budget_left(study, budget: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=started)) < budget
 
 
-def fail_abandoned(study, worker: int) -> None:
+def fail_abandoned(study: Any, worker: int) -> None:
     """Fail the trials this worker slot left running: its previous try was lost with its
     machine (one try of a slot runs at a time), and they would hold the budget forever."""
     from optuna.trial import TrialState
@@ -168,10 +168,10 @@ def run_worker(
 
 
 def _run_until_spent(
-    study,
+    study: Any,
     budget: int,
-    objective,
-    mlc,
+    objective: Any,
+    mlc: Any,
     experiment_id: str,
     parent_run_id: str,
     metric: str,
@@ -193,7 +193,9 @@ def _run_until_spent(
     return ran
 
 
-def log_trial(mlc, experiment_id: str, parent_run_id: str, trial, metric: str, worker: int) -> None:
+def log_trial(
+    mlc: Any, experiment_id: str, parent_run_id: str, trial: Any, metric: str, worker: int
+) -> None:
     """Record a finished trial as a nested MLflow run (params, value, state, timing).
 
     Written through the client rather than Optuna's deprecated MLflowCallback, so parallel
@@ -227,7 +229,7 @@ def log_trial(mlc, experiment_id: str, parent_run_id: str, trial, metric: str, w
     mlc.set_terminated(run.info.run_id, "FINISHED" if trial.value is not None else "KILLED")
 
 
-def _run_trial(study, objective, trial) -> tuple:
+def _run_trial(study: Any, objective: Any, trial: Any) -> tuple:
     """(state, value) of one trial; a trial that raises is recorded as failed, then re-raised
     so the task fails (and retries) rather than the study keeping a trial forever running."""
     import optuna
