@@ -39,7 +39,7 @@ categorical = [f"c{i}" for i in range(5)]
 ref, cur = pd.read_parquet(reference), pd.read_parquet(current)
 if engine == "maestro":
     from maestro.monitoring.drift import dataset_drift
-    from maestro.spec import DriftSpec
+    from maestro.spec.sections import DriftSpec
     started = time.perf_counter()
     result = dataset_drift(ref, cur, numeric, categorical, DriftSpec())
     verdicts = {c.column: c.drifted for c in result.columns}
@@ -128,16 +128,20 @@ def log_read(rows: int, handover: int, folder: Path) -> None:
     import pyarrow.parquet as pq
 
     from maestro.files import atomic_write
-    from maestro.serving import predlog
+    from maestro.logs import predictions
+    from maestro.logs.parquet import ParquetStore
 
     features = {f"f{i}": np.random.default_rng(i).normal(size=handover) for i in range(9)}
     records = pd.DataFrame(features).to_dict("records")
-    compacted, loose = predlog.ParquetSink(str(folder / "compacted")), folder / "loose"
+    compacted, loose = (
+        predictions.ParquetSink(ParquetStore(folder / "compacted", predictions.TABLE)),
+        folder / "loose",
+    )
     day = pd.Timestamp.now(tz="UTC").floor("D") + pd.Timedelta(hours=1)
     started = time.perf_counter()
     for n in range(rows // handover):
         at = (day + pd.Timedelta(seconds=n)).timestamp()
-        entry = predlog.Entry(
+        entry = predictions.Entry(
             at,
             f"r{n}",
             "m",
@@ -148,7 +152,7 @@ def log_read(rows: int, handover: int, folder: Path) -> None:
             json.dumps(records).encode(),
             np.zeros(handover).tobytes(),
         )
-        part = predlog._arrow_table(predlog._rows([entry]))
+        part = predictions.arrow_table(predictions.rows_of([entry]))
         compacted.write("m", part)
         target = loose / "model=m" / f"date={day:%Y-%m-%d}" / f"l0-{n:08d}.parquet"
         atomic_write(target, lambda tmp, part=part: pq.write_table(part, tmp))
@@ -162,7 +166,7 @@ def log_read(rows: int, handover: int, folder: Path) -> None:
         ("one file per handover", loose, rows // handover),
     ):
         started = time.perf_counter()
-        frame = predlog.read_log(str(root), "m", day.floor("D").to_pydatetime(), None)
+        frame = predictions.read_log(str(root), "m", day.floor("D").to_pydatetime(), None)
         seconds = time.perf_counter() - started
         assert len(frame) == rows, (name, len(frame))
         print(f"read a day, {name:<22} {count:>6,} files {seconds:>7.2f}s")

@@ -185,7 +185,8 @@ def batch_split(model: str, rows: list[dict], repeats: int, forests: Path) -> di
     import orjson
 
     from maestro.serving import v2
-    from maestro.serving.scorer import load_scorer, to_columns
+    from maestro.serving.records import to_columns
+    from maestro.serving.scorer import load_scorer
     from maestro.waiting import wait_for
 
     scorer = load_scorer(model, "1", threads=1)
@@ -640,7 +641,7 @@ def log_throughput(base: str, model: str, bodies: dict, server: int, tmp: Path, 
     rows waiting and of the server's memory (with its writer), sampled every half second."""
     import threading
 
-    from maestro.deploy.strategies import ServerTarget
+    from maestro.deploy.target import ServerTarget
 
     target = ServerTarget(base, tmp / "unused-plan.json")
     url = f"{base}/v1/models/{model}/predict"

@@ -52,7 +52,7 @@ def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
 
     from maestro.config import get_settings
     from maestro.platform.airflow_env import task_label, watch_dag_test
-    from maestro.platform.cli import approval_hint
+    from maestro.platform.runs import approval_hint
 
     settings = get_settings()
     approve = approval_hint("demo", settings, approve_as="admin")
@@ -78,8 +78,9 @@ def with_platform(
     from maestro.config import get_settings
     from maestro.platform.airflow_api import AirflowClient
     from maestro.platform.airflow_env import task_label
-    from maestro.platform.cli import approval_hint
-    from maestro.platform.services import Ports, admin_password, health_urls, up_command
+    from maestro.platform.credentials import admin_password
+    from maestro.platform.runs import approval_hint
+    from maestro.platform.services import Ports, health_urls, up_command
     from maestro.web import answers, free_port
 
     ports = Ports(*(free_port() for _ in range(5)))

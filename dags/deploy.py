@@ -51,10 +51,12 @@ def build_deployment_dag(spec: ModelSpec):
         @task
         def choose_version() -> dict:
             """The version to deploy: the param, else the promotion event's, else the champion."""
-            from maestro.deploy.strategies import requested_deployment
+            from maestro.deploy.rollout import requested_deployment
+            from maestro.orchestration.assets import event_extras
 
             context = get_current_context()
-            return requested_deployment(context["params"], context.get("triggering_asset_events"))
+            events = event_extras(context.get("triggering_asset_events"))
+            return requested_deployment(context["params"], events)
 
         @task.branch
         def choose_target(choice: dict) -> str:
@@ -64,7 +66,7 @@ def build_deployment_dag(spec: ModelSpec):
         @task
         def deploy_local(choice: dict) -> dict:
             """Roll out on the local model server, through its serving plan."""
-            from maestro.deploy.strategies import run_deployment
+            from maestro.deploy.rollout import run_deployment
 
             with fail_fast():
                 return run_deployment(

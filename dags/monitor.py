@@ -61,7 +61,7 @@ def build_monitoring_dag(spec: ModelSpec):
         @task.short_circuit
         def drifted(verdict: MonitorVerdict) -> bool:
             """Go on only for a drift or quality verdict."""
-            return verdict.status not in ("ok", "insufficient_data")
+            return verdict.found_something
 
         @task(outlets=[drift])
         def signal_drift(verdict: MonitorVerdict, outlet_events=None) -> dict:
@@ -78,10 +78,10 @@ def build_monitoring_dag(spec: ModelSpec):
         @task
         def watch_pipeline() -> dict:
             """Pending approvals and the champion's age, to Prometheus; remind once."""
-            from maestro.monitoring import stages
+            from maestro.monitoring import approvals
 
             with fail_fast():
-                return stages.watch_pipeline(model, get_settings())
+                return approvals.watch_pipeline(model, get_settings())
 
         verdict = judge()
         drifted(verdict) >> signal_drift(verdict)

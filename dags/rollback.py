@@ -36,7 +36,7 @@ def build_rollback_dag(spec: ModelSpec):
         @task(outlets=[champion])
         def swap_champion(outlet_events=None) -> dict:
             """champion <-> previous; the asset event redeploys the version that served before."""
-            from maestro.governance import registry
+            from maestro import registry
 
             context = get_current_context()
             by = context["dag_run"].triggering_user_name or "airflow"

@@ -20,48 +20,25 @@ the last training ends at **check_trigger**, a success with the reason in its lo
 
 from __future__ import annotations
 
-import importlib
-import logging
 from datetime import timedelta
 
-from airflow.sdk import Param, TaskGroup, dag, task
+from airflow.sdk import TaskGroup, dag, task
 
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.handles import CandidateVersion, TrainingRun, TrainingTrigger
-from maestro.orchestration.approval import ModelApprovalOperator
-from maestro.orchestration.assets import champion_asset, drift_asset
+from maestro.orchestration.assets import champion_asset
 from maestro.orchestration.defaults import START_DATE, default_args
 from maestro.orchestration.notify import outcome_callbacks
+from maestro.orchestration.training import (
+    approval_request,
+    stage,
+    training_params,
+    training_schedule,
+    why_this_run,
+)
 from maestro.spec import ModelSpec, loadable_specs
-from maestro.vocabulary import TRAINING_QUEUE
-
-
-def stage(package: str, name: str, doc: str):
-    """A task running `maestro.<package>.stages.<name>(handle, settings)`: one typed handle in,
-    one out; bad input fails it at once, without retries."""
-
-    def run(handle):
-        stages = importlib.import_module(f"maestro.{package}.stages")
-        with fail_fast():
-            return getattr(stages, name)(handle, get_settings())
-
-    run.__doc__ = doc
-    return task(python_callable=run, task_id=name)
-
-
-def training_schedule(spec: ModelSpec):
-    """The spec's cron schedule OR its drift asset (when drift retrains), or either alone."""
-    if not (spec.monitoring.enabled and spec.monitoring.retrain):
-        return spec.schedule
-    if spec.schedule is None:
-        return drift_asset(spec.name)
-    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
-
-    return AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(spec.schedule, timezone="UTC"),
-        assets=drift_asset(spec.name),
-    )
+from maestro.vocabulary import PASSED, TRAINING_QUEUE
 
 
 def build_training_dag(spec: ModelSpec):
@@ -80,45 +57,13 @@ def build_training_dag(spec: ModelSpec):
         **outcome_callbacks(spec.name),
         dagrun_timeout=timedelta(minutes=spec.timeout_minutes),
         tags=["maestro", "training", spec.name, *spec.tags],
-        params={
-            "trials": Param(spec.trials, type="integer", minimum=1, description="Trial budget"),
-            "workers": Param(
-                spec.workers or get_settings().tune_workers,
-                type="integer",
-                minimum=1,
-                maximum=16,
-                description="Parallel trial workers",
-            ),
-            "trigger": Param(
-                "manual", enum=["manual", "ci", "drift"], description="Why (manual runs)"
-            ),
-            "drift_event": Param(
-                None, type=["null", "object"], description="A drift run's verdict (drift runs)"
-            ),
-        },
+        params=training_params(spec),
     )
     def training():
         @task.short_circuit
         def check_trigger(params=None, dag_run=None, triggering_asset_events=None, ti=None):
             """Why this run; a drift-triggered one inside the cooldown stops here."""
-            from maestro.training import stages
-
-            events = [
-                dict(event.extra)
-                for found in (triggering_asset_events or {}).values()
-                for event in found
-            ]
-            events += [params["drift_event"]] if params.get("drift_event") else []
-            run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
-            with fail_fast():
-                why = stages.why_train(
-                    spec.name, get_settings(), run_type, params["trigger"], events
-                )
-            if isinstance(why, str):  # nothing to train: say why in the task's log and XCom
-                logging.getLogger("airflow.task").info(why)
-                ti.xcom_push(key="not_trained", value=why)
-                return False
-            return why.model_dump()
+            return why_this_run(spec, params, dag_run, triggering_asset_events, ti)
 
         @task
         def ingest(why: dict, dag_run=None, data_interval_end=None) -> TrainingRun:
@@ -130,14 +75,6 @@ def build_training_dag(spec: ModelSpec):
                 trigger = TrainingTrigger(**why)
                 run = stages.RunInfo(dag_run.dag_id, dag_run.run_id, end, trigger)
                 return stages.ingest(spec.name, run, get_settings())
-
-        validate_data = stage(
-            "training", "validate_data", "Great Expectations suite; stop on failure."
-        )
-        materialize_features = stage(
-            "training", "materialize_features", "Feast apply, materialize."
-        )
-        build_training_set = stage("training", "build_training_set", "Point-in-time, time split.")
 
         @task
         def start_tuning(handle: TrainingRun, params=None) -> TrainingRun:
@@ -161,21 +98,10 @@ def build_training_dag(spec: ModelSpec):
             with fail_fast():
                 return stages.tune_worker(handle, worker, get_settings())
 
-        finish_tuning = stage("training", "finish_tuning", "Pick the best trial; log plots.")
-        train_final = stage(
-            "training", "train_final", "Refit the best; log model and metrics."
-        ).override(queue=TRAINING_QUEUE)
-        register = stage("training", "register", "Register, tag lineage, alias challenger.")
-        evaluate = stage("governance", "evaluate", "Metrics, champion change, slices, fairness.")
-        validate_serving = stage("governance", "validate_serving", "Load as served; time it.")
-        explain = stage("governance", "explain", "Global SHAP importance (table and plot).")
-        verdict = stage("governance", "verdict", "Verdict tags, model card, description.")
-        not_promoted = stage("governance", "not_promoted", "Failed a gate: nothing is asked.")
-
         @task.branch
         def gate(handle: CandidateVersion) -> str:
             """Ask a human only when every gate passed."""
-            return "request_approval" if handle.validation_status == "passed" else "not_promoted"
+            return "request_approval" if handle.validation_status == PASSED else "not_promoted"
 
         @task(outlets=[champion])
         def promote(handle: CandidateVersion, outlet_events=None) -> dict:
@@ -187,24 +113,27 @@ def build_training_dag(spec: ModelSpec):
             outlet_events[champion].extra = done
             return done
 
+        validate = stage("training", "validate_data", "Great Expectations suite; stop on failure.")
+        features = stage("training", "materialize_features", "Feast apply, materialize.")
+        training_set = stage("training", "build_training_set", "Point-in-time, time split.")
+        best = stage("training", "finish_tuning", "Pick the best trial; log plots.")
+        final = stage("training", "train_final", "Refit the best; log model and metrics.")
+        register = stage("training", "register", "Register, tag lineage, alias challenger.")
+        evaluate = stage("governance", "evaluate", "Metrics, champion change, slices, fairness.")
+        validate_serving = stage("governance", "validate_serving", "Load as served; time it.")
+        explain = stage("governance", "explain", "Global SHAP importance (table and plot).")
+        verdict = stage("governance", "verdict", "Verdict tags, model card, description.")
+        not_promoted = stage("governance", "not_promoted", "Failed a gate: nothing is asked.")
+
         snapshot = ingest(check_trigger())
-        study = start_tuning(build_training_set(materialize_features(validate_data(snapshot))))
+        study = start_tuning(training_set(features(validate(snapshot))))
         trials = tune.partial(handle=study).expand(worker=worker_slots(study))
-        registered = register(train_final(trials >> finish_tuning(study)))
+        registered = register(final.override(queue=TRAINING_QUEUE)(trials >> best(study)))
         with TaskGroup("evaluation"):
             evaluated = evaluate(registered)
             judged = verdict(evaluated)
             [validate_serving(evaluated), explain(evaluated)] >> judged
-        pulled = "ti.xcom_pull(task_ids='evaluation.verdict')"
-        approval = ModelApprovalOperator(
-            task_id="request_approval",
-            subject=f"Promote {spec.name} version {{{{ {pulled}.version }}}} to champion?",
-            body=f"{{{{ {pulled}.approval_request }}}}",
-            model=spec.name,
-            version=f"{{{{ {pulled}.version }}}}",
-            approvers=spec.governance.approvers,
-            response_timeout=timedelta(hours=spec.governance.approval_timeout_hours),
-        )
+        approval = approval_request(spec, "evaluation.verdict")
         gate(judged) >> [approval, not_promoted(judged)]
         approval >> promote(judged)
 

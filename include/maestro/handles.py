@@ -9,6 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from maestro.vocabulary import INSUFFICIENT_DATA, OK
+
 
 class Handle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,6 +101,11 @@ class MonitorVerdict(Handle):
     breached: list[str] = []
     run_id: str | None = None  # the MLflow monitoring run (report, figures)
     retrain: bool = False
+
+    @property
+    def found_something(self) -> bool:
+        """Drift or a breached metric: what starts retraining and tells the recipients."""
+        return self.status not in (OK, INSUFFICIENT_DATA)
 
     @property
     def event(self) -> dict:

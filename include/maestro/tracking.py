@@ -1,6 +1,6 @@
 """MLflow as the system of record: the client, each model's experiment, the pipeline run that
 records one Airflow run and its child runs, and the code version. The registry's versions and
-aliases are `maestro.governance.registry`."""
+aliases are `maestro.registry`."""
 
 from __future__ import annotations
 

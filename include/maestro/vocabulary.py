@@ -18,7 +18,11 @@ APPROVAL_TAGS = {  # a decision's fields and the version tags that hold them
 
 # The verdict of the evaluation gates, as a version tag.
 VALIDATION_STATUS_TAG = "validation_status"
-PASSED = "passed"
+PASSED, FAILED = "passed", "failed"
+
+# A monitoring verdict that asks nothing of anyone: no drift or breach, or too few logged rows
+# to judge (any other status names what it found: drift, performance, drift+performance).
+OK, INSUFFICIENT_DATA = "ok", "insufficient_data"
 
 # Lineage tags every registered version carries (model card, `maestro show`).
 LINEAGE_TAGS = (
@@ -43,8 +47,10 @@ LINEAGE_TAGS = (
 TRIGGERS = ("schedule", "drift", "manual", "ci")
 
 # Requests a deployment sends to test a version carry this header; the prediction log keeps
-# them under the role `smoke`, apart from production traffic (`primary`) that monitoring judges.
+# them under the role `smoke`, apart from production traffic (`primary`) that monitoring judges,
+# and from what the plan's shadow version scored of it (`shadow`).
 TRAFFIC_HEADER, SMOKE = "x-maestro-traffic", "smoke"
+PRIMARY, SHADOW = "primary", "shadow"
 
 # The executor queue of the tasks that train (tuning trials, the final fit): Celery workers that
 # serve it may be the machines with the cores; other tasks go to Airflow's `default` queue.

@@ -199,8 +199,8 @@ def notified(received: list[dict], alertname: str, status: str) -> bool:
 def push_job_figures(settings: Settings, target, ids: list[str]) -> None:
     """What the jobs push in production: labels, a monitoring verdict, the pipeline's state,
     a training run's outcome, a rolled-back canary."""
-    from maestro.deploy.strategies import report_rollback
-    from maestro.monitoring import stages
+    from maestro.deploy.rollout import report_rollback
+    from maestro.monitoring import approvals, stages
     from maestro.orchestration.notify import RunOutcomeNotifier
 
     labels = [{"request_id": i, "label": n % 2} for n, i in enumerate(ids[:40])]
@@ -209,7 +209,7 @@ def push_job_figures(settings: Settings, target, ids: list[str]) -> None:
     time.sleep(1.5)  # the prediction log's writer gets the last second's requests
     verdict = stages.judge("demo", settings)
     assert verdict.status != "insufficient_data" and verdict.labels == 40, verdict
-    stages.watch_pipeline("demo", settings)
+    approvals.watch_pipeline("demo", settings)
     run = SimpleNamespace(dag_id="train_demo", run_id="manual__1")
     RunOutcomeNotifier(model="demo", state="failed").notify({"dag_run": run})
     RunOutcomeNotifier(model="demo", state="success").notify({"dag_run": run})

@@ -15,9 +15,9 @@ import pytest
 
 from maestro import tracking
 from maestro.config import Settings
-from maestro.deploy.strategies import ServerTarget
+from maestro.deploy.target import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
-from maestro.platform.services import admin_password
+from maestro.platform.credentials import admin_password
 from tests.conftest import deciding, needs_shared_data, webhook_receiver
 from tests.integration.test_platform import running_platform, wait_for
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from maestro import tracking
-from maestro.governance import registry
+from maestro import registry, tracking
 from maestro.platform.airflow_env import load_dag
 from tests.conftest import deciding
 

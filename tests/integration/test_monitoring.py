@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 
 from maestro import tracking
-from maestro.monitoring import feedback, stages
+from maestro.logs.labels import store_labels
+from maestro.logs.predictions import read_log
+from maestro.monitoring import approvals, stages
 from maestro.monitoring.stages import MonitorError
 from maestro.platform.airflow_env import load_dag
-from maestro.serving.predlog import PredictionLog, read_log
+from maestro.serving.predlog import PredictionLog
 from tests.conftest import needs_shared_data, webhook_receiver
 
 pytestmark = pytest.mark.slow
@@ -158,7 +160,7 @@ def test_labels_judge_quality_and_a_breach_asks_for_retraining(adult, use_specs)
         for first in [int(request_id.removeprefix("req-"))]
         for row in range(100)
     ]
-    assert feedback.store(settings, "adult_income", pd.DataFrame(labelled)) == 1000
+    assert store_labels(settings, "adult_income", pd.DataFrame(labelled)) == 1000
     verdict = stages.judge("adult_income", settings)
     assert verdict.labels == 1000
     assert 0.8 < verdict.performance["roc_auc"] < 0.95
@@ -241,8 +243,8 @@ def test_a_version_waiting_too_long_is_reminded_once_and_a_failed_run_is_told(ad
         mlc = tracking.client(settings)
         mlc.set_model_version_tag("adult_income", version, "validation_status", "passed")
         time.sleep(1.2)  # longer than 0.0003 h
-        first = stages.watch_pipeline("adult_income", settings)
-        again = stages.watch_pipeline("adult_income", settings)
+        first = approvals.watch_pipeline("adult_income", settings)
+        again = approvals.watch_pipeline("adult_income", settings)
         assert first["pending"] == [version] and first["reminded"] == [version]
         assert again["reminded"] == []
         assert [m["event"] for m in received] == ["approval_waiting"]

@@ -26,9 +26,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from maestro.deploy.strategies import ServerTarget
+from maestro.deploy.target import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
-from maestro.platform.services import Ports, admin_password, passwords_file, up_command
+from maestro.platform.credentials import admin_password, passwords_file
+from maestro.platform.services import Ports, up_command
 from maestro.web import free_port
 from tests.conftest import PROJECT, postgres_databases, redis_databases, write_specs
 

@@ -129,8 +129,9 @@ def test_prediction_log_and_batch_scores_go_to_postgres_tables(databases, tmp_pa
     import pandas as pd
     from sqlalchemy import create_engine, text
 
-    from maestro.serving.batch import TABLE, write_scores
-    from maestro.serving.predlog import Folders, PredictionLog, read_log
+    from maestro.logs.predictions import read_log
+    from maestro.logs.scores import TABLE, write_scores
+    from maestro.serving.predlog import Folders, PredictionLog
 
     url = databases["mlflow"]  # any empty database will do
     log = PredictionLog(url, Folders.of(url, tmp_path))
@@ -175,8 +176,9 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases, tmp_pa
     import numpy as np
     import pandas as pd
 
-    from maestro.monitoring import feedback
-    from maestro.serving.predlog import Folders, PredictionLog, has_log, known_requests, read_log
+    from maestro.logs.labels import labels_store, read_labels, store_labels
+    from maestro.logs.predictions import has_log, known_requests, read_log
+    from maestro.serving.predlog import Folders, PredictionLog
 
     url = databases["mlflow"]
     settings = Settings(prediction_log=url)
@@ -198,9 +200,9 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases, tmp_pa
     assert window["request_id"].tolist() == ["new", "new"]
     assert known_requests(url, "demo", ["old", "new", "nope"]) == {"old": 2, "new": 2}
 
-    assert feedback.location(settings) == url
+    assert labels_store(settings).url == url
     labels = pd.DataFrame({"request_id": ["new", "new"], "row": [0, 1], "label": [1.0, 0.0]})
-    assert feedback.store(settings, "demo", labels) == 2
-    feedback.store(settings, "demo", labels.head(1).assign(label=0.0))  # a late correction
-    kept = feedback.read(settings, "demo").sort_values("row")
+    assert store_labels(settings, "demo", labels) == 2
+    store_labels(settings, "demo", labels.head(1).assign(label=0.0))  # a late correction
+    kept = read_labels(settings, "demo").sort_values("row")
     assert kept["label"].tolist() == [0.0, 0.0]

@@ -23,9 +23,10 @@ import pytest
 
 from maestro import tracking
 from maestro.config import Settings
-from maestro.deploy.strategies import DeployError, ServerTarget, deploy
+from maestro.deploy.strategies import deploy
+from maestro.deploy.target import DeployError, ServerTarget
+from maestro.logs.predictions import read_log
 from maestro.serving.plan import ModelPlan, Route
-from maestro.serving.predlog import read_log
 from maestro.serving.scorer import example_rows
 from maestro.waiting import wait_for
 from maestro.web import free_port
@@ -728,7 +729,7 @@ def test_under_sustained_batches_the_log_is_bounded_and_a_stop_drains_then_spill
     waiting rows, then SIGTERM: requests past the bound are refused (503, Retry-After, counted),
     the server exits within its drain time, and every answered request is either written or
     spilled, exactly once; the next start writes the spill."""
-    from maestro.serving.predlog import EntryFile
+    from maestro.serving.log_writer import EntryFile
 
     drain = 1.0
     env = {

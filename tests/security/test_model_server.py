@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from maestro.serving.predlog import read_log
+from maestro.logs.predictions import read_log
 from tests.integration.test_serving import ROW, registry, server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow

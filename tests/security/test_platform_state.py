@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from maestro.platform.services import passwords_file
+from maestro.platform.credentials import passwords_file
 from maestro.web import answers
 from tests.integration.test_platform import running_platform, wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from maestro.monitoring import alerts
-from maestro.spec import NotifySpec
+from maestro.spec.sections import NotifySpec
 from tests.conftest import webhook_receiver
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from maestro import tracking
 from maestro.governance import decisions
-from maestro.governance.registry import GovernanceError
+from maestro.registry import GovernanceError
 from maestro.vocabulary import APPROVED, REJECTED
 
 

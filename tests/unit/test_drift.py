@@ -10,7 +10,8 @@ import pytest
 from maestro.config import get_settings
 from maestro.data.synthetic import generate, traffic
 from maestro.monitoring.drift import dataset_drift
-from maestro.spec import DriftSpec, get_spec
+from maestro.spec import get_spec
+from maestro.spec.sections import DriftSpec
 from tests.conftest import needs_shared_data
 
 

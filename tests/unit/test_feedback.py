@@ -10,7 +10,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from maestro.monitoring import feedback
+from maestro.logs.labels import read_labels
 from maestro.serving.app import create_app
 
 PREDICT, FEEDBACK = "/v1/models/demo/predict", "/v1/models/demo/feedback"
@@ -56,7 +56,7 @@ def test_labels_for_answered_requests_are_kept_and_bad_ones_refused_per_row(clie
     assert reasons[3].startswith("row 3 is out of range")
     assert reasons[4].startswith("label must be 0 or 1")
     assert reasons[5].startswith("unknown fields ['colour']")
-    kept = feedback.read(settings, "demo").sort_values("row")
+    kept = read_labels(settings, "demo").sort_values("row")
     assert kept[["request_id", "row", "label"]].values.tolist() == [
         [single, 0, 1.0],
         [batch, 2, 0.0],
@@ -90,7 +90,7 @@ def test_an_id_the_server_no_longer_remembers_is_found_in_the_prediction_log(cli
             break
         time.sleep(0.3)
     assert answer.status_code == 200, answer.text
-    assert len(feedback.read(settings, "demo")) == 1
+    assert len(read_labels(settings, "demo")) == 1
 
 
 def test_maestro_feedback_loads_a_file_by_request_id_or_by_entity_and_time(
@@ -98,8 +98,8 @@ def test_maestro_feedback_loads_a_file_by_request_id_or_by_entity_and_time(
 ):
     import pandas as pd
 
+    from maestro.logs.scores import write_scores
     from maestro.platform.cli import main
-    from maestro.serving.batch import write_scores
 
     http, rows, settings = client
     request_id = http.post(PREDICT, json=rows).json()["request_id"]
@@ -134,7 +134,7 @@ def test_maestro_feedback_loads_a_file_by_request_id_or_by_entity_and_time(
     assert main(["feedback", "demo", str(by_entity)]) == 0
     out = capsys.readouterr().out
     assert "accepted       1 labels" in out and "no batch score of customer_id=9" in out
-    kept = feedback.read(settings, "demo")
+    kept = read_labels(settings, "demo")
     assert len(kept) == 3 and kept["entity"].dropna().tolist() == ["7"]
     assert main(["feedback", "demo", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: no such file" in capsys.readouterr().out

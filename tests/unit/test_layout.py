@@ -1,5 +1,6 @@
 """The package layout's rules: only `maestro.orchestration` (besides `dags/` and `plugins/`)
-imports Airflow at module level, so the rest stays usable and testable without it."""
+imports Airflow at module level, so the rest stays usable and testable without it; and the
+packages of `maestro` import each other only down the table below, never in a circle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,36 @@ from pathlib import Path
 from tests.conftest import PROJECT
 
 PACKAGE = PROJECT / "include" / "maestro"
+
+# What each package (or top-level module) of `maestro` may import of the others, at module level
+# or inside a function alike. A new arrow goes here first, and only if it points down: the test
+# below fails on a table with a circle in it.
+BASE = {"config", "errors", "vocabulary"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "vocabulary": set(),
+    "files": set(),
+    "waiting": set(),
+    "web": set(),
+    "handles": {"vocabulary"},
+    "config": {"errors", "vocabulary"},
+    "spec": {"config", "errors"},
+    "tracking": {"config"},
+    "registry": BASE | {"spec", "tracking"},
+    "data": BASE | {"files", "spec"},
+    "logs": BASE | {"files", "spec"},
+    "training": BASE | {"data", "handles", "registry", "spec", "tracking"},
+    "governance": BASE | {"handles", "registry", "spec", "tracking", "training"},
+    "serving": BASE | {"data", "files", "logs", "registry", "spec", "tracking"},
+    "monitoring": BASE | {"handles", "logs", "registry", "spec", "tracking", "training", "web"},
+    "deploy": BASE
+    | {"files", "monitoring", "registry", "serving", "spec", "tracking", "waiting", "web"},
+    "orchestration": BASE
+    | {"governance", "monitoring", "registry", "spec", "tracking", "training"},
+    "platform": BASE
+    | {"data", "deploy", "files", "governance", "logs", "registry", "serving", "spec"}
+    | {"tracking", "waiting", "web"},
+}
 
 
 def module_level_imports(path: Path) -> set[str]:
@@ -52,3 +83,87 @@ def test_every_package_is_listed_in_the_readme():
     packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
     missing = [name for name in packages if f"{name}/" not in readme]
     assert missing == [], f"packages missing from the README's Layout: {missing}"
+
+
+def part_of(path: Path) -> str:
+    """The package (or top-level module) of `maestro` a file belongs to."""
+    first = path.relative_to(PACKAGE).parts[0]
+    return first.removesuffix(".py")
+
+
+def maestro_imports(path: Path, text: str | None = None) -> list[tuple[int, str]]:
+    """Every `maestro` module a file imports, anywhere in it (functions and TYPE_CHECKING
+    blocks included), relative imports resolved, with the line."""
+    module = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    here = module[:-1]  # the package a relative import starts from
+    found = []
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            name = ".".join([*base, *([node.module] if node.module else [])])
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+    return [(line, name) for line, name in found if name.startswith("maestro.")]
+
+
+def arrows(path: Path, text: str | None = None) -> set[tuple[str, str, str]]:
+    """(from, to, where) for each import of another part of `maestro` in a file."""
+    parts = set(ALLOWED)
+    source = part_of(path)
+    found = set()
+    for line, name in maestro_imports(path, text):
+        target = name.split(".")[1]
+        if target in parts and target != source:
+            found.add((source, target, f"{path.relative_to(PACKAGE)}:{line}"))
+    return found
+
+
+def test_every_part_of_the_package_is_in_the_table():
+    parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py"}
+    parts |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert parts - {"__init__"} == set(ALLOWED)
+
+
+def test_packages_import_each_other_only_down_the_table():
+    wrong = sorted(
+        f"{where}: {source} imports {target}"
+        for path in PACKAGE.rglob("*.py")
+        for source, target, where in arrows(path)
+        if target not in ALLOWED[source]
+    )
+    assert wrong == [], "imports the layer table does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_table_has_no_circle():
+    done: set[str] = set()
+
+    def visit(part: str, path: tuple[str, ...]) -> None:
+        assert part not in path, f"a circle: {' -> '.join((*path, part))}"
+        if part not in done:
+            for below in ALLOWED[part]:
+                visit(below, (*path, part))
+            done.add(part)
+
+    for part in ALLOWED:
+        visit(part, ())
+
+
+def test_the_check_sees_imports_inside_functions_and_relative_ones():
+    inside = PACKAGE / "serving" / "example.py"  # never written: only its place counts
+    sample = "def f():\n    from maestro.monitoring import drift\n    from ..deploy import x\n"
+    assert {(s, t) for s, t, _ in arrows(inside, sample)} == {
+        ("serving", "monitoring"),
+        ("serving", "deploy"),
+    }
+
+
+def test_no_module_grows_past_400_lines():
+    """A module past 400 lines holds more than one idea: cut it by concern first."""
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert long == {}, f"modules above 400 lines: {long}"

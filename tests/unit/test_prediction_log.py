@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from maestro.serving.predlog import PredictionLog, read_log
+from maestro.logs.predictions import read_log
+from maestro.serving.predlog import PredictionLog
 
 DAY = 1_760_000_000.0  # 2025-10-09 08:53 UTC
 
@@ -92,9 +93,10 @@ def test_a_log_that_cannot_be_opened_stops_the_server_with_its_location(tmp_path
 def test_a_day_of_handovers_is_merged_into_few_files_and_read_back_by_window(tmp_path):
     import datetime as dt
 
-    from maestro.serving.predlog import Entry, ParquetSink, _rows
+    from maestro.logs.parquet import ParquetStore
+    from maestro.logs.predictions import Entry, ParquetSink, rows_of
 
-    sink = ParquetSink(str(tmp_path))
+    sink = ParquetSink(ParquetStore(tmp_path, "prediction_log"))
     for n in range(40):  # 40 handovers, a minute apart, of two requests each
         entries = [
             Entry(
@@ -110,7 +112,7 @@ def test_a_day_of_handovers_is_merged_into_few_files_and_read_back_by_window(tmp
             )
             for k in range(2)
         ]
-        sink.write("demo", sink.prepare(_rows(entries)))
+        sink.write("demo", sink.prepare(rows_of(entries)))
     files = sorted(p.name for p in (tmp_path / "model=demo" / "date=2025-10-09").glob("*.parquet"))
     assert len(files) == 9, files  # 32 merged into one of the next level, 8 since
     assert sum(name.startswith("l1-") for name in files) == 1
@@ -149,7 +151,7 @@ def test_an_entry_no_sink_can_hold_is_set_aside_and_the_rest_are_written(tmp_pat
 
 def log_batch(log: PredictionLog, i: int, rows: int = 1000) -> None:
     """Request `r<i>`: a `rows`-row batch in the columns form, as the server logs it."""
-    from maestro.serving.predlog import columns_body
+    from maestro.serving.log_pipe import columns_body
 
     body = columns_body({"age": list(range(rows)), "region": ["north"] * rows})
     predictions = np.full(rows, 0.5).tobytes()
@@ -175,7 +177,7 @@ def logged_ids(root) -> dict[str, int]:
 def test_a_stop_out_of_time_spills_the_rest_and_the_next_log_writes_it(tmp_path):
     """Two million rows logged at once and no time to drain: what is not written is spilled,
     every row exactly once between the log and the spill; the next log writes the spill."""
-    from maestro.serving.predlog import EntryFile
+    from maestro.serving.log_writer import EntryFile
 
     log = PredictionLog(str(tmp_path), max_rows=10**9, max_bytes=10**12)
     for i in range(2000):

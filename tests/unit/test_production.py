@@ -16,7 +16,7 @@ import pytest
 
 from maestro.config import Settings
 from maestro.errors import BadInput
-from maestro.platform import services
+from maestro.platform import credentials, services
 from maestro.serving.app import create_app
 from maestro.web import free_port
 
@@ -60,10 +60,10 @@ def test_maestro_up_refuses_without_both_passwords_and_starts_nothing(tmp_path, 
 
 def test_given_passwords_airflow_keeps_them_and_mlflow_asks_for_them(tmp_path, monkeypatch):
     settings = production(tmp_path, airflow_password=AIRFLOW_PW, mlflow_admin_password=MLFLOW_PW)
-    env = services.production_environment(settings)
-    services.airflow_passwords(settings)
+    env = credentials.production_environment(settings)
+    credentials.airflow_passwords(settings)
     # Airflow's simple auth manager finds the admin's password and generates none
-    written = json.loads(services.passwords_file(settings.home).read_text())
+    written = json.loads(credentials.passwords_file(settings.home).read_text())
     assert written == {"admin": AIRFLOW_PW}
     # the MLflow server, as `maestro up` starts it, answers only to the admin
     port = free_port()

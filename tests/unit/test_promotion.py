@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from maestro import registry as aliases
 from maestro import tracking, vocabulary
-from maestro.governance import registry as aliases
-from maestro.governance.registry import GovernanceError
+from maestro.registry import GovernanceError
 
 
 @pytest.fixture

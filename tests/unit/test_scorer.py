@@ -11,7 +11,8 @@ from mlflow.models import infer_signature
 
 from maestro.config import Settings
 from maestro.data.synthetic import generate
-from maestro.serving.scorer import PARALLEL_ROWS, Column, Scorer, columns_of, to_columns
+from maestro.serving.records import Column, columns_of, to_columns
+from maestro.serving.scorer import PARALLEL_ROWS, Scorer
 from maestro.spec import get_spec
 from maestro.training.families import build_estimator, fit
 from maestro.waiting import wait_for

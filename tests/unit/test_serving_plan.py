@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maestro.deploy.strategies import Check, canary_error_rate, version_check
+from maestro.deploy.strategies import canary_error_rate
+from maestro.deploy.target import Check, version_check
 from maestro.serving.plan import (
     ModelPlan,
     Plan,
@@ -14,7 +15,7 @@ from maestro.serving.plan import (
     read_plan,
     write_plan,
 )
-from maestro.serving.scorer import Column, RequestError, to_columns
+from maestro.serving.records import Column, RequestError, to_columns
 
 COLUMNS = [
     Column("age", "integer", True),

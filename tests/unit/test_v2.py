@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from maestro.serving import v2
-from maestro.serving.scorer import Column, RequestError, to_columns
+from maestro.serving.records import Column, RequestError, to_columns
 
 COLUMNS = [
     Column("age", "integer", True),

@@ -19,14 +19,9 @@ import pandas as pd
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.files import atomic_write, atomic_write_text
-from maestro.spec import (
-    CsvSource,
-    DemoSource,
-    ModelSpec,
-    ParquetSource,
-    SqlSource,
-    normalise_name,
-)
+from maestro.spec import ModelSpec
+from maestro.spec.fields import normalise_name
+from maestro.spec.sources import CsvSource, DemoSource, ParquetSource, SqlSource
 
 log = logging.getLogger(__name__)
 

@@ -1,2 +1,2 @@
-"""Governance: evaluation gates, explanations, the serving check, model cards, decisions, and
-the registry's aliases (promotion and rollback)."""
+"""Governance: evaluation gates, explanations, the serving check, model cards and decisions
+(the registry's aliases they move are `maestro.registry`)."""

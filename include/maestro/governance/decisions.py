@@ -7,7 +7,7 @@ from __future__ import annotations
 from maestro import tracking
 from maestro.config import Settings
 from maestro.governance.model_card import load_result, publish_card
-from maestro.governance.registry import GovernanceError, now, promote, require_validated
+from maestro.registry import GovernanceError, now, promote, require_validated
 from maestro.vocabulary import APPROVAL_TAGS, APPROVED, REJECTED
 
 

@@ -15,9 +15,10 @@ from typing import Any
 from maestro import tracking
 from maestro.config import Settings
 from maestro.governance.model_card import approval_request, card_facts, load_result, publish_card
-from maestro.governance.registry import champion_version
 from maestro.handles import CandidateVersion
+from maestro.registry import champion_version
 from maestro.spec import get_spec
+from maestro.vocabulary import FAILED, PASSED
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 50  # rows the serving check scores and times
@@ -156,7 +157,7 @@ def verdict(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     serving = load_result(run_id, "serving")
     checks = result["checks"] + serving_checks(serving)
     failed = failed_names(checks)
-    status = "passed" if not failed else "failed"
+    status = PASSED if not failed else FAILED
     mlc = tracking.client(settings)
     name, version = handle.model, handle.version
     facts = card_facts(handle, settings, result, serving, checks, status, failed)
@@ -174,7 +175,7 @@ def verdict(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
         mlc.set_model_version_tag(name, version, key, value)
     mlc.set_terminated(run_id)  # the evaluation's last writer (a decision only adds to the card)
     judged = handle.updated(validation_status=status, failed_checks=failed)
-    if status == "passed":
+    if status == PASSED:
         judged = judged.updated(approval_request=approval_request(settings, judged))
     return judged
 

@@ -9,7 +9,7 @@ import smtplib
 from email.message import EmailMessage
 
 from maestro.config import get_settings
-from maestro.spec import NotifySpec
+from maestro.spec.sections import NotifySpec
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from maestro.spec import DriftSpec
+from maestro.spec.sections import DriftSpec
 
 # Evidently's default thresholds: p-values below (K-S: at most) 0.05; distances from 0.1.
 P_VALUE, DISTANCE = 0.05, 0.1

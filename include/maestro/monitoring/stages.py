@@ -2,37 +2,36 @@
 
 `judge` reads a window of the prediction log for the serving champion, compares it with the
 champion's own training set (data drift, and the predictions' distribution), joins whatever
-ground truth has arrived (model quality), and records the verdict where people look: an MLflow
-monitoring run (Evidently's HTML report, the figures as JSON), tags on the model version, the
-Evidently workspace and Prometheus. `watch_pipeline` looks after what waits on people.
+ground truth has arrived (model quality), and records the verdict where people look
+(`record`). What waits on people is `approvals.watch_pipeline`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from maestro import tracking
+from maestro import registry, tracking
 from maestro.config import Settings
 from maestro.errors import BadInput
-from maestro.governance import registry
 from maestro.handles import MonitorVerdict
-from maestro.monitoring import drift, feedback, metrics
+from maestro.logs import predictions
+from maestro.logs.labels import read_labels
+from maestro.logs.scores import read_scores
+from maestro.monitoring import drift
+from maestro.monitoring.record import Judged, record_verdict
 from maestro.monitoring.report import PREDICTION, TARGET
-from maestro.serving import predlog
 from maestro.spec import ModelSpec, get_spec
-from maestro.vocabulary import APPROVAL_TAGS, PASSED, VALIDATION_STATUS_TAG
+from maestro.vocabulary import INSUFFICIENT_DATA, OK, PRIMARY
 
 log = logging.getLogger(__name__)
 
 REFERENCE_SCORED_ROWS = 50_000  # reference rows the champion scores for the prediction drift
-INSUFFICIENT, OK = "insufficient_data", "ok"
 
 
 class MonitorError(BadInput):
@@ -51,13 +50,13 @@ def current_window(
 ) -> tuple[dt.datetime, pd.DataFrame]:
     """The window's primary predictions, features under their own names."""
     location = settings.prediction_log_location
-    if not predlog.has_log(location, spec.name):
+    if not predictions.has_log(location, spec.name):
         raise MonitorError(
-            f"{spec.name}: no prediction log at {predlog.redacted(location)}; "
+            f"{spec.name}: no prediction log at {predictions.prediction_store(location).shown}; "
             "serve the model (maestro serve) before monitoring it"
         )
     start = end - dt.timedelta(hours=spec.monitoring.window_hours)
-    frame = predlog.read_log(location, spec.name, start, end, role="primary")
+    frame = predictions.read_log(location, spec.name, start, end, role=PRIMARY)
     frame = frame.rename(columns=lambda c: c.removeprefix("feature."))
     for name in spec.feature_names:  # a feature never sent in the window: all missing
         if name not in frame.columns:
@@ -125,8 +124,6 @@ def batch_labelled(
     settings: Settings, spec: ModelSpec, labels: pd.DataFrame, start: dt.datetime, end: dt.datetime
 ) -> pd.DataFrame:
     """Batch scores made in the window that have a label (keyed by entity and event time)."""
-    from maestro.serving.batch import read_scores
-
     keyed = labels.dropna(subset=["entity"])
     scores = read_scores(settings, spec.name) if not keyed.empty else pd.DataFrame()
     if scores.empty:
@@ -173,11 +170,11 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     if len(current) < spec.monitoring.min_rows:
         verdict = MonitorVerdict(
             **base,
-            status=INSUFFICIENT,
+            status=INSUFFICIENT_DATA,
             reason=f"{len(current)} logged rows in the window, fewer than the "
             f"{spec.monitoring.min_rows} needed to judge: nothing judged",
         )
-        _record(spec, settings, verdict, None)
+        record_verdict(spec, settings, verdict, None)
         return verdict
     reference = reference_set(spec, settings, version)
     numeric = [f.name for f in spec.features if f.type != "category"]
@@ -189,7 +186,7 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     if TARGET not in scored.columns:
         scored[TARGET] = scored[spec.target.name].astype("float64")
     predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], "numeric")
-    labels = feedback.read(settings, model)
+    labels = read_labels(settings, model)
     labelled = labelled_rows(current, labels)
     truth = pd.concat(
         [labelled[[PREDICTION, TARGET]], batch_labelled(settings, spec, labels, start, end)],
@@ -238,234 +235,6 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
         breached=breached,
         retrain=bool(flags) and spec.monitoring.retrain,
     )
-    run_id = _record(spec, settings, verdict, (found, predictions, scored, current, labelled))
+    judged = Judged(found, predictions, scored, current, labelled)
+    run_id = record_verdict(spec, settings, verdict, judged)
     return verdict.updated(run_id=run_id)
-
-
-def _record(
-    spec: ModelSpec, settings: Settings, verdict: MonitorVerdict, judged: Any
-) -> str | None:
-    """The MLflow monitoring run (with the reports), the version's tags, the Evidently
-    workspace, the Pushgateway. Returns the MLflow run id."""
-    mlc = tracking.client(settings)
-    run = mlc.create_run(
-        tracking.experiment_id(settings, spec.name),
-        run_name=f"monitor {spec.name} v{verdict.version} {verdict.window_end[:16]}",
-        tags={
-            "maestro.stage": "monitoring",
-            "model_name": spec.name,
-            "model_version": verdict.version,
-            "monitoring_status": verdict.status,
-        },
-    )
-    run_id = run.info.run_id
-    figures = {"rows": verdict.rows, "labels": verdict.labels}
-    summary = verdict.model_dump()
-    if judged is not None:
-        found, predictions, reference, current, labelled = judged
-        figures |= {"drift_share": found.share, "prediction_drift": predictions.score}
-        figures |= {f"drift.{c.column}": c.score for c in found.columns}
-        figures |= {f"production_{k}": v for k, v in verdict.performance.items()}
-        summary |= {"columns": found.to_dict()["columns"], "prediction": predictions.__dict__}
-        _log_reports(spec, settings, run_id, reference, current, labelled)
-    for key, value in figures.items():
-        mlc.log_metric(run_id, key, float(value))
-    mlc.log_dict(run_id, summary, "monitoring/verdict.json")
-    mlc.set_terminated(run_id)
-    for key, value in {
-        "monitoring_status": verdict.status,
-        "monitoring_run_id": run_id,
-        "monitoring_at": verdict.window_end,
-        "monitoring_drift_share": ""
-        if verdict.drift_share is None
-        else f"{verdict.drift_share:.3f}",
-        "monitoring_drifted_columns": ",".join(verdict.drifted_columns),
-    }.items():
-        mlc.set_model_version_tag(spec.name, verdict.version, key, value)
-    metrics.push(settings, "maestro_monitor", spec.name, _samples(spec, verdict, judged))
-    log.info("%s version %s: %s (%s)", spec.name, verdict.version, verdict.status, verdict.reason)
-    return run_id
-
-
-def _log_reports(
-    spec: Any, settings: Settings, run_id: Any, reference: Any, current: Any, labelled: Any
-) -> None:
-    from maestro.monitoring import report
-
-    snapshots = [report.drift_report(spec, reference, current)]
-    if len(labelled) >= spec.monitoring.min_labels:
-        snapshots.append(report.quality_report(spec, reference, labelled))
-    mlc = tracking.client(settings)
-    with tempfile.TemporaryDirectory(prefix="maestro-monitor-") as tmp:
-        for snapshot, name in zip(snapshots, ("drift", "quality"), strict=False):
-            snapshot.save_html(f"{tmp}/{name}.html")
-            snapshot.save_json(f"{tmp}/{name}.json")
-        mlc.log_artifacts(run_id, tmp, "monitoring")
-    project = report.add_to_workspace(settings.evidently_dir, spec.name, snapshots)
-    mlc.set_tag(run_id, "evidently_project", project)
-
-
-def _samples(spec: ModelSpec, verdict: MonitorVerdict, judged: Any) -> list[metrics.Sample]:
-    samples: list[metrics.Sample] = [
-        (
-            "maestro_monitor_expected_interval_seconds",
-            "How often the monitoring job should run (its window)",
-            {},
-            spec.monitoring.window_hours * 3600,
-        ),
-        (
-            "maestro_monitor_last_run_timestamp_seconds",
-            "When the monitoring job last ran",
-            {},
-            dt.datetime.now(dt.UTC).timestamp(),
-        ),
-        ("maestro_monitor_rows", "Logged rows in the judged window", {}, verdict.rows),
-        ("maestro_monitor_labels", "Labelled rows in the judged window", {}, verdict.labels),
-        (
-            "maestro_monitor_judged",
-            "1 if the window had enough rows to judge",
-            {},
-            0 if verdict.status == INSUFFICIENT else 1,
-        ),
-    ]
-    if judged is None:
-        return samples
-    found, predictions = judged[0], judged[1]
-    samples += [
-        ("maestro_drift_share", "Share of feature columns drifted", {}, found.share),
-        (
-            "maestro_dataset_drift",
-            "1 when the drifted share reaches the spec's limit",
-            {},
-            int(found.dataset_drift),
-        ),
-        (
-            "maestro_prediction_drift_score",
-            "Drift score of the predictions' distribution",
-            {},
-            predictions.score,
-        ),
-        (
-            "maestro_prediction_drifted",
-            "1 when the predictions' distribution drifted",
-            {},
-            int(predictions.drifted),
-        ),
-        (
-            "maestro_performance_breached",
-            "1 when a production metric is beyond its limit",
-            {},
-            int(bool(verdict.breached)),
-        ),
-    ]
-    samples += [
-        (
-            "maestro_feature_drift_score",
-            "Drift score per feature (distance or p-value)",
-            {"feature": c.column, "method": c.method},
-            c.score,
-        )
-        for c in found.columns
-    ]
-    samples += [
-        (
-            "maestro_feature_drifted",
-            "1 for a drifted feature",
-            {"feature": c.column},
-            int(c.drifted),
-        )
-        for c in found.columns
-    ]
-    samples += [
-        ("maestro_production_metric", "Model quality on labelled production rows", {"metric": k}, v)
-        for k, v in verdict.performance.items()
-    ]
-    return samples
-
-
-def pending_approvals(settings: Settings, model: str) -> list:
-    """Versions that passed every gate and still wait for a decision."""
-    mlc = tracking.client(settings)
-    versions = mlc.search_model_versions(f"name = '{model}'")
-    return [
-        v
-        for v in versions
-        if v.tags.get(VALIDATION_STATUS_TAG) == PASSED
-        and APPROVAL_TAGS["decision"] not in v.tags
-        and v.tags.get("archived") != "true"
-    ]
-
-
-def watch_pipeline(model: str, settings: Settings) -> dict:
-    """Pending approvals and the champion's age, for Prometheus and the spec's recipients: a
-    version waiting longer than `notify.approval_wait_hours` is reported once."""
-    from maestro.monitoring import alerts
-
-    spec = get_spec(model, settings)
-    now = dt.datetime.now(dt.UTC).timestamp()
-    waiting = pending_approvals(settings, model)
-    ages = {str(v.version): now - v.creation_timestamp / 1000 for v in waiting}
-    limit = spec.monitoring.notify.approval_wait_hours * 3600
-    mlc = tracking.client(settings)
-    reminded = []
-    for v in waiting:
-        if ages[str(v.version)] > limit and "approval_reminded_at" not in v.tags:
-            alerts.send(
-                spec.monitoring.notify,
-                {
-                    "event": "approval_waiting",
-                    "model": model,
-                    "version": str(v.version),
-                    "waiting_hours": round(ages[str(v.version)] / 3600, 1),
-                    "message": f"{model} version {v.version} has waited "
-                    f"{ages[str(v.version)] / 3600:.1f} h for a decision "
-                    f"(limit {spec.monitoring.notify.approval_wait_hours:g} h)",
-                },
-            )
-            mlc.set_model_version_tag(model, v.version, "approval_reminded_at", registry.now())
-            reminded.append(str(v.version))
-    champion = registry.champion_version(settings, model)
-    promoted = None
-    if champion is not None:
-        at = champion.tags.get("promoted_at")
-        promoted = (
-            dt.datetime.fromisoformat(at).timestamp() if at else champion.creation_timestamp / 1000
-        )
-    samples: list[metrics.Sample] = [
-        (
-            "maestro_pending_approvals",
-            "Versions that passed their gates, waiting for a decision",
-            {},
-            len(waiting),
-        ),
-        (
-            "maestro_pending_approval_age_seconds",
-            "How long the oldest pending version has waited",
-            {},
-            max(ages.values(), default=0.0),
-        ),
-        ("maestro_approval_wait_limit_seconds", "How long a version may wait (spec)", {}, limit),
-        (
-            "maestro_champion_max_age_seconds",
-            "How old the champion may grow (spec)",
-            {},
-            spec.monitoring.champion_max_age_days * 86400,
-        ),
-        (
-            "maestro_pipeline_watch_timestamp_seconds",
-            "When pending approvals were last counted",
-            {},
-            now,
-        ),
-    ]
-    if promoted is not None:
-        samples.append(
-            (
-                "maestro_champion_promoted_timestamp_seconds",
-                "When the serving champion was promoted",
-                {},
-                promoted,
-            )
-        )
-    metrics.push(settings, "maestro_pipeline", model, samples)
-    return {"model": model, "pending": sorted(ages), "reminded": reminded}

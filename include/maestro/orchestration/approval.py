@@ -62,7 +62,7 @@ class ApprovalOrTagTrigger(HITLTrigger):
         from airflow.sdk.execution_time.hitl import update_hitl_detail_response
         from asgiref.sync import sync_to_async
 
-        from maestro.governance.registry import GovernanceError
+        from maestro.registry import GovernanceError
 
         try:
             decision = await sync_to_async(tag_decision)(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from airflow.sdk import Asset
 
 from maestro.vocabulary import (
@@ -20,3 +23,10 @@ def champion_asset(model: str) -> Asset:
 def drift_asset(model: str) -> Asset:
     """Updated by a drift or performance verdict of `monitor_<model>`; `train_<model>` listens."""
     return Asset(name=drift_asset_name(model), uri=drift_asset_uri(model))
+
+
+def event_extras(triggering_asset_events: Mapping[Any, Any] | None) -> list[dict]:
+    """What each event that triggered a run carries (its `extra`), in order, for every asset."""
+    return [
+        dict(event.extra) for events in (triggering_asset_events or {}).values() for event in events
+    ]

@@ -124,7 +124,7 @@ def platform_client(settings: Settings) -> AirflowClient:
     password, the one `maestro up` generated in the state folder."""
     password = settings.airflow_password
     if password is None:
-        from maestro.platform.services import passwords_file
+        from maestro.platform.credentials import passwords_file
 
         path = passwords_file(settings.home)
         try:

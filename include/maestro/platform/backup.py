@@ -75,17 +75,20 @@ def stores(settings: Settings, with_logs: bool) -> list[Store]:
     else:
         found.append(Store("feast", path=Path(registry).parent))
     if with_logs:
-        from maestro.monitoring import feedback
+        from maestro.logs.labels import labels_store
+        from maestro.logs.parquet import ParquetStore
+        from maestro.logs.predictions import prediction_store
+        from maestro.logs.scores import scores_store
 
-        log = settings.prediction_log_location
-        if not log.startswith("postgresql"):
-            found.append(Store("prediction_log", path=Path(log)))
-            found.append(Store("feedback", path=Path(feedback.location(settings))))
-        found.append(
-            Store(
-                "batch_scores", path=Path(settings.batch_output or settings.home / "batch_scores")
-            )
-        )
+        logs = {
+            "prediction_log": prediction_store(settings.prediction_log_location),
+            "feedback": labels_store(settings),
+            "batch_scores": scores_store(settings),
+        }
+        # a log in a database is copied with that database, not as files
+        found += [
+            Store(n, path=log.root) for n, log in logs.items() if isinstance(log, ParquetStore)
+        ]
     return found
 
 

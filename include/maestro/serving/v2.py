@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from maestro.serving.scorer import INT64_MAX, Column, RequestError, check_values, parse_json
+from maestro.serving.records import INT64_MAX, Column, RequestError, check_values, parse_json
 
 OUTPUT = "predictions"
 FLOATS = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}

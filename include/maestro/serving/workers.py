@@ -39,7 +39,7 @@ def run_worker(options: dict[str, Any]) -> None:
     stop_with_supervisor()
     sock = port_socket(options["host"], options["port"])
     sock.listen(2048)
-    config = uvicorn.Config("maestro.serving.app:app_from_environment", factory=True, **options)
+    config = uvicorn.Config("maestro.serving.runner:app_from_environment", factory=True, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maestro.spec import ModelSpec, ParamSpec
+from maestro.spec import ModelSpec
+from maestro.spec.sections import ParamSpec
 
 
 def suggest(trial: Any, family: str, space: dict[str, ParamSpec]) -> dict[str, Any]:

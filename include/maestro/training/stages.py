@@ -14,10 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from maestro import tracking, vocabulary
+from maestro import registry, tracking, vocabulary
 from maestro.config import Settings
 from maestro.errors import BadInput
-from maestro.governance import registry
 from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
 from maestro.spec import ModelSpec, get_spec
 
@@ -111,7 +110,11 @@ def validate_data(handle: TrainingRun, settings: Settings) -> TrainingRun:
         report = validation.validate(frame, spec, Path(tmp))
         mlc.log_artifacts(handle.pipeline_run_id, str(report.docs_dir), "data_validation")
     mlc.log_metric(handle.pipeline_run_id, "data_expectations_failed", len(report.failed))
-    mlc.set_tag(handle.pipeline_run_id, "data_validation", "passed" if report.success else "failed")
+    mlc.set_tag(
+        handle.pipeline_run_id,
+        "data_validation",
+        vocabulary.PASSED if report.success else vocabulary.FAILED,
+    )
     if not report.success:
         mlc.set_terminated(handle.pipeline_run_id, "FAILED")
         raise validation.ValidationFailed(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import pandas as pd
 
 from maestro.config import Settings
 from maestro.errors import BadInput
-from maestro.files import atomic_write
-from maestro.serving.predlog import database_engine, is_database
+from maestro.logs.predictions import known_requests, prediction_store
+from maestro.logs.scores import read_scores
+from maestro.logs.store import Store
 from maestro.spec import ModelSpec
 
 TABLE = "feedback"
@@ -35,12 +35,10 @@ class Refusal:
     reason: str
 
 
-def location(settings: Settings) -> str:
-    """Beside the prediction log: the same database, or a `feedback` folder next to its folder."""
-    log = settings.prediction_log_location
-    if is_database(log):
-        return log
-    return str(Path(log).parent / "feedback")
+def labels_store(settings: Settings) -> Store:
+    """Beside the prediction log: the same database, or a `feedback` folder next to its folder
+    (`model=<m>/received=<day>/`)."""
+    return prediction_store(settings.prediction_log_location).beside(TABLE, partition="received")
 
 
 def parse_label(value: Any, spec: ModelSpec) -> float:
@@ -63,7 +61,7 @@ def parse_label(value: Any, spec: ModelSpec) -> float:
     return float(value)
 
 
-def store(settings: Settings, model: str, labels: pd.DataFrame) -> int:
+def store_labels(settings: Settings, model: str, labels: pd.DataFrame) -> int:
     """Append accepted labels (columns of `COLUMNS`); returns how many."""
     if labels.empty:
         return 0
@@ -74,35 +72,17 @@ def store(settings: Settings, model: str, labels: pd.DataFrame) -> int:
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame["request_id"] = frame["request_id"].astype("string")
     frame["entity"] = frame["entity"].astype("string")
-    where = location(settings)
-    if is_database(where):
-        with database_engine(where).begin() as conn:
-            frame.assign(model=model).to_sql(TABLE, conn, if_exists="append", index=False)
-        return len(frame)
     day = f"{dt.datetime.now(dt.UTC):%Y-%m-%d}"
-    path = Path(where) / f"model={model}" / f"received={day}" / f"{uuid.uuid4().hex}.parquet"
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    labels_store(settings).append(model, day, frame)
     return len(frame)
 
 
-def read(settings: Settings, model: str) -> pd.DataFrame:
+def read_labels(settings: Settings, model: str) -> pd.DataFrame:
     """Every label received for `model`, the latest per key when a key was labelled twice."""
-    where = location(settings)
-    if is_database(where):
-        from sqlalchemy import inspect, text
-
-        engine = database_engine(where)
-        if not inspect(engine).has_table(TABLE):
-            return pd.DataFrame(columns=COLUMNS)
-        with engine.connect() as conn:
-            # B608: constant table, bound values
-            query = text(f"SELECT * FROM {TABLE} WHERE model = :m")  # nosec B608
-            frame = pd.read_sql(query, conn, params={"m": model}).drop(columns="model")
-    else:
-        files = sorted((Path(where) / f"model={model}").glob("received=*/*.parquet"))
-        if not files:
-            return pd.DataFrame(columns=COLUMNS)
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = labels_store(settings).read(model)
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = frame.drop(columns="model")
     frame = frame.sort_values("received_at", kind="stable")
     keys = ["request_id", "row", "entity", "event_timestamp"]
     return frame.drop_duplicates(keys, keep="last").reset_index(drop=True)
@@ -141,9 +121,6 @@ def from_file(
     """Load a file of labels keyed by `request_id` (and `row`), or by the spec's entity key and
     event timestamp (labels for batch scores). Each row is judged alone: refused rows come
     back with the reason, accepted ones are stored."""
-    from maestro.serving.batch import read_scores
-    from maestro.serving.predlog import known_requests
-
     frame = _read_table(path)
     label = label or next((c for c in (spec.target.name, "label") if c in frame.columns), None)
     if label is None or label not in frame.columns:
@@ -206,5 +183,5 @@ def from_file(
             accepted.append(i)
         else:
             refused.append(Refusal(i, str(keyed.iloc[i, 0]), reason))
-    stored = store(settings, spec.name, keyed.iloc[accepted].assign(label=values))
+    stored = store_labels(settings, spec.name, keyed.iloc[accepted].assign(label=values))
     return stored, refused

@@ -1,0 +1,1 @@
+"""The model server's routes, by concern."""

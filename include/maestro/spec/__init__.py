@@ -1,0 +1,204 @@
+"""Declarative model specs: a new model is one YAML file, validated field by field. The
+sections of a spec are in `sections` and `sources`; here, the whole spec and its loading.
+
+Column names are normalised on ingest (lower case, runs of other characters become `_`),
+so `native-country` in a CSV is `native_country` in a spec.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from maestro.config import Settings
+from maestro.errors import BadInput
+from maestro.spec.fields import Column, Strict
+from maestro.spec.sections import (
+    CLASSIFICATION_METRICS,
+    CLASSIFIERS,
+    REGRESSION_METRICS,
+    REGRESSORS,
+    DataChecks,
+    EntitySpec,
+    Family,
+    FeatureSpec,
+    GovernanceSpec,
+    MetricSpec,
+    MonitoringSpec,
+    ParamSpec,
+    SplitSpec,
+    TargetSpec,
+    TimestampSpec,
+    WindowSpec,
+)
+from maestro.spec.sources import CsvSource, ParquetSource, Source
+
+
+class SpecError(BadInput):
+    """A model spec that cannot be used; the message names the file and the field."""
+
+
+class ModelSpec(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    description: str = ""
+    owner: str = "maestro"
+    task: Literal["binary_classification", "regression"]
+    source: Source
+    entity: EntitySpec
+    timestamp: TimestampSpec = Field(default_factory=TimestampSpec)
+    features: list[FeatureSpec] = Field(min_length=1)
+    drop: list[Column] = Field([], description="Source columns that must never be features.")
+    target: TargetSpec
+    protected_attributes: list[Column] = []
+    metric: MetricSpec
+    search_space: dict[Family, dict[str, ParamSpec]] = Field(min_length=2)
+    trials: int = Field(20, ge=1)
+    workers: int | None = Field(None, ge=1, le=16)
+    pruning: bool = Field(
+        True, description="Stop unpromising LightGBM trials early (Optuna's median pruner)."
+    )
+    timeout_minutes: int = Field(60, ge=1)
+    schedule: str | None = None
+    window: WindowSpec = Field(default_factory=WindowSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    data_checks: DataChecks = Field(default_factory=DataChecks)
+    governance: GovernanceSpec = Field(default_factory=GovernanceSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    tags: list[str] = []
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        if self.target.name in names:
+            raise ValueError(f"target.name: {self.target.name!r} is also a feature")
+        for role, column in (
+            ("entity.key", self.entity.key),
+            ("timestamp.column", self.timestamp.column),
+        ):
+            if column in names or column == self.target.name:
+                raise ValueError(f"{role}: {column!r} is also a feature or the target")
+        leaked = sorted(set(self.drop) & set(names))
+        if leaked:
+            raise ValueError(f"features: {leaked} are listed in drop and must not be features")
+        unknown = sorted(set(self.protected_attributes) - set(names))
+        if unknown:
+            raise ValueError(f"protected_attributes: {unknown} are not features")
+        classification = self.task == "binary_classification"
+        if classification != (self.metric.name in CLASSIFICATION_METRICS):
+            raise ValueError(f"metric.name: {self.metric.name!r} does not fit task {self.task!r}")
+        allowed = CLASSIFIERS if classification else REGRESSORS
+        wrong = sorted(set(self.search_space) - allowed)
+        if wrong:
+            raise ValueError(f"search_space: families {wrong} do not support task {self.task!r}")
+        metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
+        unknown = sorted(set(self.governance.thresholds) - metrics)
+        if unknown:
+            raise ValueError(
+                f"governance.thresholds: {unknown} are not metrics of {self.task!r} "
+                f"(known: {sorted(metrics)})"
+            )
+        unknown = sorted(set(self.monitoring.performance) - metrics)
+        if unknown:
+            raise ValueError(
+                f"monitoring.performance: {unknown} are not metrics of {self.task!r} "
+                f"(known: {sorted(metrics)})"
+            )
+        unsliceable = sorted({s.feature for s in self.governance.slices} - set(names))
+        if unsliceable:
+            raise ValueError(f"governance.slices: {unsliceable} are not features")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "category"]
+
+    @property
+    def feature_service(self) -> str:
+        return f"{self.name}_v1"
+
+    @property
+    def feature_view(self) -> str:
+        return f"{self.name}_features"
+
+    def source_path(self, settings: Settings) -> Path | None:
+        """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project;
+        SpecError when it lies outside the data folders (`MAESTRO_DATA_ROOTS`)."""
+        if not isinstance(self.source, CsvSource | ParquetSource):
+            return None
+        path = Path(os.path.expandvars(self.source.path))
+        path = (path if path.is_absolute() else settings.project_dir / path).resolve()
+        roots = settings.source_roots
+        if not any(path.is_relative_to(root) for root in roots):
+            raise SpecError(
+                f"{settings.specs_dir / self.name}.yaml: source.path: {path} is outside the "
+                f"data folders ({', '.join(map(str, roots))}); add its folder to "
+                "MAESTRO_DATA_ROOTS"
+            )
+        return path
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"] if not re.fullmatch(r"[a-z]+-[a-z]+", str(p)))
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where or '(top level)'}: {msg}")
+    return f"{path}: invalid model spec: " + "; ".join(parts)
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate one spec file; raise `SpecError` naming the file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: model spec file not found") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a model spec must be a mapping of fields")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(path, exc)) from exc
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: name: {spec.name!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def spec_paths(settings: Settings) -> list[Path]:
+    return sorted(settings.specs_dir.glob("*.yaml"))
+
+
+def loadable_specs(settings: Settings) -> list[ModelSpec]:
+    """Every spec that loads; a broken one is logged and left out, so that it hides only its
+    own DAGs, never the other models'."""
+    import logging
+
+    specs = []
+    for path in spec_paths(settings):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as error:
+            logging.getLogger(__name__).error("skipping model spec: %s", error)
+    return specs
+
+
+def get_spec(name: str, settings: Settings) -> ModelSpec:
+    path = settings.specs_dir / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in spec_paths(settings)) or "none"
+        raise SpecError(f"{path}: no model spec named {name!r} (known: {known})")
+    return load_spec(path)
