@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from maestro import tracking, vocabulary
-from maestro.governance import decisions, registry
+from maestro import registry, tracking, vocabulary
+from maestro.governance import decisions
 
 pytestmark = pytest.mark.slow
 
