@@ -57,23 +57,15 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="h
 def register(settings, model: str, frame) -> tuple[list[dict], object]:
     """A LightGBM pipeline of `model` on `frame`, registered as its champion; returns 1,000
     rows of its features and the pipeline."""
-    import mlflow
-
-    from maestro import tracking
     from maestro.spec import get_spec
-    from maestro.training.families import build_estimator, fit
-    from maestro.training.stages import log_pipeline
+    from tests.support import fit_lightgbm, register_version
 
     spec = get_spec(model, settings)
-    X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
     params = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31}
-    pipeline = fit(build_estimator(spec, "lightgbm", params, threads=2), spec, "lightgbm", X, y)
-    mlc = tracking.client(settings)
-    with mlflow.start_run(experiment_id=tracking.experiment_id(settings, model)):
-        logged = log_pipeline(pipeline, spec, X.dropna().head(5))
-    version = mlflow.register_model(logged.model_uri, model).version
-    mlc.set_registered_model_alias(model, "champion", str(version))
-    return json.loads(X.dropna().head(1000).to_json(orient="records")), pipeline
+    pipeline = fit_lightgbm(spec, frame, params, threads=2)
+    register_version(settings, spec, pipeline, frame)
+    rows = frame[spec.feature_names].dropna().head(1000)
+    return json.loads(rows.to_json(orient="records")), pipeline
 
 
 MLSERVER = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1")

@@ -11,16 +11,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT.parent / "shared" / "data"
-DAGS = PROJECT / "dags"
+from tests.support import (
+    PROJECT,
+    PROMETHEUS_TOOLS,
+    SHARED_DATA,
+    fit_lightgbm,
+    register_version,
+    write_specs,
+)
+
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="maestro-tests-"))
 
 os.environ["MAESTRO_HOME"] = str(SESSION_HOME)
@@ -47,6 +50,37 @@ def airflow_db() -> None:
     )
 
 
+# What a test needs beyond this process, by the helper or fixture it uses (directly or through
+# its fixtures): it gets the marker, so `-m "not browser"` and the like select by need.
+NEEDS = {
+    "postgres_databases": "postgres",
+    "postgres_admin": "postgres",
+    "mariadb_database": "mariadb",
+    "redis_databases": "redis",
+    "prometheus_tools": "prometheus",
+    "browser": "browser",
+}
+
+
+def names_used(function: object) -> set[str]:
+    """The global and local names a function's code uses (imports inside it included)."""
+    code = getattr(function, "__code__", None)
+    return set(code.co_names) | set(code.co_varnames) if code else set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ())) | names_used(getattr(item, "function", None))
+        info = getattr(item, "_fixtureinfo", None)
+        for definitions in info.name2fixturedefs.values() if info else ():
+            for definition in definitions:
+                used |= names_used(definition.func)
+        for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+            used |= names_used(value)  # a parameter that is a function (a warehouse)
+        for marker in sorted({NEEDS[name] for name in used if name in NEEDS}):
+            item.add_marker(marker)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
@@ -65,25 +99,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
-
-
-def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
-    """Copies of the shipped specs with some fields changed (e.g. a smaller demo); a mapping
-    is merged into the spec's own, unless it changes the source's format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in (PROJECT / "include" / "specs").glob("*.yaml"):
-        raw = yaml.safe_load(path.read_text())
-        for key, value in overrides.get(path.stem, {}).items():
-            old = raw.get(key)
-            same_kind = isinstance(old, dict) and value.get("format", old.get("format")) == old.get(
-                "format"
-            )
-            if isinstance(value, dict) and same_kind:
-                raw[key] = {**raw[key], **value}
-            else:
-                raw[key] = value
-        (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    return folder
 
 
 @pytest.fixture
@@ -134,171 +149,14 @@ def demo_versions(tmp_path: Path):
 def demo_champion(settings):
     """A small LightGBM pipeline of `demo`, logged with its signature and input example,
     registered and aliased champion in the test's registry: (pipeline, the rows it saw)."""
-    import mlflow
-
-    from maestro import tracking
     from maestro.data.synthetic import generate
     from maestro.spec import get_spec
-    from maestro.training.families import build_estimator, fit
-    from maestro.training.stages import log_pipeline
 
     spec = get_spec("demo", settings)
     frame = generate(2000)
-    X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
-    params = {"n_estimators": 30, "num_leaves": 15}
-    pipeline = fit(build_estimator(spec, "lightgbm", params), spec, "lightgbm", X, y)
-    with mlflow.start_run(experiment_id=tracking.experiment_id(settings, "demo")):
-        logged = log_pipeline(pipeline, spec, X.dropna().head(5))
-    version = mlflow.register_model(logged.model_uri, "demo").version
-    tracking.client(settings).set_registered_model_alias("demo", "champion", str(version))
+    pipeline = fit_lightgbm(spec, frame, {"n_estimators": 30, "num_leaves": 15})
+    register_version(settings, spec, pipeline, frame)
     return pipeline, frame
-
-
-POSTGRES = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-def postgres_admin():
-    """A connection to the test PostgreSQL server's `postgres` database, or a skip (a failure
-    under MAESTRO_REQUIRE_POSTGRES) when none answers."""
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
-            pytest.fail(
-                f"PostgreSQL at {POSTGRES} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}"
-            )
-        pytest.skip(
-            f"no PostgreSQL server answers at {POSTGRES}; set MAESTRO_REQUIRE_POSTGRES to fail "
-            "instead"
-        )
-    conn.autocommit = True
-    return conn
-
-
-@contextmanager
-def postgres_databases(*roles: str):
-    """Fresh, uniquely named databases, one per role, as {role: URL}; dropped afterwards."""
-    import uuid
-
-    conn = postgres_admin()
-    suffix = uuid.uuid4().hex[:10]
-    names = {role: f"maestro_test_{role}_{suffix}" for role in roles}
-    with conn.cursor() as cur:
-        for name in names.values():
-            cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {role: f"{POSTGRES}/{name}" for role, name in names.items()}
-    finally:
-        with conn.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
-MARIADB = os.environ.get("MAESTRO_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
-
-
-@contextmanager
-def mariadb_database():
-    """A fresh, uniquely named MariaDB database as its SQLAlchemy URL, dropped afterwards; a
-    skip (a failure under MAESTRO_REQUIRE_MARIADB) when no server answers."""
-    import uuid
-
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(MARIADB, poolclass=sqlalchemy.pool.NullPool)
-    name = f"maestro_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
-    except sqlalchemy.exc.OperationalError as error:
-        if os.environ.get("MAESTRO_REQUIRE_MARIADB"):
-            pytest.fail(f"MariaDB at {MARIADB} is required (MAESTRO_REQUIRE_MARIADB) but: {error}")
-        pytest.skip(f"no MariaDB answers at {MARIADB}; set MAESTRO_REQUIRE_MARIADB to fail instead")
-    try:
-        yield f"{MARIADB}/{name}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        engine.dispose()
-
-
-REDIS = os.environ.get("MAESTRO_TEST_REDIS", "redis://127.0.0.1:6379")
-
-
-@contextmanager
-def redis_databases(count: int):
-    """`count` empty Redis databases (numbers 1-15, as redis:// URLs), flushed afterwards; a
-    skip (a failure under MAESTRO_REQUIRE_REDIS) when no Redis answers."""
-    import random
-
-    import redis
-
-    try:
-        found = [n for n in range(1, 16) if redis.Redis.from_url(f"{REDIS}/{n}").dbsize() == 0]
-    except redis.exceptions.ConnectionError as error:
-        if os.environ.get("MAESTRO_REQUIRE_REDIS"):
-            pytest.fail(f"Redis at {REDIS} is required (MAESTRO_REQUIRE_REDIS) but: {error}")
-        pytest.skip(f"no Redis answers at {REDIS}; set MAESTRO_REQUIRE_REDIS to fail instead")
-    if len(found) < count:
-        pytest.fail(f"Redis at {REDIS} has fewer than {count} empty databases")
-    urls = [f"{REDIS}/{n}" for n in random.sample(found, count)]
-    try:
-        yield urls
-    finally:
-        for url in urls:
-            redis.Redis.from_url(url).flushdb()
-
-
-def needs_shared_data(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the shared reference datasets are not beside the project")
-    return path
-
-
-@contextmanager
-def deciding(settings, model: str, decision: str = "approved", by: str = "admin"):
-    """Play the approver: answer by tag, as `maestro approve|reject` does, every version of
-    `model` that passed its gates and waits for a decision, while the block runs."""
-    from maestro import tracking
-    from maestro.governance import decisions
-
-    tracking.client(settings).search_registered_models()  # import MLflow's stores here, not
-    stop = threading.Event()  # in the thread: two threads importing at once can deadlock
-    errors: list[Exception] = []
-
-    def answer() -> None:
-        while not stop.is_set():
-            try:
-                for v in tracking.client(settings).search_model_versions(f"name = '{model}'"):
-                    if v.tags.get("validation_status") == "passed" and "approval" not in v.tags:
-                        decisions.record_decision(
-                            settings, model, v.version, decision, by, "decided by the test", "cli"
-                        )
-            except Exception as error:  # noqa: BLE001 - reported when the block ends
-                errors.append(error)
-            stop.wait(0.5)
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-    assert not errors, errors
-
-
-PROMETHEUS_TOOLS = {
-    "prometheus": Path("/usr/bin/prometheus"),
-    "promtool": Path("/usr/bin/promtool"),
-    "alertmanager": Path("/usr/bin/prometheus-alertmanager"),
-    "pushgateway": Path("/usr/bin/prometheus-pushgateway"),
-    "amtool": Path("/usr/bin/amtool"),
-}
 
 
 @pytest.fixture(scope="session")
@@ -315,28 +173,3 @@ def prometheus_tools() -> dict[str, Path]:
             pytest.fail(f"the alerting tests are required (MAESTRO_REQUIRE_PROMETHEUS): {message}")
         pytest.skip(message + "; set MAESTRO_REQUIRE_PROMETHEUS to fail instead")
     return PROMETHEUS_TOOLS
-
-
-@contextmanager
-def webhook_receiver():
-    """A webhook on loopback that keeps every JSON body posted to it: (its URL, the bodies)."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()

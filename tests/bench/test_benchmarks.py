@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT, needs_shared_data, redis_databases
+from tests.support import PROJECT, needs_shared_data, redis_databases
 
 pytestmark = pytest.mark.slow
 NUMBER = r"[\d,]+(?:\.\d+)?"

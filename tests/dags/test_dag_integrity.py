@@ -11,7 +11,7 @@ import pytest
 
 from maestro.config import get_settings
 from maestro.spec import load_spec, spec_paths
-from tests.conftest import DAGS
+from tests.support import DAGS
 
 HEAVY = [
     "mlflow",

@@ -23,8 +23,8 @@ import yaml
 from maestro import tracking
 from maestro.config import Settings
 from maestro.web import answers, client, free_port
-from tests.conftest import PROJECT, webhook_receiver
 from tests.integration.test_serving import ROW, register_versions, server
+from tests.support import PROJECT, webhook_receiver
 
 pytestmark = pytest.mark.slow
 

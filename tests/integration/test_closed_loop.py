@@ -18,8 +18,8 @@ from maestro.config import Settings
 from maestro.deploy.target import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.credentials import admin_password
-from tests.conftest import deciding, needs_shared_data, webhook_receiver
 from tests.integration.test_platform import running_platform, wait_for
+from tests.support import deciding, needs_shared_data, webhook_receiver
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 
 from maestro import registry, tracking
 from maestro.platform.airflow_env import load_dag
-from tests.conftest import deciding
+from tests.support import deciding
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from maestro.monitoring import approvals, stages
 from maestro.monitoring.stages import MonitorError
 from maestro.platform.airflow_env import load_dag
 from maestro.serving.predlog import PredictionLog
-from tests.conftest import needs_shared_data, webhook_receiver
+from maestro.spec import get_spec
+from tests.support import fit_lightgbm, needs_shared_data, register_version, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -42,22 +43,10 @@ def adult_rows(settings) -> pd.DataFrame:
 def register_champion(settings, train: pd.DataFrame) -> str:
     """A small LightGBM of adult_income, registered as champion with its training set where
     the lineage tag `data_version` says (as the training DAG leaves it)."""
-    import mlflow
-
-    from maestro.spec import get_spec
-    from maestro.training.families import build_estimator, fit
-    from maestro.training.stages import log_pipeline
-
     spec = get_spec("adult_income", settings)
-    X, y = train[spec.feature_names], train[spec.target.name].to_numpy()
-    params = {"n_estimators": 40, "num_leaves": 15}
-    pipeline = fit(build_estimator(spec, "lightgbm", params), spec, "lightgbm", X, y)
-    with mlflow.start_run(experiment_id=tracking.experiment_id(settings, spec.name)):
-        logged = log_pipeline(pipeline, spec, X.head(5))
-    version = str(mlflow.register_model(logged.model_uri, spec.name).version)
-    mlc = tracking.client(settings)
-    mlc.set_model_version_tag(spec.name, version, "data_version", "testhash")
-    mlc.set_registered_model_alias(spec.name, "champion", version)
+    pipeline = fit_lightgbm(spec, train, {"n_estimators": 40, "num_leaves": 15})
+    version = register_version(settings, spec, pipeline, train)
+    tracking.client(settings).set_model_version_tag(spec.name, version, "data_version", "testhash")
     folder = settings.home / "training_sets" / spec.name / "testhash"
     folder.mkdir(parents=True)
     cut = int(len(train) * 0.85)

@@ -31,7 +31,7 @@ from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.credentials import admin_password, passwords_file
 from maestro.platform.services import Ports, up_command
 from maestro.web import free_port
-from tests.conftest import PROJECT, postgres_databases, redis_databases, write_specs
+from tests.support import PROJECT, postgres_databases, redis_databases, write_specs
 
 pytestmark = pytest.mark.slow
 

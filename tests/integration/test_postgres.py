@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from maestro.config import Settings
-from tests.conftest import deciding, postgres_databases, write_specs
+from tests.support import deciding, postgres_databases, write_specs
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from maestro.serving.plan import ModelPlan, Route
 from maestro.serving.scorer import example_rows
 from maestro.waiting import wait_for
 from maestro.web import free_port
-from tests.conftest import DAGS
+from tests.support import DAGS
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,8 @@ def register_versions(settings: Settings) -> None:
     from maestro.data.synthetic import generate
     from maestro.spec import get_spec
     from maestro.training.families import build_estimator, fit
-    from maestro.training.stages import log_pipeline, own_types, serving_requirements
+    from maestro.training.stages import own_types, serving_requirements
+    from tests.support import register_version
 
     spec = get_spec("demo", settings)
     frame = generate(3000)
@@ -65,9 +66,7 @@ def register_versions(settings: Settings) -> None:
     experiment = tracking.experiment_id(settings, "demo")
     for family, params in (("logistic_regression", {"C": 1.0}), ("lightgbm", {"n_estimators": 40})):
         model = fit(build_estimator(spec, family, params), spec, family, X, y)
-        with mlflow.start_run(experiment_id=experiment):
-            logged = log_pipeline(model, spec, X.head(5))
-        mlflow.register_model(logged.model_uri, "demo")
+        register_version(settings, spec, model, frame, alias=None)
     # v3 never saw region "south" and refuses unknown categories: it answers its own input
     # example (smoke tests pass) and fails every request from the south
     import lightgbm
@@ -474,7 +473,7 @@ def test_a_request_with_only_the_entity_key_is_scored_on_features_from_the_onlin
     from maestro.data.features import apply_and_materialize, feature_store
     from maestro.data.synthetic import generate
     from maestro.spec import get_spec
-    from tests.conftest import redis_databases
+    from tests.support import redis_databases
 
     with redis_databases(1) as (online,):
         settings = Settings(home=registry, feast_online_store=online)

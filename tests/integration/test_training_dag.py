@@ -13,7 +13,7 @@ from maestro.platform.airflow_env import load_dag
 from maestro.spec import get_spec
 from maestro.training import stages
 from maestro.training.families import evaluate
-from tests.conftest import deciding, needs_shared_data
+from tests.support import deciding, needs_shared_data
 
 pytestmark = pytest.mark.slow
 

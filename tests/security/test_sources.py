@@ -10,19 +10,30 @@ import sqlalchemy
 from maestro.config import get_settings
 from maestro.data import sources
 from maestro.spec import SpecError, get_spec
-from tests.conftest import mariadb_database, postgres_databases
-from tests.unit.test_data import good_frame
+from tests.support import mariadb_database, postgres_databases
+from tests.unit.data.test_sources import good_frame
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
+def postgres_warehouse() -> tuple[object, str]:
+    context = postgres_databases("warehouse")
+    url = context.__enter__()["warehouse"].replace("postgresql://", "postgresql+psycopg2://")
+    return context, url
+
+
+def mariadb_warehouse() -> tuple[object, str]:
+    context = mariadb_database()
+    return context, context.__enter__()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(postgres_warehouse, id="postgresql"),
+        pytest.param(mariadb_warehouse, id="mariadb"),
+    ]
+)
 def warehouse(request, monkeypatch):
     """A real database holding a `customers` table, its URL in MAESTRO_SOURCE_WAREHOUSE."""
-    if request.param == "postgresql":
-        context = postgres_databases("warehouse")
-        url = context.__enter__()["warehouse"].replace("postgresql://", "postgresql+psycopg2://")
-    else:
-        context = mariadb_database()
-        url = context.__enter__()
+    context, url = request.param()
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     good_frame(300).to_sql("customers", engine, index=False)
     monkeypatch.setenv("MAESTRO_SOURCE_WAREHOUSE", url)

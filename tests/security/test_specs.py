@@ -11,7 +11,7 @@ import pytest
 from maestro.config import get_settings
 from maestro.data import features, sources
 from maestro.spec import SpecError, get_spec
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 
 pytestmark = pytest.mark.slow
 

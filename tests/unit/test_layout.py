@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 
 PACKAGE = PROJECT / "include" / "maestro"
 
@@ -167,3 +167,27 @@ def test_no_module_grows_past_400_lines():
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert long == {}, f"modules above 400 lines: {long}"
+
+
+def test_a_test_that_needs_a_server_carries_its_marker():
+    """The markers come from the helpers and fixtures a test uses: `-m` selects by need."""
+    import subprocess
+    import sys
+
+    def selected(expression: str) -> set[str]:
+        found = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", expression],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {line.split("::")[1] for line in found.stdout.splitlines() if "::" in line}
+
+    assert selected("browser or (mariadb and not postgres)") == {
+        "test_the_production_platform",
+        "test_a_sql_source_reads_one_statement_in_a_read_only_transaction[mariadb]",
+    }
+    alone = selected("not (postgres or mariadb or redis or prometheus or browser)")
+    assert "test_training_pipeline_on_postgres" not in alone
+    assert "test_a_good_record_and_batch_are_scored" in alone

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from maestro.spec import SpecError, load_spec, spec_paths
+from tests.support import PROJECT
 
-SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"
+SPECS = PROJECT / "include" / "specs"
 
 
 def write(tmp_path: Path, name: str, change) -> Path:

@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 
 RULES = PROJECT / "ops" / "prometheus" / "rules" / "maestro.rules.yml"
 TESTS = PROJECT / "ops" / "prometheus" / "tests" / "maestro.rules.test.yml"

@@ -7,7 +7,7 @@ import pytest
 
 from maestro.monitoring import alerts
 from maestro.spec.sections import NotifySpec
-from tests.conftest import webhook_receiver
+from tests.support import webhook_receiver
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import yaml
 
 from maestro.config import Settings
 from maestro.platform.services import Ports, platform_commands
+from tests.support import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = "\n".join(  # without its comments
     line
     for line in (PROJECT / "docker-compose.yaml").read_text().splitlines()

@@ -18,7 +18,7 @@ from maestro.deploy.kubernetes import (
     render,
 )
 from maestro.serving.plan import ModelPlan, Plan, Route, parse_plan
-from tests.conftest import DAGS
+from tests.support import DAGS
 
 PLAN = Plan({"adult_income": ModelPlan((Route("7", 90), Route("8", 10)))})
 

@@ -136,7 +136,7 @@ def test_demo_data_is_deterministic_and_has_knobs():
 
 
 def test_adult_data_loads_with_missing_values(settings):
-    from tests.conftest import needs_shared_data
+    from tests.support import needs_shared_data
 
     needs_shared_data("adult.csv")
     spec = get_spec("adult_income", settings)

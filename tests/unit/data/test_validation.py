@@ -56,7 +56,7 @@ def test_row_count_bounds(demo, tmp_path):
 
 @pytest.mark.slow
 def test_null_fraction_within_spec_passes(settings, tmp_path):
-    from tests.conftest import needs_shared_data
+    from tests.support import needs_shared_data
 
     needs_shared_data("adult.csv")
     spec = get_spec("adult_income", settings)

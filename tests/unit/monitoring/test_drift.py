@@ -12,7 +12,7 @@ from maestro.data.synthetic import generate, traffic
 from maestro.monitoring.drift import dataset_drift
 from maestro.spec import get_spec
 from maestro.spec.sections import DriftSpec
-from tests.conftest import needs_shared_data
+from tests.support import needs_shared_data
 
 
 def evidently_drift(reference, current, numeric, categorical) -> dict[str, tuple[float, str]]:

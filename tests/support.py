@@ -1,0 +1,239 @@
+"""What tests (and the benchmarks' smoke runs) share besides fixtures: the project's places,
+fresh databases on the servers of this machine, shipped specs with fields changed, a
+registered champion, an approver at work, a webhook receiver. Fixtures are in `conftest.py`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+DAGS = PROJECT / "dags"
+
+
+def write_specs(folder: Path, overrides: dict[str, dict]) -> Path:
+    """Copies of the shipped specs with some fields changed (e.g. a smaller demo); a mapping
+    is merged into the spec's own, unless it changes the source's format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (PROJECT / "include" / "specs").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        for key, value in overrides.get(path.stem, {}).items():
+            old = raw.get(key)
+            same_kind = isinstance(old, dict) and value.get("format", old.get("format")) == old.get(
+                "format"
+            )
+            if isinstance(value, dict) and same_kind:
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+        (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+def needs_shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared reference datasets are not beside the project")
+    return path
+
+
+def fit_lightgbm(spec: Any, frame: Any, params: dict, threads: int = 1) -> Any:
+    """A LightGBM pipeline of `spec` fitted on `frame` (its features and target)."""
+    from maestro.training.families import build_estimator, fit
+
+    X, y = frame[spec.feature_names], frame[spec.target.name].to_numpy()
+    return fit(build_estimator(spec, "lightgbm", params, threads=threads), spec, "lightgbm", X, y)
+
+
+def register_version(
+    settings: Any, spec: Any, pipeline: Any, frame: Any, alias: str | None = "champion"
+) -> str:
+    """Log `pipeline` as the training DAG does (signature, input example from `frame`'s first
+    complete rows), register it as a version of `spec`'s model, point `alias` at it (unless
+    None), and return the version."""
+    import mlflow
+
+    from maestro import tracking
+    from maestro.training.stages import log_pipeline
+
+    example = frame[spec.feature_names].dropna().head(5)
+    with mlflow.start_run(experiment_id=tracking.experiment_id(settings, spec.name)):
+        logged = log_pipeline(pipeline, spec, example)
+    version = str(mlflow.register_model(logged.model_uri, spec.name).version)
+    if alias is not None:
+        tracking.client(settings).set_registered_model_alias(spec.name, alias, version)
+    return version
+
+
+POSTGRES = os.environ.get("MAESTRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def postgres_admin():
+    """A connection to the test PostgreSQL server's `postgres` database, or a skip (a failure
+    under MAESTRO_REQUIRE_POSTGRES) when none answers."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        if os.environ.get("MAESTRO_REQUIRE_POSTGRES"):
+            pytest.fail(
+                f"PostgreSQL at {POSTGRES} is required (MAESTRO_REQUIRE_POSTGRES) but: {error}"
+            )
+        pytest.skip(
+            f"no PostgreSQL server answers at {POSTGRES}; set MAESTRO_REQUIRE_POSTGRES to fail "
+            "instead"
+        )
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def postgres_databases(*roles: str):
+    """Fresh, uniquely named databases, one per role, as {role: URL}; dropped afterwards."""
+    import uuid
+
+    conn = postgres_admin()
+    suffix = uuid.uuid4().hex[:10]
+    names = {role: f"maestro_test_{role}_{suffix}" for role in roles}
+    with conn.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {role: f"{POSTGRES}/{name}" for role, name in names.items()}
+    finally:
+        with conn.cursor() as cur:
+            for name in names.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+MARIADB = os.environ.get("MAESTRO_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+@contextmanager
+def mariadb_database():
+    """A fresh, uniquely named MariaDB database as its SQLAlchemy URL, dropped afterwards; a
+    skip (a failure under MAESTRO_REQUIRE_MARIADB) when no server answers."""
+    import uuid
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(MARIADB, poolclass=sqlalchemy.pool.NullPool)
+    name = f"maestro_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+    except sqlalchemy.exc.OperationalError as error:
+        if os.environ.get("MAESTRO_REQUIRE_MARIADB"):
+            pytest.fail(f"MariaDB at {MARIADB} is required (MAESTRO_REQUIRE_MARIADB) but: {error}")
+        pytest.skip(f"no MariaDB answers at {MARIADB}; set MAESTRO_REQUIRE_MARIADB to fail instead")
+    try:
+        yield f"{MARIADB}/{name}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        engine.dispose()
+
+
+REDIS = os.environ.get("MAESTRO_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@contextmanager
+def redis_databases(count: int):
+    """`count` empty Redis databases (numbers 1-15, as redis:// URLs), flushed afterwards; a
+    skip (a failure under MAESTRO_REQUIRE_REDIS) when no Redis answers."""
+    import random
+
+    import redis
+
+    try:
+        found = [n for n in range(1, 16) if redis.Redis.from_url(f"{REDIS}/{n}").dbsize() == 0]
+    except redis.exceptions.ConnectionError as error:
+        if os.environ.get("MAESTRO_REQUIRE_REDIS"):
+            pytest.fail(f"Redis at {REDIS} is required (MAESTRO_REQUIRE_REDIS) but: {error}")
+        pytest.skip(f"no Redis answers at {REDIS}; set MAESTRO_REQUIRE_REDIS to fail instead")
+    if len(found) < count:
+        pytest.fail(f"Redis at {REDIS} has fewer than {count} empty databases")
+    urls = [f"{REDIS}/{n}" for n in random.sample(found, count)]
+    try:
+        yield urls
+    finally:
+        for url in urls:
+            redis.Redis.from_url(url).flushdb()
+
+
+@contextmanager
+def deciding(settings, model: str, decision: str = "approved", by: str = "admin"):
+    """Play the approver: answer by tag, as `maestro approve|reject` does, every version of
+    `model` that passed its gates and waits for a decision, while the block runs."""
+    from maestro import tracking
+    from maestro.governance import decisions
+    from maestro.vocabulary import APPROVAL_TAGS, PASSED, VALIDATION_STATUS_TAG
+
+    tracking.client(settings).search_registered_models()  # import MLflow's stores here, not
+    stop = threading.Event()  # in the thread: two threads importing at once can deadlock
+    errors: list[Exception] = []
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                for v in tracking.client(settings).search_model_versions(f"name = '{model}'"):
+                    passed = v.tags.get(VALIDATION_STATUS_TAG) == PASSED
+                    if passed and APPROVAL_TAGS["decision"] not in v.tags:
+                        decisions.record_decision(
+                            settings, model, v.version, decision, by, "decided by the test", "cli"
+                        )
+            except Exception as error:  # noqa: BLE001 - reported when the block ends
+                errors.append(error)
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+
+
+PROMETHEUS_TOOLS = {
+    "prometheus": Path("/usr/bin/prometheus"),
+    "promtool": Path("/usr/bin/promtool"),
+    "alertmanager": Path("/usr/bin/prometheus-alertmanager"),
+    "pushgateway": Path("/usr/bin/prometheus-pushgateway"),
+    "amtool": Path("/usr/bin/amtool"),
+}
+
+
+@contextmanager
+def webhook_receiver():
+    """A webhook on loopback that keeps every JSON body posted to it: (its URL, the bodies)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()
