@@ -11,12 +11,21 @@ from typing import Any
 from maestro.config import Settings
 
 
-def client(settings: Settings) -> Any:
+def use_tracking(settings: Settings) -> None:
+    """Point MLflow's process-wide URIs at the platform's tracking store and registry: the
+    fluent API (`mlflow.start_run`, `mlflow.artifacts`, `models:/` URIs) reads them."""
     import mlflow
-    from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+
+
+def client(settings: Settings) -> Any:
+    """A client of the platform's tracking store and registry; it also calls `use_tracking`,
+    since what is done with a client is mostly followed by fluent calls on the same store."""
+    from mlflow import MlflowClient
+
+    use_tracking(settings)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

@@ -105,7 +105,7 @@ def test_a_backup_restores_into_an_empty_state_that_serves_the_same_predictions(
     )
     restore(target, archive)
     assert registry_state(target) == before
-    tracking.client(target)
+    tracking.use_tracking(target)
     served = mlflow.sklearn.load_model("models:/demo@champion")
     features = frame.drop(columns=["customer_id", "event_timestamp", "churned"]).head(50)
     assert (served.predict_proba(features) == pipeline.predict_proba(features)).all()

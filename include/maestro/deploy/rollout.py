@@ -42,7 +42,7 @@ def run_deployment(
     from maestro.spec import get_spec
 
     spec = get_spec(model, settings)
-    tracking.client(settings)
+    tracking.use_tracking(settings)
     if not version:
         champion = registry.champion_version(settings, model)
         if champion is None:

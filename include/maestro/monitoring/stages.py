@@ -101,7 +101,7 @@ def champion_scores(
 
     from maestro.training.families import scores
 
-    tracking.client(settings)
+    tracking.use_tracking(settings)
     model = mlflow.sklearn.load_model(f"models:/{spec.name}/{version.version}")
     return scores(model, spec, rows[spec.feature_names])
 

@@ -177,7 +177,7 @@ def monitor(model: str, settings: Settings, window_end: str = "") -> int:
 
     from maestro import registry, tracking
 
-    tracking.client(settings)
+    tracking.use_tracking(settings)
     run_id = registry.champion_version(settings, model).tags["monitoring_run_id"]
     found = mlflow.artifacts.load_dict(f"runs:/{run_id}/monitoring/verdict.json")
     echo(f"verdict        {found['status']}: {found['reason']}")

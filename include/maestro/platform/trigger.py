@@ -4,12 +4,12 @@ API, and optionally follow it to an exit code a pipeline can act on."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from enum import IntEnum
 
 from maestro.config import Settings
 from maestro.platform.airflow_api import AirflowAPIError, platform_client
+from maestro.waiting import wait_for
 
 
 class Outcome(IntEnum):
@@ -73,13 +73,14 @@ def trigger_training(
     echo(f"follow it at   {ui}/dags/{dag_id}/runs/{run_id}")
     if not wait:
         return Outcome.SUCCESS
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = airflow.run(dag_id, run_id)
-        if run["state"] == "success":
+    last: dict = {}
+
+    def finished() -> Outcome | None:
+        last.update(airflow.run(dag_id, run_id))
+        if last["state"] == "success":
             echo(f"finished       {dag_id} run {run_id}: success")
             return Outcome.SUCCESS
-        if run["state"] == "failed":
+        if last["state"] == "failed":
             echo(f"finished       {dag_id} run {run_id}: FAILED (see its task logs in the UI)")
             return Outcome.FAILED
         states = {t["task_id"]: t["state"] for t in airflow.task_instances(dag_id, run_id)}
@@ -89,6 +90,14 @@ def trigger_training(
                 f"request_approval/required_actions, or `maestro approve {model} VERSION`"
             )
             return Outcome.WAITING_FOR_APPROVAL
-        time.sleep(poll)
-    echo(f"timed out after {timeout:g}s: {dag_id} run {run_id} is still {run['state']}")
-    return Outcome.TIMEOUT
+        return None
+
+    def answered() -> tuple[Outcome] | None:  # SUCCESS is 0: wait_for takes a truthy answer
+        outcome = finished()
+        return None if outcome is None else (outcome,)
+
+    try:
+        return wait_for(answered, timeout=timeout, interval=poll, what=f"{dag_id} run {run_id}")[0]
+    except TimeoutError:
+        echo(f"timed out after {timeout:g}s: {dag_id} run {run_id} is still {last['state']}")
+        return Outcome.TIMEOUT

@@ -39,7 +39,7 @@ def score_partition(settings: Settings, model: str, day: str, source: str | None
     from maestro.spec import get_spec
 
     spec = get_spec(model, settings)
-    tracking.client(settings)
+    tracking.use_tracking(settings)
     champion = registry.champion_version(settings, model)
     if champion is None:
         raise BadInput(f"{model} has no champion: nothing to score with")

@@ -40,6 +40,7 @@ from maestro.logs.predictions import Entry, prediction_store
 from maestro.serving.log_pipe import F_SETPIPE_SZ, FRAME, PIPE_BYTES, WriterStats
 from maestro.serving.log_writer import READ_PAUSE, EntryFile
 from maestro.vocabulary import LOG_DRAIN_SECONDS
+from maestro.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,14 @@ class PredictionLog:
         self.waiting_bytes += len(frame)
 
     def flush(self, timeout: float = 60) -> None:
-        """Wait until the pipe has taken every entry logged so far."""
-        deadline = time.monotonic() + timeout
-        while self._waiting and time.monotonic() < deadline:
+        """Wait until the pipe has taken every entry logged so far (at most `timeout`)."""
+
+        def drained() -> bool:
             self._wake.set()
-            time.sleep(0.01)
+            return not self._waiting
+
+        with suppress(TimeoutError):
+            wait_for(drained, timeout=timeout, interval=0.01, what="the prediction log's pipe")
 
     @property
     def pending(self) -> int:
