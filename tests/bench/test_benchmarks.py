@@ -122,3 +122,10 @@ def test_drift_compares_both_engines_and_reads_the_prediction_log():
     assert_row(output, "maestro growth from", 4)
     assert_row(output, "read a day, compacted", 2)
     assert_row(output, "read a day, one file per handover", 2)
+
+
+def test_tracing_compares_the_server_with_tracing_off_and_on():
+    output = run_benchmark("tracing.py", timeout=600)
+    for row in ("| off |", "| on |"):
+        assert_row(output, row, 4)
+    assert_row(output, "on/off: requests/s", 2)

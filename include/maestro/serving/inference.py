@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -28,6 +29,9 @@ from maestro.serving.records import RequestError, to_columns
 from maestro.serving.routing import Lane, unknown_model
 from maestro.serving.server import ModelServer
 from maestro.vocabulary import PRIMARY, SHADOW, SMOKE, TRAFFIC_HEADER
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("maestro.serving")
 
@@ -74,12 +78,37 @@ async def read(
 async def predict(
     server: ModelServer,
     request: Request,
+    route: str,
     model: str,
     version: str | None = None,
     protocol: Protocol = RECORDS,
 ) -> Response:
     """Score a request with the version the plan picks (or the one named), in the JSON
-    records protocol or the Open Inference Protocol; shadow and log it."""
+    records protocol or the Open Inference Protocol; shadow and log it; trace it when the
+    server traces (`route` is the path's template, the span's name)."""
+    if server.tracing is None:
+        return await score(server, request, model, version, protocol, None)
+    span = server.tracing.start(request.headers, request.method, route, model)
+    try:
+        response = await score(server, request, model, version, protocol, span)
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            from opentelemetry.trace import StatusCode
+
+            span.set_status(StatusCode.ERROR)
+        return response
+    finally:
+        span.end()
+
+
+async def score(
+    server: ModelServer,
+    request: Request,
+    model: str,
+    version: str | None,
+    protocol: Protocol,
+    span: Span | None,
+) -> Response:
     started = time.perf_counter()
     if not authorized(server, request):
         return refuse(server, model, unauthorized(), protocol)
@@ -99,6 +128,8 @@ async def predict(
         scores = lane.scorer.score(features.table)
     except RequestError as error:  # counted per version too: a canary may refuse more
         metrics.requests.labels(model, lane.scorer.version, str(error.status)).inc()
+        if span is not None:
+            span.set_attribute("maestro.model_version", lane.scorer.version)
         return refuse(server, model, error, protocol)
     except ClientDisconnect:  # the client's doing, not the version's: no 5xx
         metrics.errors.labels(model, CLIENT_GONE).inc()
@@ -122,6 +153,14 @@ async def predict(
     role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else PRIMARY
     log_scores(server, request_id, model, lane, role, elapsed, names, features, scores)
     server.remember(model, request_id, len(scores))
+    if span is not None:
+        span.set_attributes(
+            {
+                "maestro.model_version": lane.scorer.version,
+                "maestro.rows": len(scores),
+                "maestro.request_id": request_id,
+            }
+        )
     if protocol is RECORDS:
         answer = orjson.dumps(
             {

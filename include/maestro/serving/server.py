@@ -9,12 +9,14 @@ from maestro.serving.catalogue import Metrics
 from maestro.serving.online import OnlineLookup
 from maestro.serving.predlog import Folders, PredictionLog
 from maestro.serving.routing import Router
+from maestro.serving.tracing import Tracing
 
 RECENT_IDS = 1_000_000
 
 
 class ModelServer:
-    """The routing, the metrics, the prediction log and the requests answered lately."""
+    """The routing, the metrics, the prediction log, tracing (when asked for) and the requests
+    answered lately."""
 
     def __init__(self, settings: Settings, models: list[str]) -> None:
         self.settings = settings
@@ -23,14 +25,17 @@ class ModelServer:
         self.router = Router(settings, self.metrics, models)
         self.log = open_prediction_log(settings)
         self.online = OnlineLookup(settings)
+        self.tracing = Tracing.from_environment()
         # (model, request id) answered lately and their row counts: feedback on them needs no
         # lookup (feedback names its model: a request of another model is unknown to it)
         self.recent: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:
-        """Drain the prediction log and retire this process's metrics."""
+        """Drain the prediction log, export the last spans, retire this process's metrics."""
         if self.log is not None:
             self.log.close()
+        if self.tracing is not None:
+            self.tracing.close()
         self.metrics.close()
 
     def remember(self, model: str, request_id: str, rows: int) -> None:

@@ -14,21 +14,24 @@ from starlette.routing import Route
 from maestro.serving.deps import server_of
 from maestro.serving.inference import predict
 
+PREDICT = "/v1/models/{model}/predict"
+PREDICT_VERSION = "/v1/models/{model}/versions/{version}/predict"
+
 
 async def create_prediction(request: Request) -> Response:
-    return await predict(server_of(request), request, request.path_params["model"])
+    return await predict(server_of(request), request, PREDICT, request.path_params["model"])
 
 
 async def create_version_prediction(request: Request) -> Response:
     """Score with one version of the plan directly (a blue-green smoke test of a version that
     has no traffic yet)."""
     params = request.path_params
-    return await predict(server_of(request), request, params["model"], params["version"])
+    return await predict(
+        server_of(request), request, PREDICT_VERSION, params["model"], params["version"]
+    )
 
 
 routes = [
-    Route("/v1/models/{model}/predict", create_prediction, methods=["POST"]),
-    Route(
-        "/v1/models/{model}/versions/{version}/predict", create_version_prediction, methods=["POST"]
-    ),
+    Route(PREDICT, create_prediction, methods=["POST"]),
+    Route(PREDICT_VERSION, create_version_prediction, methods=["POST"]),
 ]

@@ -46,14 +46,16 @@ async def read_model_ready(model: str, server: TokenHolder, version: str | None 
     return {"name": model, "ready": True}
 
 
+INFER = "/v2/models/{model}/infer"
+INFER_VERSION = "/v2/models/{model}/versions/{version}/infer"
+
+
 async def create_inference(request: Request) -> Response:
     params = request.path_params
+    route = INFER_VERSION if "version" in params else INFER
     return await predict(
-        server_of(request), request, params["model"], params.get("version"), OPEN_INFERENCE
+        server_of(request), request, route, params["model"], params.get("version"), OPEN_INFERENCE
     )
 
 
-routes = [
-    Route(f"{prefix}/infer", create_inference, methods=["POST"])
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
-]
+routes = [Route(path, create_inference, methods=["POST"]) for path in (INFER, INFER_VERSION)]

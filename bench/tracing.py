@@ -1,0 +1,166 @@
+"""What request tracing costs the model server, side by side in one run.
+
+Two `maestro serve --workers 1` of `demo` and `adult_income` (LightGBM, 200 trees, one scratch
+registry, prediction log on): one as deployed (tracing off), one with
+`OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an OTLP/HTTP receiver on loopback (its own process,
+which decodes every export and counts the spans, as a collector would). Debian's `wrk` loads
+one server at a time with single rows (8 connections), in `--rounds` pairs of runs whose order
+alternates, each server left quiet before the next run. Reported per model: each server's
+requests/s and p99 (means of its runs), on/off ratios, and the spans received against the
+requests answered.
+
+    .venv/bin/python bench/tracing.py [--seconds 10] [--rounds 5] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from serving import register, start, wait_until_quiet, wait_until_up, wrk  # noqa: E402
+
+from maestro.web import free_port  # noqa: E402
+
+RECEIVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+spans = 0
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        global spans
+        export = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
+        spans += sum(len(s.spans) for r in export.resource_spans for s in r.scope_spans)
+        self.send_response(200)
+        self.end_headers()
+    def do_GET(self):
+        body = str(spans).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--smoke", action="store_true", help="1-second runs, one round: a check")
+    a = p.parse_args()
+    if a.smoke:
+        a.seconds, a.rounds = 1, 1
+    tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-tracing-"))
+    os.environ["MAESTRO_HOME"] = str(tmp / "home")
+    from maestro.config import get_settings
+    from maestro.data import sources
+    from maestro.data.synthetic import generate
+    from maestro.spec import get_spec
+
+    settings = get_settings()
+    adult = get_spec("adult_income", settings)
+    adult_frame = sources.conform(
+        sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
+    )
+    rows = {
+        "demo": register(settings, "demo", generate(20000))[0],
+        "adult_income": register(settings, "adult_income", adult_frame)[0],
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
+    }
+    receiver_port = free_port()
+    receiver = start([sys.executable, "-c", RECEIVER, str(receiver_port)], env, tmp / "otlp.log")
+    receiver_url = f"http://127.0.0.1:{receiver_port}"
+    maestro = str(Path(sys.executable).with_name("maestro"))
+    servers = {}
+    for name, extra in (("off", {}), ("on", {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver_url})):
+        port = free_port()
+        server_env = {
+            **env,
+            **extra,
+            "MAESTRO_PREDICTION_LOG": str(tmp / f"log-{name}"),
+            "MAESTRO_SERVING_PLAN": str(tmp / f"plan-{name}.json"),
+        }
+        command = [maestro, "serve", "demo", "adult_income", "--port", str(port), "--workers", "1"]
+        servers[name] = (
+            start(command, server_env, tmp / f"{name}.log"),
+            f"http://127.0.0.1:{port}",
+        )
+    results = {}
+    try:
+        for model, model_rows in rows.items():
+            body = json.dumps(model_rows[0]).encode()
+            for _, base in servers.values():
+                wait_until_up(f"{base}/v1/models/{model}/predict", body)
+            results[model] = compare(model, servers, body, receiver, receiver_url, tmp, a)
+            report(model, results[model])
+    finally:
+        for process, _ in servers.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(receiver.pid, signal.SIGTERM)
+    (tmp / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nraw figures: {tmp / 'results.json'}")
+
+
+def spans_received(receiver_url: str) -> int:
+    import httpx
+
+    return int(httpx.get(receiver_url, timeout=5).text)
+
+
+def compare(model: str, servers: dict, body: bytes, receiver, receiver_url: str, tmp: Path, a):
+    """Single rows on both servers in alternating pairs of runs; the spans the traced one
+    sent during its runs (counted after each run, once its exporter has caught up)."""
+    pids = [process.pid for process, _ in servers.values()] + [receiver.pid]
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for i in range(a.rounds):
+        for name in list(servers) if i % 2 == 0 else list(servers)[::-1]:
+            wait_until_quiet(pids)
+            before = spans_received(receiver_url)
+            run = wrk(f"{servers[name][1]}/v1/models/{model}/predict", body, tmp, a.seconds, 8)
+            time.sleep(6)  # the batch exporter sends every 5 s
+            run["spans"] = spans_received(receiver_url) - before
+            run["seconds"] = max(1, round(a.seconds))  # what wrk ran
+            runs[name].append(run)
+    return runs
+
+
+def report(model: str, runs: dict) -> None:
+    def mean(name: str, key: str) -> float:
+        return float(np.mean([r[key] for r in runs[name]]))
+
+    print(f"\n{model}, single rows (wrk, 8 connections), mean of {len(runs['off'])} runs:\n")
+    print("| tracing | requests/s | p50 ms | p99 ms | spans sent per request |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in ("off", "on"):
+        requests = sum(r["rps"] * r["seconds"] for r in runs[name]) or 1
+        per = sum(r["spans"] for r in runs[name]) / requests if name == "on" else 0.0
+        print(
+            f"| {name} | {mean(name, 'rps'):,.0f} | {mean(name, 'p50_ms'):.2f} | "
+            f"{mean(name, 'p99_ms'):.2f} | {per:.2f} |"
+        )
+    print(
+        f"\non/off: requests/s {mean('on', 'rps') / mean('off', 'rps'):.2f}, "
+        f"p99 {mean('on', 'p99_ms') / mean('off', 'p99_ms'):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
