@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from maestro.config import Settings
 from maestro.serving.deps import refusal_of
 from maestro.serving.records import RequestError
-from maestro.serving.routes import feedback, health, models, predict, v2
+from maestro.serving.routes import docs, feedback, health, models, predict, v2
 from maestro.serving.routing import first_plan, watch
 from maestro.serving.server import ModelServer
 
@@ -50,9 +50,16 @@ def create_app(settings: Settings, served: list[str] | None = None) -> FastAPI:
         finally:
             server.close()
 
-    app = FastAPI(title="Maestro model server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # the OpenAPI document is the server's own route (`routes.docs`): behind the token
+    app = FastAPI(
+        title="Maestro model server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.add_exception_handler(RequestError, refusal_of)
-    for router in (health.router, models.router, feedback.router, v2.router):
+    for router in (health.router, models.router, feedback.router, v2.router, docs.router):
         app.include_router(router)
     app.router.routes.extend(predict.routes + v2.routes)
     return app

@@ -9,9 +9,36 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from maestro.serving.records import RequestError, parse_json
 from maestro.serving.server import ModelServer
+
+
+class Refusal(BaseModel):
+    """Every refusal's body: what is wrong, the status, and the field when one is to blame
+    (the Open Inference Protocol's routes send `error` alone)."""
+
+    error: str
+    status: int | None = None
+    field: str | None = None
+
+
+REFUSALS = {
+    400: "the body is not valid JSON",
+    401: "missing or wrong bearer token",
+    404: "the model or version is not served",
+    413: "the body or the batch is over its limit",
+    415: "not JSON (or not UTF-8)",
+    422: "a record, tensor or label the model refuses",
+    503: "the prediction log is behind (Retry-After)",
+}
+# what FastAPI documents of a route's refusals (`APIRouter(responses=...)`)
+REFUSED: dict[int | str, dict[str, Any]] = {
+    # JSON whatever the route's own media type (a refusal of /metrics too)
+    status: {"model": Refusal, "description": why, "content": {"application/json": {}}}
+    for status, why in REFUSALS.items()
+}
 
 
 def unauthorized() -> RequestError:

@@ -8,20 +8,62 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from maestro.logs import labels
 from maestro.logs.predictions import known_requests
-from maestro.serving.deps import TokenHolder, records
+from maestro.serving.deps import REFUSED, Refusal, TokenHolder, records
 from maestro.serving.routing import unknown_model
 from maestro.serving.server import ModelServer
 from maestro.spec import ModelSpec
 
 WORKER_HANDOVER_SECONDS = 3.0  # a request another worker answered is in the log by then
 
-router = APIRouter(prefix="/v1/models", tags=["feedback"])
+router = APIRouter(prefix="/v1/models", tags=["feedback"], responses=REFUSED)
 
 
-@router.post("/{model}/feedback")
+class Refused(BaseModel):
+    index: int  # the label's place in what was sent
+    request_id: str
+    reason: str
+
+
+class FeedbackResult(BaseModel):
+    """What was kept, and each label refused with its reason (404: every request unknown)."""
+
+    model: str
+    accepted: int
+    refused: list[Refused]
+
+
+LABEL = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1},
+        "label": {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]},
+        "row": {"type": "integer", "minimum": 0},
+    },
+    "required": ["request_id", "label"],
+    "additionalProperties": False,
+}
+# the body is read raw (as a prediction's is): its schema is declared for the document alone
+LABELS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"oneOf": [LABEL, {"type": "array", "items": LABEL, "minItems": 1}]}
+        }
+    },
+}
+JUDGED = {"model": FeedbackResult | Refusal, "content": {"application/json": {}}}
+
+
+@router.post(
+    "/{model}/feedback",
+    response_model=FeedbackResult,
+    responses={404: JUDGED, 422: JUDGED},
+    openapi_extra={"requestBody": LABELS_BODY},
+)
 async def create_feedback(model: str, request: Request, server: TokenHolder) -> JSONResponse:
     """Labels for earlier predictions: one `{"request_id", "label", "row"?}` or a list. Each is
     judged alone: refused ones are reported with the reason, the rest kept."""

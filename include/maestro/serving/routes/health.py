@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from maestro.serving.deps import Server, TokenHolder, authorized
+from maestro.serving.deps import REFUSED, Server, TokenHolder, authorized
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=REFUSED)
 
 
 @router.get("/health")
@@ -26,7 +26,7 @@ async def read_ready(request: Request, server: Server) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def read_metrics(server: TokenHolder) -> Response:
     """Behind the token too: the series name every model and version served."""
     server.observe_state()

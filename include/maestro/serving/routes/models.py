@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from maestro.serving.deps import TokenHolder
+from maestro.serving.deps import REFUSED, TokenHolder
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=REFUSED)
 
 
 @router.get("")

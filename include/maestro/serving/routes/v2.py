@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from maestro.serving.deps import OPEN_INFERENCE, Server, TokenHolder, server_of
+from maestro.serving.deps import OPEN_INFERENCE, REFUSED, Server, TokenHolder, server_of
 from maestro.serving.inference import predict
 
-router = APIRouter(prefix="/v2", tags=["v2"])
+router = APIRouter(prefix="/v2", tags=["v2"], responses=REFUSED)
 
 
 @router.get("")
