@@ -42,6 +42,7 @@ import psutil
 from maestro.web import free_port
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.support: how tests and benchmarks register a model
 BARE = """
 from fastapi import FastAPI
 from fastapi.responses import Response

@@ -126,6 +126,6 @@ def test_drift_compares_both_engines_and_reads_the_prediction_log():
 
 def test_tracing_compares_the_server_with_tracing_off_and_on():
     output = run_benchmark("tracing.py", timeout=600)
-    for row in ("| off |", "| on |"):
+    for row in ("| off |", "| on |", "| on, 10% sampled |"):
         assert_row(output, row, 4)
     assert_row(output, "on/off: requests/s", 2)
