@@ -130,7 +130,7 @@ def explain(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     test = _test_split(handle, settings).head(EXPLAIN_ROWS)
     model = mlflow.sklearn.load_model(_version_uri(handle))
     family = (
-        tracking.use_tracking(settings)
+        tracking.client(settings)
         .get_model_version(handle.model, handle.version)
         .tags["best_family"]
     )
