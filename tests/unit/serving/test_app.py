@@ -124,3 +124,25 @@ def test_a_plan_rewritten_with_the_same_size_and_time_is_applied(client):
     while http.get("/v1/models").json()["plan"] == before["plan"]:
         assert time.monotonic() < deadline, "the rewritten plan was not applied"
         time.sleep(0.1)
+
+
+def test_building_the_app_starts_nothing_and_its_lifespan_owns_the_log_writer(
+    settings, demo_champion, monkeypatch, tmp_path
+):
+    """Importing and building the app start no process and write nothing; the lifespan
+    starts the prediction log's writer and stops it on the way out."""
+    import psutil
+
+    from maestro.config import get_settings
+
+    log = tmp_path / "prediction_log"
+    monkeypatch.setenv("MAESTRO_PREDICTION_LOG", str(log))
+    get_settings.cache_clear()
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    app = create_app(get_settings(), ["demo"])
+    assert {p.pid for p in me.children()} == before and not log.exists()
+    with TestClient(app):
+        writers = [p for p in me.children() if p.pid not in before]
+        assert any("log_writer" in " ".join(p.cmdline()) for p in writers), writers
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in writers)
