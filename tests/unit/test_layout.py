@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "logs": BASE | {"files", "spec"},
     "training": BASE | {"data", "handles", "registry", "spec", "tracking"},
     "governance": BASE | {"handles", "registry", "spec", "tracking", "training"},
-    "serving": BASE | {"data", "files", "logs", "registry", "spec", "tracking"},
+    "serving": BASE | {"data", "files", "logs", "registry", "spec", "tracking", "waiting"},
     "monitoring": BASE | {"handles", "logs", "registry", "spec", "tracking", "training", "web"},
     "deploy": BASE
     | {"files", "monitoring", "registry", "serving", "spec", "tracking", "waiting", "web"},
