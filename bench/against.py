@@ -28,7 +28,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving import register, start, wait_until_compiled, wait_until_quiet, wait_until_up, wrk  # noqa: E402
+from serving import (  # noqa: E402
+    register_models,
+    start,
+    wait_until_compiled,
+    wait_until_quiet,
+    wait_until_up,
+    wrk,
+)
 
 from maestro.web import free_port  # noqa: E402
 
@@ -64,19 +71,9 @@ def main() -> None:
 
 def run(a, tmp: Path, worktree: Path) -> None:
     from maestro.config import get_settings
-    from maestro.data import sources
-    from maestro.data.synthetic import generate
-    from maestro.spec import get_spec
 
     settings = get_settings()
-    adult = get_spec("adult_income", settings)
-    adult_frame = sources.conform(
-        sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
-    )
-    rows = {
-        "demo": register(settings, "demo", generate(20000))[0],
-        "adult_income": register(settings, "adult_income", adult_frame)[0],
-    }
+    rows = {model: found[0] for model, found in register_models(settings).items()}
     maestro = str(Path(sys.executable).with_name("maestro"))
     env = {
         **os.environ,

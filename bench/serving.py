@@ -69,6 +69,23 @@ def register(settings, model: str, frame) -> tuple[list[dict], object]:
     return json.loads(rows.to_json(orient="records")), pipeline
 
 
+def register_models(settings) -> dict[str, tuple[list[dict], object]]:
+    """`demo` (20,000 generated rows) and `adult_income` (UCI Adult), each registered as its
+    champion (see `register`)."""
+    from maestro.data import sources
+    from maestro.data.synthetic import generate
+    from maestro.spec import get_spec
+
+    adult = get_spec("adult_income", settings)
+    adult_frame = sources.conform(
+        sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
+    )
+    return {
+        "demo": register(settings, "demo", generate(20000)),
+        "adult_income": register(settings, "adult_income", adult_frame),
+    }
+
+
 MLSERVER = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1")
 
 
@@ -433,20 +450,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-serving-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")
     from maestro.config import get_settings
-    from maestro.data import sources
-    from maestro.data.synthetic import generate
-    from maestro.spec import get_spec
 
     settings = get_settings()
-    adult = get_spec("adult_income", settings)
-    origin = "adult"
-    adult_frame = sources.conform(
-        sources.add_keys(sources.read_source(adult, settings), adult, origin), adult, origin
-    )
-    registered = {
-        "demo": register(settings, "demo", generate(20000)),
-        "adult_income": register(settings, "adult_income", adult_frame),
-    }
+    registered = register_models(settings)
 
     bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` runs `uvicorn` from PATH
     env = {

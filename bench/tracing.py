@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving import register, start, wait_until_quiet, wait_until_up, wrk  # noqa: E402
+from serving import register_models, start, wait_until_quiet, wait_until_up, wrk  # noqa: E402
 
 from maestro.web import free_port  # noqa: E402
 
@@ -70,19 +70,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="maestro-bench-tracing-"))
     os.environ["MAESTRO_HOME"] = str(tmp / "home")
     from maestro.config import get_settings
-    from maestro.data import sources
-    from maestro.data.synthetic import generate
-    from maestro.spec import get_spec
 
     settings = get_settings()
-    adult = get_spec("adult_income", settings)
-    adult_frame = sources.conform(
-        sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
-    )
-    rows = {
-        "demo": register(settings, "demo", generate(20000))[0],
-        "adult_income": register(settings, "adult_income", adult_frame)[0],
-    }
+    rows = {model: found[0] for model, found in register_models(settings).items()}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "MLFLOW_TRACKING_URI": settings.tracking_uri,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -215,16 +216,16 @@ PROMETHEUS_TOOLS = {
 
 
 @contextmanager
-def webhook_receiver():
-    """A webhook on loopback that keeps every JSON body posted to it: (its URL, the bodies)."""
-    import json
+def post_receiver(decode: Callable[[bytes], list], path: str = ""):
+    """An HTTP endpoint on loopback that answers every POST 200 and keeps what `decode` makes
+    of each body: (its URL, everything kept)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received: list[dict] = []
+    received: list = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            received.extend(decode(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
 
@@ -234,6 +235,13 @@ def webhook_receiver():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
+        yield f"http://127.0.0.1:{server.server_port}{path}", received
     finally:
         server.shutdown()
+
+
+def webhook_receiver():
+    """A webhook on loopback that keeps every JSON body posted to it: (its URL, the bodies)."""
+    import json
+
+    return post_receiver(lambda body: [json.loads(body)], "/hook")

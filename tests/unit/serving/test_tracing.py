@@ -5,50 +5,34 @@ caller's trace continued; without them, nothing is traced."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
 
 from maestro.serving.app import create_app
 from maestro.serving.tracing import wanted
+from tests.support import post_receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
-@contextmanager
-def otlp_receiver() -> Iterator[tuple[str, list]]:
-    """An OTLP/HTTP traces endpoint on loopback: (its base URL, every span received)."""
+def otlp_receiver():
+    """An OTLP/HTTP traces endpoint on loopback: (its base URL, every (resource, span))."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
-    spans: list = []
+    def spans(body: bytes) -> list:
+        export = ExportTraceServiceRequest.FromString(body)
+        return [
+            (resource.resource, span)
+            for resource in export.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            export = ExportTraceServiceRequest.FromString(body)
-            for resource in export.resource_spans:
-                for scope in resource.scope_spans:
-                    spans.extend((resource.resource, span) for span in scope.spans)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", spans
-    finally:
-        server.shutdown()
+    return post_receiver(spans)
 
 
 def v2_request(row: dict) -> dict:
