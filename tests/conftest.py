@@ -59,6 +59,7 @@ NEEDS = {
     "redis_databases": "redis",
     "prometheus_tools": "prometheus",
     "browser": "browser",
+    "needs_torch": "torch",
 }
 
 

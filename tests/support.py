@@ -45,6 +45,17 @@ def needs_shared_data(name: str) -> Path:
     return path
 
 
+def needs_torch() -> None:
+    """Skip (a failure under MAESTRO_REQUIRE_TORCH) when PyTorch, an optional extra, is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        message = "PyTorch is not installed (pip install torch==2.13.0)"
+        if os.environ.get("MAESTRO_REQUIRE_TORCH"):
+            pytest.fail(f"the PyTorch tests are required (MAESTRO_REQUIRE_TORCH): {message}")
+        pytest.skip(message + "; set MAESTRO_REQUIRE_TORCH to fail instead")
+
+
 def fit_lightgbm(spec: Any, frame: Any, params: dict, threads: int = 1) -> Any:
     """A LightGBM pipeline of `spec` fitted on `frame` (its features and target)."""
     from maestro.training.families import build_estimator, fit

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Folders a spec's CSV or parquet source may read from (separated by `:`); default: the
     # project, its sibling `shared/data` and the state folder. A path outside them is refused.
     data_roots: str | None = None
+    # Packages a spec's own trainers may come from (`trainers.<name>.function`), separated by
+    # `,`; default: `trainers`, the folder `include/trainers/`. Anything else is refused.
+    trainer_packages: str = "trainers"
     # Parallel trial workers per tuning step (mapped Airflow tasks); a spec may override.
     tune_workers: int = 2
     # How often a waiting approval looks for a decision by tag (seconds).
@@ -177,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def evidently_dir(self) -> Path:
         return self.evidently_workspace or self.home / "evidently"
+
+    @property
+    def trainer_package_names(self) -> list[str]:
+        return [p.strip() for p in self.trainer_packages.split(",") if p.strip()]
 
     @property
     def source_roots(self) -> list[Path]:

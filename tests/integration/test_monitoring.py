@@ -58,13 +58,12 @@ def register_champion(settings, train: pd.DataFrame) -> str:
 def serve_rows(settings, rows: pd.DataFrame, version: str, batch: int = 100) -> list[str]:
     """Log `rows` as the server does (bodies as sent, predictions as bytes) through the real
     writer process; returns the request ids, one per batch."""
-    import mlflow
 
+    from maestro.models import load_version, scores
     from maestro.spec import get_spec
-    from maestro.training.families import scores
 
     spec = get_spec("adult_income", settings)
-    model = mlflow.sklearn.load_model(f"models:/adult_income/{version}")
+    model = load_version(f"models:/adult_income/{version}")
     log = PredictionLog(settings.prediction_log_location)
     ids = []
     names = tuple(spec.feature_names)

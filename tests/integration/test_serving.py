@@ -92,7 +92,7 @@ def register_versions(settings: Settings) -> None:
             input_example=example,
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=own_types(broken),
-            pip_requirements=serving_requirements(),
+            pip_requirements=serving_requirements(broken),
         )
     mlflow.register_model(logged.model_uri, "demo")
     mlc.set_registered_model_alias("demo", "champion", "1")

@@ -26,12 +26,15 @@ ALLOWED: dict[str, set[str]] = {
     "spec": {"config", "errors"},
     "tracking": {"config"},
     "registry": BASE | {"spec", "tracking"},
+    "models": {"spec"},
     "data": BASE | {"files", "spec"},
     "logs": BASE | {"files", "spec"},
-    "training": BASE | {"data", "handles", "registry", "spec", "tracking"},
-    "governance": BASE | {"handles", "registry", "spec", "tracking", "training"},
-    "serving": BASE | {"data", "files", "logs", "registry", "spec", "tracking", "waiting"},
-    "monitoring": BASE | {"handles", "logs", "registry", "spec", "tracking", "training", "web"},
+    "training": BASE | {"data", "handles", "models", "registry", "spec", "tracking"},
+    "governance": BASE | {"handles", "models", "registry", "spec", "tracking", "training"},
+    "serving": BASE
+    | {"data", "files", "logs", "models", "registry", "spec", "tracking", "waiting"},
+    "monitoring": BASE
+    | {"handles", "logs", "models", "registry", "spec", "tracking", "training", "web"},
     "deploy": BASE
     | {"files", "monitoring", "registry", "serving", "spec", "tracking", "waiting", "web"},
     "orchestration": BASE

@@ -4,7 +4,8 @@ Exact SHAP values without another dependency: LightGBM computes TreeSHAP itself
 (`pred_contrib=True`); for linear models the SHAP value of a column is its coefficient times
 the column's deviation from its mean (the linear explainer's independent-features case).
 Columns one feature was encoded into (one-hot) are summed back to that feature, as SHAP
-values add up. Random forests fall back to permutation importance, and say so.
+values add up. XGBoost and CatBoost compute TreeSHAP themselves too. Random forests and your
+own trainers' models get the model-agnostic permutation importance on a sample, and say so.
 """
 
 from __future__ import annotations
@@ -27,12 +28,28 @@ def _raw_feature(column: str, features: list[str]) -> str:
     return max(owners, key=len)
 
 
+EXACT = {"lightgbm", "xgboost", "catboost", *SCALED}  # families with exact SHAP values
+PERMUTATION_ROWS = 1000  # the sample a model-agnostic explanation permutes
+
+
 def column_contributions(model: Any, family: str, X: pd.DataFrame) -> pd.DataFrame:
     """SHAP values per encoded column, one row per row of X."""
     prep, estimator = model[:-1], model[-1]
     encoded = prep.transform(X)
     if family == "lightgbm":
         values = estimator.booster_.predict(encoded, pred_contrib=True)[:, :-1]
+    elif family == "xgboost":
+        import xgboost as xgb
+
+        matrix = xgb.DMatrix(
+            encoded, feature_types=estimator.feature_types, enable_categorical=True
+        )
+        values = estimator.get_booster().predict(matrix, pred_contribs=True)[:, :-1]
+    elif family == "catboost":
+        from catboost import Pool
+
+        pool = Pool(encoded, cat_features=estimator.get_param("cat_features"))
+        values = estimator.get_feature_importance(pool, type="ShapValues")[:, :-1]
     elif family in SCALED:
         coef = np.ravel(estimator.coef_)
         values = (encoded.to_numpy(dtype=float) - encoded.to_numpy(dtype=float).mean(axis=0)) * coef
@@ -44,13 +61,11 @@ def column_contributions(model: Any, family: str, X: pd.DataFrame) -> pd.DataFra
 def shap_importance(
     model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: Any
 ) -> pd.DataFrame:
-    """Mean |SHAP| per raw feature, largest first (`method` says how it was computed)."""
-    if family == "random_forest":
-        from sklearn.inspection import permutation_importance
-
-        found = permutation_importance(model, X, y, n_repeats=5, random_state=0)
-        table = pd.DataFrame({"feature": list(X.columns), "importance": found.importances_mean})
-        table["method"] = "permutation"
+    """Mean |SHAP| per raw feature, largest first (`method` says how it was computed): exact
+    for the families in EXACT, else the model-agnostic permutation importance of the spec's
+    metric on a sample of PERMUTATION_ROWS rows."""
+    if family not in EXACT:
+        table = permutation_table(model, spec, X.head(PERMUTATION_ROWS), y[: len(X)])
     else:
         columns = column_contributions(model, family, X)
         owners = [_raw_feature(c, spec.feature_names) for c in columns.columns]
@@ -60,6 +75,29 @@ def shap_importance(
         )
         table["method"] = "mean |SHAP|"
     return table.sort_values("importance", ascending=False, ignore_index=True)
+
+
+def permutation_table(model: Any, spec: ModelSpec, X: pd.DataFrame, y: Any) -> pd.DataFrame:
+    """How much the spec's metric worsens when each feature is shuffled (5 repeats): works for
+    any model the platform can score, scikit-learn or pyfunc."""
+    from sklearn.inspection import permutation_importance
+
+    from maestro.models import scores
+    from maestro.training.families import evaluate
+
+    sign = 1.0 if spec.metric.direction == "maximize" else -1.0
+    truth = np.asarray(y)[: len(X)]
+
+    def scorer(estimator: Any, rows: pd.DataFrame, target: Any) -> float:
+        return (
+            sign
+            * evaluate(spec, np.asarray(target), scores(estimator, spec, rows))[spec.metric.name]
+        )
+
+    found = permutation_importance(model, X, truth, scoring=scorer, n_repeats=5, random_state=0)
+    table = pd.DataFrame({"feature": list(X.columns), "importance": found.importances_mean})
+    table["method"] = f"permutation of {spec.metric.name} on {len(X)} rows (model-agnostic)"
+    return table
 
 
 def plot_importance(table: pd.DataFrame, path: Path, title: str) -> Path:

@@ -133,6 +133,9 @@ def card_facts(
         "model": handle.model,
         "version": handle.version,
         "family": version.tags.get("best_family", ""),
+        "trainer": trainer.function
+        if (trainer := spec.trainers.get(version.tags.get("best_family", "")))
+        else None,
         "intended_use": spec.governance.intended_use or spec.description,
         "primary_metric": spec.metric.name,
         "features": spec.feature_names,

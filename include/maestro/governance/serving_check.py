@@ -14,18 +14,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 WARM_UP = 5
-
-
-def positive_scores(predicted: Any) -> np.ndarray:
-    """pyfunc output as one score per row: P(positive) for classifiers, the value otherwise."""
-    values = np.asarray(predicted, dtype=float)
-    return values[:, -1] if values.ndim == 2 else values
 
 
 def check_in_fresh_process(
@@ -73,11 +66,14 @@ def check_in_fresh_process(
 def main(model_uri: str, rows_path: str, result_path: str) -> None:
     import mlflow
 
+    from maestro.models import output_scores
+
     started = time.perf_counter()
     model = mlflow.pyfunc.load_model(model_uri)
     loaded = time.perf_counter() - started
     rows = pd.read_parquet(rows_path)
-    scores = positive_scores(model.predict(rows))
+    # a probability matrix gives P(positive); values stay as they are
+    scores = output_scores(model.predict(rows), classification=True)
     latencies = []
     for i in range(len(rows) + WARM_UP):
         row = rows.iloc[[i % len(rows)]]

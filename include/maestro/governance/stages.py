@@ -37,20 +37,18 @@ def _test_split(handle: CandidateVersion, settings: Settings) -> Any:
 
 def evaluate(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     """Metrics, champion comparison, slices and fairness on the test split."""
-    import mlflow
-
     from maestro.governance.gates import evaluate_challenger
-    from maestro.training.families import scores
+    from maestro.models import load_version, scores
 
     spec = get_spec(handle.model, settings)
     test = _test_split(handle, settings)
     X = test[spec.feature_names]
-    model = mlflow.sklearn.load_model(_version_uri(handle))
+    model = load_version(_version_uri(handle))
     y_score = scores(model, spec, X)
     champion = champion_version(settings, spec.name)
     champion_score = None
     if champion is not None and str(champion.version) != str(handle.version):
-        champion_model = mlflow.sklearn.load_model(f"models:/{spec.name}/{champion.version}")
+        champion_model = load_version(f"models:/{spec.name}/{champion.version}")
         champion_score = scores(champion_model, spec, X)
     result = evaluate_challenger(spec, test, y_score, champion_score)
     result["champion_version"] = str(champion.version) if champion_score is not None else None
@@ -73,14 +71,12 @@ def _metric_entities(values: dict[str, float], prefix: str) -> list:
 
 def validate_serving(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     """Load the version by its registry URI in a fresh process; compare scores, time rows."""
-    import mlflow
-
     from maestro.governance.serving_check import check_in_fresh_process
-    from maestro.training.families import scores
+    from maestro.models import load_version, scores
 
     spec = get_spec(handle.model, settings)
     rows = _test_split(handle, settings)[spec.feature_names].head(SAMPLE_ROWS)
-    offline = scores(mlflow.sklearn.load_model(_version_uri(handle)), spec, rows)
+    offline = scores(load_version(_version_uri(handle)), spec, rows)
     result = check_in_fresh_process(_version_uri(handle), rows, offline, settings.tracking_uri)
     result["latency_budget_ms"] = spec.governance.latency_budget_ms
     tracking.client(settings).log_dict(handle.evaluation_run_id, result, "evaluation/serving.json")
@@ -122,13 +118,12 @@ def serving_checks(result: dict) -> list[dict]:
 
 def explain(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     """Global SHAP importance: a table and a bar plot, as artifacts of the evaluation run."""
-    import mlflow
-
     from maestro.governance.explain import plot_importance, shap_importance
+    from maestro.models import load_version
 
     spec = get_spec(handle.model, settings)
     test = _test_split(handle, settings).head(EXPLAIN_ROWS)
-    model = mlflow.sklearn.load_model(_version_uri(handle))
+    model = load_version(_version_uri(handle))
     family = (
         tracking.client(settings)
         .get_model_version(handle.model, handle.version)

@@ -97,12 +97,11 @@ def reference_set(spec: ModelSpec, settings: Settings, version: Any) -> pd.DataF
 def champion_scores(
     spec: ModelSpec, settings: Settings, version: Any, rows: pd.DataFrame
 ) -> np.ndarray:
-    import mlflow
 
-    from maestro.training.families import scores
+    from maestro.models import load_version, scores
 
     tracking.use_tracking(settings)
-    model = mlflow.sklearn.load_model(f"models:/{spec.name}/{version.version}")
+    model = load_version(f"models:/{spec.name}/{version.version}")
     return scores(model, spec, rows[spec.feature_names])
 
 

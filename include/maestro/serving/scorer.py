@@ -4,7 +4,9 @@ signature.
 LightGBM pipelines (ordinal categories, numeric passthrough) are scored by the booster on one
 float matrix: the scikit-learn pipeline spends about 0.4 ms per call in pandas, the booster
 about 0.04 ms. The fast path is used only when it matches the pipeline on the version's input
-example at load; anything else is scored by the pipeline itself.
+example at load; anything else is scored by the pipeline itself, or, for a model that is not
+scikit-learn (a trainer's PythonModel, any MLflow model with a columnar signature), by its
+pyfunc `predict`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from maestro.models import TASK_METADATA, load_version, output_scores
 from maestro.serving.forest import CompiledForest
-from maestro.serving.records import Column, columns_of
+from maestro.serving.records import Column, RequestError, columns_of
 
 log = logging.getLogger("maestro.serving")
 PARALLEL_ROWS = 200  # batches this large are scored on several threads
@@ -37,12 +40,17 @@ class Scorer:
         example: Any,
         threads: int = 1,
         forests: Path | None = None,
+        classification: bool | None = None,
     ) -> None:
         self.model, self.version = model, version
         self.columns = columns
         self.names = tuple(c.name for c in columns)
         self.pipeline = pipeline
-        self.classification = hasattr(pipeline, "predict_proba")
+        # a pyfunc model says its task in its metadata (see load_scorer); a scikit-learn one
+        # by whether it has predict_proba
+        self.classification = (
+            hasattr(pipeline, "predict_proba") if classification is None else classification
+        )
         self.path, self._fast = "pipeline", None
         self.fallback: str | None = None  # why a fast path that was built is not used
         label = f"{model} version {version}"
@@ -88,12 +96,26 @@ class Scorer:
         import pandas as pd
 
         frame = pd.DataFrame(table, columns=[c.name for c in self.columns])
+        pyfunc = not hasattr(self.pipeline, "steps") and not hasattr(self.pipeline, "predict_proba")
         for column in self.columns:
             if column.kind in ("number", "integer"):
                 frame[column.name] = frame[column.name].astype("float64")
-        if self.classification:
+            whole = column.kind == "integer" and not frame[column.name].isna().any()
+            if pyfunc and whole:  # pyfunc enforces its schema: a long column takes no floats
+                frame[column.name] = frame[column.name].astype("int64")
+        if self.classification and hasattr(self.pipeline, "predict_proba"):
             return self.pipeline.predict_proba(frame)[:, 1]
-        return np.asarray(self.pipeline.predict(frame), dtype=float)
+        return output_scores(self._predict(frame), self.classification)
+
+    def _predict(self, frame: Any) -> Any:
+        """The model's own predict; a pyfunc model's refusal of the input is the request's
+        fault (422), not the server's."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.pipeline.predict(frame)
+        except MlflowException as error:
+            raise RequestError(422, f"the model refused the input: {error.message}") from error
 
 
 def _is_nan(value: Any) -> bool:
@@ -317,6 +339,42 @@ def load_scorer(model: str, version: str, threads: int = 1, forests: Path | None
     example = None
     if meta.saved_input_example_info:
         example = meta.load_input_example(local)
-    pipeline = mlflow.sklearn.load_model(local)
+    pipeline = load_version(local)
     columns = columns_of(meta.signature)
-    return Scorer(model, str(version), pipeline, columns, example, threads, forests)
+    classification = is_classifier(meta, pipeline)
+    scorer = Scorer(
+        model, str(version), pipeline, columns, example, threads, forests, classification
+    )
+    if example is not None:
+        check_one_score_per_row(scorer, example)
+    return scorer
+
+
+def check_one_score_per_row(scorer: Scorer, example: Any) -> None:
+    """Refuse, at load, a version whose answers the protocols cannot express: anything but one
+    finite score per row of its own input example."""
+    table = {c.name: [None if _is_nan(v) else v for v in example[c.name]] for c in scorer.columns}
+    answer = np.asarray(scorer.score(table))
+    if answer.shape != (len(example),):
+        raise ValueError(
+            f"{scorer.model} version {scorer.version} answers shape {answer.shape} for the "
+            f"{len(example)} rows of its input example: the server needs one score per row "
+            "(P(positive) for a classifier, a value otherwise); it cannot be served"
+        )
+
+
+def is_classifier(meta: Any, model: Any) -> bool:
+    """Whether a version answers P(positive): the task Maestro logged it for, else (a model
+    from elsewhere) a scikit-learn predict_proba, or a signature whose output is two columns
+    or a tensor of two per row (class probabilities)."""
+    task = (meta.metadata or {}).get(TASK_METADATA)
+    if task is not None:
+        return bool(task == "binary_classification")
+    if hasattr(model, "predict_proba"):
+        return True
+    outputs = meta.signature.outputs
+    if outputs is None:
+        return False
+    shapes = [getattr(spec, "shape", None) for spec in outputs.inputs]
+    two_columns = len(outputs.inputs) == 2 and all(s is None for s in shapes)
+    return two_columns or (len(shapes) == 1 and shapes[0] is not None and shapes[0][-1:] == (2,))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -19,13 +19,13 @@ from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.spec.fields import Column, Strict
 from maestro.spec.sections import (
+    BUILT_IN,
     CLASSIFICATION_METRICS,
     CLASSIFIERS,
     REGRESSION_METRICS,
     REGRESSORS,
     DataChecks,
     EntitySpec,
-    Family,
     FeatureSpec,
     GovernanceSpec,
     MetricSpec,
@@ -34,6 +34,7 @@ from maestro.spec.sections import (
     SplitSpec,
     TargetSpec,
     TimestampSpec,
+    TrainerSpec,
     WindowSpec,
 )
 from maestro.spec.sources import CsvSource, ParquetSource, Source
@@ -56,7 +57,10 @@ class ModelSpec(Strict):
     target: TargetSpec
     protected_attributes: list[Column] = []
     metric: MetricSpec
-    search_space: dict[Family, dict[str, ParamSpec]] = Field(min_length=2)
+    trainers: dict[Column, TrainerSpec] = Field(
+        {}, description="Your own training functions, by the family name search_space uses."
+    )
+    search_space: dict[str, dict[str, ParamSpec]] = Field(min_length=1)
     trials: int = Field(20, ge=1)
     workers: int | None = Field(None, ge=1, le=16)
     pruning: bool = Field(
@@ -94,10 +98,25 @@ class ModelSpec(Strict):
         classification = self.task == "binary_classification"
         if classification != (self.metric.name in CLASSIFICATION_METRICS):
             raise ValueError(f"metric.name: {self.metric.name!r} does not fit task {self.task!r}")
-        allowed = CLASSIFIERS if classification else REGRESSORS
+        shadowed = sorted(set(self.trainers) & BUILT_IN)
+        if shadowed:
+            raise ValueError(f"trainers: {shadowed} are names of built-in families; pick others")
+        unknown = sorted(set(self.search_space) - BUILT_IN - set(self.trainers))
+        if unknown:
+            raise ValueError(
+                f"search_space: {unknown} are neither built-in families "
+                f"({', '.join(sorted(BUILT_IN))}) nor trainers declared under `trainers`"
+            )
+        allowed = (CLASSIFIERS if classification else REGRESSORS) | set(self.trainers)
         wrong = sorted(set(self.search_space) - allowed)
         if wrong:
             raise ValueError(f"search_space: families {wrong} do not support task {self.task!r}")
+        unused = sorted(set(self.trainers) - set(self.search_space))
+        if unused:
+            raise ValueError(
+                f"trainers: {unused} are declared but not in search_space (give each its "
+                "hyperparameters there, or {} for none)"
+            )
         metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
         unknown = sorted(set(self.governance.thresholds) - metrics)
         if unknown:
@@ -149,13 +168,68 @@ class ModelSpec(Strict):
         return path
 
 
+def _sentence(item: Any) -> str:
+    """One validation error as a sentence about the spec, not in the validator's wording."""
+    kind, ctx, given = item["type"], item.get("ctx", {}), item.get("input")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a field here (check its spelling and indentation)"
+    if kind == "too_short":
+        least = ctx.get("min_length")
+        return f"needs at least {least} entr{'y' if least == 1 else 'ies'}, got none"
+    if kind == "literal_error":
+        return f"{given!r} is not one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch" and item["loc"][-1] == "function":
+        return f"{given!r} is not of the form package.module:function"
+    if kind == "string_pattern_mismatch":
+        return f"{given!r} does not match the pattern {ctx.get('pattern')}"
+    limits = {
+        "greater_than": "greater than",
+        "greater_than_equal": "at least",
+        "less_than": "less than",
+        "less_than_equal": "at most",
+    }
+    if kind in limits:
+        bound = next(iter(ctx.values()), "?")
+        shown = f"{bound:g}" if isinstance(bound, float) else bound
+        return f"must be {limits[kind]} {shown}, got {given!r}"
+    if kind.endswith(("_type", "_parsing")):
+        wanted = kind.removesuffix("_type").removesuffix("_parsing").replace("_", " ")
+        return f"must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {given!r}"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
 def _format_errors(path: Path, error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"] if not re.fullmatch(r"[a-z]+-[a-z]+", str(p)))
-        msg = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where or '(top level)'}: {msg}")
+        parts.append(f"{where or '(top level)'}: {_sentence(item)}")
     return f"{path}: invalid model spec: " + "; ".join(parts)
+
+
+def check_trainers(spec: ModelSpec, settings: Settings) -> None:
+    """Every trainer a spec names lies in an allowed package and can be found, without running
+    it (only its parent package is imported): SpecError naming the file and the field."""
+    import importlib.util
+
+    where = f"{settings.specs_dir / spec.name}.yaml"
+    allowed = settings.trainer_package_names
+    for name, trainer in spec.trainers.items():
+        field = f"trainers.{name}.function"
+        if trainer.module.split(".")[0] not in allowed:
+            raise SpecError(
+                f"{where}: {field}: {trainer.module!r} is outside the trainer packages "
+                f"({', '.join(allowed)}); add its package to MAESTRO_TRAINER_PACKAGES"
+            )
+        try:
+            found = importlib.util.find_spec(trainer.module)
+        except ImportError as error:
+            raise SpecError(
+                f"{where}: {field}: module {trainer.module!r} cannot be imported: {error}"
+            ) from error
+        if found is None:
+            raise SpecError(f"{where}: {field}: no module named {trainer.module!r}")
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -190,7 +264,9 @@ def loadable_specs(settings: Settings) -> list[ModelSpec]:
     specs = []
     for path in spec_paths(settings):
         try:
-            specs.append(load_spec(path))
+            spec = load_spec(path)
+            check_trainers(spec, settings)
+            specs.append(spec)
         except SpecError as error:
             logging.getLogger(__name__).error("skipping model spec: %s", error)
     return specs
@@ -201,4 +277,6 @@ def get_spec(name: str, settings: Settings) -> ModelSpec:
     if not path.exists():
         known = ", ".join(p.stem for p in spec_paths(settings)) or "none"
         raise SpecError(f"{path}: no model spec named {name!r} (known: {known})")
-    return load_spec(path)
+    spec = load_spec(path)
+    check_trainers(spec, settings)
+    return spec

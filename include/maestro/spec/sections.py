@@ -3,7 +3,7 @@ search space, the split and window, governance (bounds, slices, fairness), monit
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -87,9 +87,32 @@ class ParamSpec(Strict):
         return self
 
 
-Family = Literal["lightgbm", "logistic_regression", "ridge", "random_forest"]
-CLASSIFIERS = {"lightgbm", "logistic_regression", "random_forest"}
-REGRESSORS = {"lightgbm", "ridge", "random_forest"}
+# The built-in families; a spec's `trainers` section adds its own under names of its choosing.
+CLASSIFIERS = {"lightgbm", "xgboost", "catboost", "logistic_regression", "random_forest"}
+REGRESSORS = {"lightgbm", "xgboost", "catboost", "ridge", "random_forest"}
+BUILT_IN = CLASSIFIERS | REGRESSORS
+TRAINER_FUNCTION = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+
+
+class TrainerSpec(Strict):
+    """Your own training code: `function` is `package.module:function` (the contract is in the
+    README), in one of the packages named by MAESTRO_TRAINER_PACKAGES (default `trainers`,
+    the folder `include/trainers/`)."""
+
+    function: Annotated[str, Field(pattern=TRAINER_FUNCTION)]
+    requirements: list[str] = Field(
+        [], description="pip requirements the trained model needs to load, beyond the core's."
+    )
+
+    @property
+    def module(self) -> str:
+        return self.function.split(":")[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.function.split(":")[1]
+
+
 CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "log_loss"}
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 

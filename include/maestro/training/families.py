@@ -29,13 +29,26 @@ def suggest(trial: Any, family: str, space: dict[str, ParamSpec]) -> dict[str, A
     return params
 
 
-# Trees take ordinal-encoded categories as they are; linear models want one-hot and scaling.
+# Trees take ordinal-encoded categories as they are; linear models want one-hot and scaling;
+# XGBoost wants unknown and missing categories as NaN; CatBoost takes the strings themselves.
 SCALED = {"logistic_regression", "ridge"}
+NATIVE_CATEGORIES = {"catboost"}
+NAN_CODED = {"xgboost"}
+
+
+def preparation(family: str) -> str:
+    """Which preprocessing `family` shares with others (tuning fits each kind once)."""
+    if family in SCALED:
+        return "scaled"
+    if family in NATIVE_CATEGORIES:
+        return "native"
+    return "nan_coded" if family in NAN_CODED else "ordinal"
 
 
 def preprocessor(spec: ModelSpec, family: str) -> Any:
     """The unfitted preprocessing step of `family`'s pipeline (raw features to model input)."""
-    scale = family in SCALED
+    kind = preparation(family)
+    scale = kind == "scaled"
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
@@ -49,10 +62,14 @@ def preprocessor(spec: ModelSpec, family: str) -> Any:
             SimpleImputer(strategy="constant", fill_value="missing"),
             OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
         )
+    elif kind == "native":
+        num = "passthrough"
+        cat = SimpleImputer(strategy="constant", fill_value="missing")
     else:
+        code = np.nan if kind == "nan_coded" else -1
         num = "passthrough"
         cat = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+            handle_unknown="use_encoded_value", unknown_value=code, encoded_missing_value=code
         )
     transformer = ColumnTransformer(
         [("num", num, numeric), ("cat", cat, categorical)], verbose_feature_names_out=False
@@ -71,6 +88,34 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
 
         cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
         model = cls(**params, **seed, n_jobs=threads, verbose=-1)  # type: ignore[arg-type]
+        return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
+    if family == "xgboost":
+        import xgboost as xgb
+
+        types = ["c" if f.type == "category" else "q" for f in ordered_features(spec)]
+        cls = xgb.XGBClassifier if classification else xgb.XGBRegressor
+        model = cls(
+            **params,
+            **seed,
+            n_jobs=threads,
+            tree_method="hist",
+            enable_categorical=True,
+            feature_types=types,
+            max_cat_to_onehot=1,
+        )
+        return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
+    if family == "catboost":
+        import catboost
+
+        cls = catboost.CatBoostClassifier if classification else catboost.CatBoostRegressor
+        model = cls(
+            **params,
+            random_seed=0,
+            thread_count=threads,
+            cat_features=spec.categorical_features or None,
+            verbose=0,
+            allow_writing_files=False,  # else it writes catboost_info/ into the working folder
+        )
         return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
     if family == "random_forest":
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -91,6 +136,13 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
     return Pipeline([("prep", preprocessor(spec, family)), ("model", model)])
 
 
+def ordered_features(spec: ModelSpec) -> list[Any]:
+    """The features in the order the preprocessor outputs them: numeric first, then categories."""
+    return [f for f in spec.features if f.type != "category"] + [
+        f for f in spec.features if f.type == "category"
+    ]
+
+
 def estimator_fit_params(spec: ModelSpec, family: str) -> dict[str, Any]:
     """Arguments the final estimator's `fit` needs: LightGBM is told which columns are categories."""
     if family == "lightgbm" and spec.categorical_features:
@@ -102,13 +154,6 @@ def fit(model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray
     """Fit a pipeline from `build_estimator` with the arguments its family needs."""
     params = {f"model__{k}": v for k, v in estimator_fit_params(spec, family).items()}
     return model.fit(X, y, **params)
-
-
-def scores(model: Any, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
-    """Positive-class probabilities (classification) or predictions (regression)."""
-    if spec.task == "binary_classification":
-        return model.predict_proba(features)[:, 1]
-    return model.predict(features)
 
 
 def evaluate(spec: ModelSpec, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:

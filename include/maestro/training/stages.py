@@ -18,7 +18,10 @@ from maestro import registry, tracking, vocabulary
 from maestro.config import Settings
 from maestro.errors import BadInput
 from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
+from maestro.models import TASK_METADATA, raw_output, scores
 from maestro.spec import ModelSpec, get_spec
+from maestro.training import custom
+from maestro.training.families import build_estimator, evaluate, fit
 
 
 @dataclass(frozen=True)
@@ -239,19 +242,21 @@ def finish_tuning(handle: TrainingRun, settings: Settings) -> TrainingRun:
 
 
 def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
-    """Refit the best configuration on train+validation; log the model and test metrics."""
+    """Refit the best configuration and log the model with its test metrics: a built-in family
+    on train+validation; a spec's own trainer by the same call as its trials (train and
+    validation frames, so early stopping keeps its validation set), with `final=True`."""
     import mlflow
-
-    from maestro.training.families import build_estimator, evaluate, fit, scores
 
     spec = _spec(handle, settings)
     best = handle.best
     assert best is not None, "train_final runs after finish_tuning"
-    seen = pd.concat([load_split(handle, "train"), load_split(handle, "valid")])
+    train, valid = load_split(handle, "train"), load_split(handle, "valid")
     test = load_split(handle, "test")
-    X, y = seen[spec.feature_names], seen[spec.target.name].to_numpy()
-    model = fit(build_estimator(spec, best.family, best.params, threads=2), spec, best.family, X, y)
-    test_scores = scores(model, spec, test[spec.feature_names])
+    if best.family in spec.trainers:
+        model, example = fit_trainer(spec, best, train, valid), train[spec.feature_names].head(5)
+    else:
+        model, example = fit_family(spec, best, pd.concat([train, valid]))
+    test_scores = checked_scores(spec, best.family, model, test[spec.feature_names])
     metrics = {
         f"test_{k}": v
         for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
@@ -260,10 +265,33 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({"family": best.family, **best.params})
         mlflow.log_metrics(metrics)
-        logged = log_pipeline(model, spec, X.head(5))
+        if best.family in spec.trainers:
+            requirements = serving_requirements(model)
+            logged = custom.log_model(spec, best.family, model, example, requirements)
+        else:
+            logged = log_pipeline(model, spec, example)
     return handle.updated(
         model_run_id=run_id, logged_model_uri=logged.model_uri, test_metrics=metrics
     )
+
+
+def fit_family(spec: ModelSpec, best: BestTrial, seen: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
+    """A built-in family's pipeline fitted on `seen`, and its input example."""
+    X, y = seen[spec.feature_names], seen[spec.target.name].to_numpy()
+    model = fit(build_estimator(spec, best.family, best.params, threads=2), spec, best.family, X, y)
+    return model, X.head(5)
+
+
+def fit_trainer(spec: ModelSpec, best: BestTrial, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
+    context = custom.TrainingContext(train, valid, best.params, spec, seed=0, threads=2, final=True)
+    return custom.train(spec, best.family, context)
+
+
+def checked_scores(spec: ModelSpec, family: str, model: Any, features: pd.DataFrame) -> Any:
+    """Test-split scores; a spec's own trainer's are checked for shape and NaN first."""
+    if family in spec.trainers:
+        return custom.checked_scores(spec, family, model, features)
+    return scores(model, spec, features)
 
 
 def log_pipeline(model: Any, spec: ModelSpec, example: pd.DataFrame) -> Any:
@@ -273,23 +301,31 @@ def log_pipeline(model: Any, spec: ModelSpec, example: pd.DataFrame) -> Any:
     from mlflow.models import infer_signature
 
     classification = spec.task == "binary_classification"
-    output = model.predict_proba(example) if classification else model.predict(example)
     return mlflow.sklearn.log_model(
         model,
         name="model",
-        signature=infer_signature(example, output),
+        signature=infer_signature(example, raw_output(model, spec, example)),
         input_example=example,
         pyfunc_predict_fn="predict_proba" if classification else "predict",
         skops_trusted_types=own_types(model),
-        pip_requirements=serving_requirements(),
+        pip_requirements=serving_requirements(model),
+        metadata={TASK_METADATA: spec.task},
     )
 
 
-def serving_requirements() -> list[str]:
-    """Pins of what loading the model needs, taken from this environment (no inference run)."""
+# The distribution a model's library comes in, by the library's top-level module.
+LIBRARY_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu", "catboost": "catboost"}
+
+
+def serving_requirements(model: Any) -> list[str]:
+    """Pins of what loading `model` needs, taken from this environment (no inference run):
+    the core's, and the library of its final estimator (a pipeline's last step)."""
     from importlib.metadata import version
 
-    packages = ["mlflow", "scikit-learn", "lightgbm", "pandas", "numpy", "skops", "cloudpickle"]
+    final = model[-1] if hasattr(model, "steps") else model
+    library = type(final).__module__.split(".")[0]
+    packages = ["mlflow", "scikit-learn", "pandas", "numpy", "skops", "cloudpickle"]
+    packages += [LIBRARY_PACKAGES[library]] if library in LIBRARY_PACKAGES else []
     return [f"{name}=={version(name)}" for name in packages]
 
 

@@ -2,7 +2,8 @@
 
 Each worker (a mapped Airflow task) runs trials until the study's budget is spent, so more
 workers finish the same budget sooner. Every trial is a nested MLflow run under the tuning run;
-LightGBM trials are pruned on their validation curve (optuna-integration's callback).
+LightGBM trials are pruned on their validation curve (optuna-integration's callback), a spec's
+own trainer on the values it reports.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Any
 import pandas as pd
 
 from maestro.config import Settings
+from maestro.models import scores
 from maestro.spec import ModelSpec
+from maestro.training import custom
 from maestro.training.families import (
-    SCALED,
     build_estimator,
     estimator_fit_params,
     evaluate,
+    preparation,
     preprocessor,
-    scores,
     suggest,
 )
 
@@ -81,10 +83,10 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) ->
     X, y = train[spec.feature_names], train[spec.target.name].to_numpy()
     Xv, yv = valid[spec.feature_names], valid[spec.target.name].to_numpy()
     families = sorted(spec.search_space)
-    prepared: dict[bool, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    prepared: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 
     def features_for(family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        kind = family in SCALED
+        kind = preparation(family)
         if kind not in prepared:
             prep = preprocessor(spec, family).fit(X, y)
             prepared[kind] = (prep.transform(X), prep.transform(Xv))
@@ -93,6 +95,8 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) ->
     def objective(trial: optuna.Trial) -> float:
         family = trial.suggest_categorical("family", families)
         params = suggest(trial, family, spec.search_space[family])
+        if family in spec.trainers:
+            return trained_by_trainer(spec, family, params, train, valid, trial)
         estimator = build_estimator(spec, family, params)[-1]
         Xt, Xvt = features_for(family)
         extra: dict[str, Any] = estimator_fit_params(spec, family)
@@ -111,6 +115,32 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) ->
         return evaluate(spec, yv, scores(estimator, spec, Xvt))[spec.metric.name]
 
     return objective
+
+
+def trained_by_trainer(
+    spec: ModelSpec,
+    family: str,
+    params: dict[str, Any],
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    trial: Any,
+) -> float:
+    """One trial of a spec's own trainer: its model's validation metric. What it reports is
+    the trial's curve, pruned by the study's pruner when the spec allows pruning."""
+    import optuna
+
+    def report(step: int, value: float) -> None:
+        trial.report(float(value), int(step))
+        if spec.pruning and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    context = custom.TrainingContext(train, valid, params, spec, seed=0, threads=1, report=report)
+    started = time.perf_counter()
+    model = custom.train(spec, family, context)
+    trial.set_user_attr("family", family)
+    trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
+    predicted = custom.checked_scores(spec, family, model, valid[spec.feature_names])
+    return evaluate(spec, valid[spec.target.name].to_numpy(), predicted)[spec.metric.name]
 
 
 def budget_left(study: Any, budget: int) -> bool:

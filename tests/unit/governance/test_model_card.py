@@ -31,8 +31,8 @@ FACTS = {
     ],
     "serving": {"loaded": True, "load_seconds": 1.2, "latency_p95_ms": 3.1},
     "importance": [
-        {"feature": "age", "mean |SHAP|": 0.3},
-        {"feature": "region", "mean |SHAP|": 0.1},
+        {"feature": "age", "importance": 0.3, "method": "mean |SHAP|"},
+        {"feature": "region", "importance": 0.1, "method": "mean |SHAP|"},
     ],
     "test_rows": 100,
     "lineage": {"data_version": "abc", "training_window_start": "s", "training_window_end": "e"},
@@ -54,9 +54,9 @@ def test_every_table_row_has_as_many_cells_as_its_header():
             assert all(unescaped_pipes(row) == header for row in rows), lines[i - 1]
 
 
-def test_a_pipe_in_a_header_or_cell_stays_inside_its_cell_in_html():
+def test_a_pipe_in_a_sentence_or_cell_stays_inside_it_in_html():
     html = to_html(to_markdown(FACTS), "demo v3")
-    assert "<th>mean |SHAP|</th>" in html
+    assert "<p>Computed as mean |SHAP|.</p>" in html  # the importance method, once
     assert "<td>selection rates a|b</td>" in html
 
 

@@ -35,7 +35,10 @@ def test_bike_spec_keeps_leaking_columns_out():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda r: r.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        (
+            lambda r: r.update(colour="blue"),
+            "colour: is not a field here (check its spelling and indentation)",
+        ),
         (
             lambda r: r["search_space"]["lightgbm"].update(
                 num_leaves={"type": "int", "low": 64, "high": 8}
@@ -57,28 +60,46 @@ def test_bike_spec_keeps_leaking_columns_out():
             lambda r: r.update(protected_attributes=["gender"]),
             "protected_attributes: ['gender'] are not features",
         ),
-        (lambda r: r.update(trials=0), "trials: Input should be greater than or equal to 1"),
+        (lambda r: r.update(trials=0), "trials: must be at least 1, got 0"),
         (lambda r: r["features"][0].update(type="integer"), "features.0.type"),
-        (lambda r: r.update(search_space={"ridge": {}}), "search_space"),
+        (lambda r: r.update(search_space={"ridge": {}}), "search_space: families ['ridge'] do not"),
+        (lambda r: r.update(search_space={}), "search_space: needs at least 1 entry, got none"),
+        (
+            lambda r: r["search_space"].update(xgbost={}),
+            "search_space: ['xgbost'] are neither built-in families (catboost, lightgbm,",
+        ),
+        (lambda r: r.update(trials="many"), "trials: must be an int, got 'many'"),
+        (
+            lambda r: r.update(trainers={"mine": {"function": "trainers/mine.py"}}),
+            "trainers.mine.function: 'trainers/mine.py' is not of the form package.module:function",
+        ),
+        (
+            lambda r: r.update(trainers={"mine": {"function": "trainers.mine:train"}}),
+            "trainers: ['mine'] are declared but not in search_space",
+        ),
+        (
+            lambda r: r.update(trainers={"lightgbm": {"function": "trainers.mine:train"}}),
+            "trainers: ['lightgbm'] are names of built-in families",
+        ),
         (
             lambda r: r["monitoring"].update(performance={"rmse": {"max": 100}}),
             "monitoring.performance: ['rmse'] are not metrics of 'binary_classification'",
         ),
         (
             lambda r: r["monitoring"].update(drift={"share": 1.5}),
-            "monitoring.drift.share: Input should be less than or equal to 1",
+            "monitoring.drift.share: must be at most 1, got 1.5",
         ),
         (
             lambda r: r["monitoring"].update(drift={"num_method": "chisquare"}),
-            "monitoring.drift.num_method: Input should be",
+            "monitoring.drift.num_method: 'chisquare' is not one of",
         ),
         (
             lambda r: r["monitoring"].update(window_hours=0),
-            "monitoring.window_hours: Input should be greater than 0",
+            "monitoring.window_hours: must be greater than 0, got 0",
         ),
         (
             lambda r: r["monitoring"].update(cooldown="1h"),
-            "monitoring.cooldown: Extra inputs are not permitted",
+            "monitoring.cooldown: is not a field here",
         ),
         # names as ingest reads columns: `a-ge` would be read as `a_ge`, and could never match
         (
@@ -105,6 +126,37 @@ def test_bad_spec_names_file_and_field(tmp_path, change, expected):
         load_spec(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost", "catboost"])
+def test_one_family_alone_is_a_search_space(tmp_path, family):
+    """Tuning one family (or one trainer) is allowed: the search is over its parameters."""
+    path = write(tmp_path, "demo", lambda r: r.update(search_space={family: {}}))
+    assert set(load_spec(path).search_space) == {family}
+
+
+def test_a_trainer_must_be_findable_in_the_trainer_packages(tmp_path, settings, monkeypatch):
+    """Checked when the spec is read with settings (as every task and DAG file reads it),
+    without importing the trainer's module itself."""
+    from maestro.spec import check_trainers
+
+    def spec_with(function: str):
+        def change(raw):
+            raw["trainers"] = {"mine": {"function": function}}
+            raw["search_space"]["mine"] = {}
+
+        return load_spec(write(tmp_path, "demo", change))
+
+    check_trainers(spec_with("trainers.tabular_mlp:train"), settings)  # shipped, not imported
+    with pytest.raises(SpecError, match=r"trainers.mine.function: no module named 'trainers.nope'"):
+        check_trainers(spec_with("trainers.nope:train"), settings)
+    with pytest.raises(SpecError, match=r"'os' is outside the trainer packages \(trainers\)"):
+        check_trainers(spec_with("os:system"), settings)
+    with pytest.raises(SpecError, match="module 'elsewhere.mod' cannot be imported"):
+        check_trainers(
+            spec_with("elsewhere.mod:train"),
+            settings.model_copy(update={"trainer_packages": "trainers,elsewhere"}),
+        )
 
 
 def test_spec_name_must_match_file(tmp_path):

@@ -1,0 +1,68 @@
+"""A registered version, whatever its flavour, loaded and scored the one way the platform does.
+
+Built-in families and trainers returning a scikit-learn-style object are logged with MLflow's
+scikit-learn flavour and load as that object; anything else (a trainer's `PythonModel`, any
+MLflow model with a columnar signature) loads as a pyfunc model. Scores are P(positive) for
+binary classification and values for regression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from maestro.spec import ModelSpec
+
+TASK_METADATA = "maestro_task"  # the task a version was trained for, in its MLmodel metadata
+
+
+def load_version(uri: str) -> Any:
+    """The model at `uri` (`models:/name/version`, `runs:/...`, a local folder)."""
+    import mlflow
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(uri)
+    if "sklearn" in Model.load(local).flavors:
+        return mlflow.sklearn.load_model(local)
+    return mlflow.pyfunc.load_model(local)
+
+
+def raw_output(model: Any, spec: ModelSpec, features: pd.DataFrame) -> Any:
+    """What the model answers for `features`, before it becomes scores (what its logged
+    signature describes): class probabilities for classifiers, values for regressors."""
+    import mlflow
+
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        return python_model_output(model, features)
+    if spec.task == "binary_classification" and hasattr(model, "predict_proba"):
+        return model.predict_proba(features)
+    return model.predict(features)
+
+
+def python_model_output(model: Any, features: pd.DataFrame) -> Any:
+    """A PythonModel's predictions before it is logged: `predict(context, model_input)`, or
+    MLflow 3's `predict(model_input)` form."""
+    import inspect
+
+    parameters = list(inspect.signature(model.predict).parameters)
+    if parameters and parameters[0] == "context":
+        return model.predict(None, features)
+    return model.predict(features)
+
+
+def output_scores(output: Any, classification: bool) -> np.ndarray:
+    """Scores from a model's output: a probability matrix gives its last (positive) column."""
+    values = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output, dtype=float)
+    if classification and values.ndim == 2 and values.shape[1] == 2:
+        return values[:, 1]
+    if values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
+    return values
+
+
+def scores(model: Any, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
+    """P(positive) (classification) or predictions (regression) of a loaded or fitted model."""
+    classification = spec.task == "binary_classification"
+    return output_scores(raw_output(model, spec, features), classification)
