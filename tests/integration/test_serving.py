@@ -107,15 +107,15 @@ def registry(tmp_path_factory):
 
 
 @contextmanager
-def server(home: Path, **env_overrides: str):
-    """`maestro serve demo` on a free port; yields (process, ServerTarget); SIGTERM at the end."""
+def server(home: Path, model: str = "demo", **env_overrides: str):
+    """`maestro serve MODEL` on a free port; yields (process, ServerTarget); SIGTERM at the end."""
     port = free_port()
     # one server process unless a test asks for more (the default is one per CPU)
     env = {**os.environ, "MAESTRO_HOME": str(home), "MAESTRO_SERVING_WORKERS": "1", **env_overrides}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = (home / f"serve-{port}.log").open("w")
-    command = [str(Path(sys.executable).with_name("maestro")), "serve", "demo", "--port", str(port)]
+    command = [str(Path(sys.executable).with_name("maestro")), "serve", model, "--port", str(port)]
     process = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -77,25 +77,32 @@ def shap_importance(
     return table.sort_values("importance", ascending=False, ignore_index=True)
 
 
-def permutation_table(model: Any, spec: ModelSpec, X: pd.DataFrame, y: Any) -> pd.DataFrame:
-    """How much the spec's metric worsens when each feature is shuffled (5 repeats): works for
-    any model the platform can score, scikit-learn or pyfunc."""
-    from sklearn.inspection import permutation_importance
-
+def permutation_table(
+    model: Any, spec: ModelSpec, X: pd.DataFrame, y: Any, repeats: int = 5
+) -> pd.DataFrame:
+    """How much the spec's metric worsens when each feature is shuffled (mean over `repeats`
+    shuffles): works for any model the platform can score, scikit-learn or pyfunc, so it
+    shuffles columns itself rather than ask for scikit-learn's `fit`."""
     from maestro.models import scores
     from maestro.training.families import evaluate
 
     sign = 1.0 if spec.metric.direction == "maximize" else -1.0
     truth = np.asarray(y)[: len(X)]
 
-    def scorer(estimator: Any, rows: pd.DataFrame, target: Any) -> float:
-        return (
-            sign
-            * evaluate(spec, np.asarray(target), scores(estimator, spec, rows))[spec.metric.name]
-        )
+    def metric(rows: pd.DataFrame) -> float:
+        return sign * evaluate(spec, truth, scores(model, spec, rows))[spec.metric.name]
 
-    found = permutation_importance(model, X, truth, scoring=scorer, n_repeats=5, random_state=0)
-    table = pd.DataFrame({"feature": list(X.columns), "importance": found.importances_mean})
+    baseline = metric(X)
+    rng = np.random.default_rng(0)
+    drops = []
+    for feature in X.columns:
+        shuffled = X.copy()
+        losses = []
+        for _ in range(repeats):
+            shuffled[feature] = X[feature].iloc[rng.permutation(len(X))].set_axis(X.index)
+            losses.append(baseline - metric(shuffled))
+        drops.append(float(np.mean(losses)))
+    table = pd.DataFrame({"feature": list(X.columns), "importance": drops})
     table["method"] = f"permutation of {spec.metric.name} on {len(X)} rows (model-agnostic)"
     return table
 

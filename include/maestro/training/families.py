@@ -45,6 +45,11 @@ def preparation(family: str) -> str:
     return "nan_coded" if family in NAN_CODED else "ordinal"
 
 
+def category_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categories as CatBoost takes them: strings, a missing one (None or NaN) as `missing`."""
+    return frame.astype("object").where(frame.notna(), "missing").astype(str)
+
+
 def preprocessor(spec: ModelSpec, family: str) -> Any:
     """The unfitted preprocessing step of `family`'s pipeline (raw features to model input)."""
     kind = preparation(family)
@@ -63,8 +68,10 @@ def preprocessor(spec: ModelSpec, family: str) -> Any:
             OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
         )
     elif kind == "native":
+        from sklearn.preprocessing import FunctionTransformer
+
         num = "passthrough"
-        cat = SimpleImputer(strategy="constant", fill_value="missing")
+        cat = FunctionTransformer(category_strings, feature_names_out="one-to-one")
     else:
         code = np.nan if kind == "nan_coded" else -1
         num = "passthrough"
