@@ -3,7 +3,8 @@
 Built-in families and trainers returning a scikit-learn-style object are logged with MLflow's
 scikit-learn flavour and load as that object; anything else (a trainer's `PythonModel`, any
 MLflow model with a columnar signature) loads as a pyfunc model. Scores are P(positive) for
-binary classification and values for regression.
+binary classification, a probability matrix (one column per class, in the order of the
+version's classes) for multiclass, and values for regression.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from maestro.spec import ModelSpec
 
 TASK_METADATA = "maestro_task"  # the task a version was trained for, in its MLmodel metadata
+CLASSES_METADATA = "maestro_classes"  # a multiclass version's classes, in its probabilities' order
 
 
 def load_version(uri: str) -> Any:
@@ -36,7 +38,7 @@ def raw_output(model: Any, spec: ModelSpec, features: pd.DataFrame) -> Any:
 
     if isinstance(model, mlflow.pyfunc.PythonModel):
         return python_model_output(model, features)
-    if spec.task == "binary_classification" and hasattr(model, "predict_proba"):
+    if spec.classification and hasattr(model, "predict_proba"):
         return model.predict_proba(features)
     return model.predict(features)
 
@@ -52,9 +54,12 @@ def python_model_output(model: Any, features: pd.DataFrame) -> Any:
     return model.predict(features)
 
 
-def output_scores(output: Any, classification: bool) -> np.ndarray:
-    """Scores from a model's output: a probability matrix gives its last (positive) column."""
+def output_scores(output: Any, classification: bool, multiclass: bool = False) -> np.ndarray:
+    """Scores from a model's output: a binary classifier's probability matrix gives its last
+    (positive) column; a multiclass one stays the matrix."""
     values = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output, dtype=float)
+    if multiclass:
+        return values
     if classification and values.ndim == 2 and values.shape[1] == 2:
         return values[:, 1]
     if values.ndim == 2 and values.shape[1] == 1:
@@ -63,6 +68,17 @@ def output_scores(output: Any, classification: bool) -> np.ndarray:
 
 
 def scores(model: Any, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
-    """P(positive) (classification) or predictions (regression) of a loaded or fitted model."""
-    classification = spec.task == "binary_classification"
-    return output_scores(raw_output(model, spec, features), classification)
+    """P(positive) (binary), class probabilities (multiclass) or predictions (regression) of a
+    loaded or fitted model."""
+    return output_scores(raw_output(model, spec, features), spec.classification, spec.multiclass)
+
+
+def model_metadata(spec: ModelSpec, classes: list[str] | None) -> dict[str, Any]:
+    """What a logged version says of itself: its task and, multiclass, its classes."""
+    return {TASK_METADATA: spec.task} | ({CLASSES_METADATA: classes} if spec.multiclass else {})
+
+
+def predicted_labels(probabilities: np.ndarray, classes: list[str]) -> list[str]:
+    """The most probable class of each row (the first, on a tie)."""
+    names = np.asarray(classes, dtype=object)
+    return names[np.argmax(probabilities, axis=1)].tolist()

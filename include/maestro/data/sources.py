@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,8 +42,9 @@ class DataVersion:
     start: str
     end: str
     source: str
+    classes: list[str] | None = None  # a multiclass target's classes: its codes' labels
 
-    def to_dict(self) -> dict[str, str | int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -212,7 +214,8 @@ def conform(frame: pd.DataFrame, spec: ModelSpec, origin: str) -> pd.DataFrame:
 
 
 def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
-    """Classification targets become 0/1 (1 = `target.positive`); regression targets floats."""
+    """Binary targets become 0/1 (1 = `target.positive`); regression targets floats; multiclass
+    targets stay labels (strings) until `encode_classes` numbers them after windowing."""
     name = spec.target.name
     if target.isna().any():
         raise DataError(f"{origin}: target column {name!r} has {int(target.isna().sum())} nulls")
@@ -222,6 +225,8 @@ def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
             raise DataError(f"{origin}: regression target {name!r} has non-numeric values")
         return numeric.astype("float64")
     labels = target.astype(str).str.strip().str.rstrip(".")
+    if spec.multiclass:
+        return labels
     classes = sorted(labels.unique())
     if len(classes) < 2:
         raise DataError(f"{origin}: target {name!r} has a single class {classes}; need two")
@@ -234,6 +239,26 @@ def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
     if positive not in classes:
         raise DataError(f"{origin}: target.positive {positive!r} is not one of {classes}")
     return (labels == positive).astype("int64")
+
+
+def encode_classes(target: pd.Series, spec: ModelSpec, origin: str) -> tuple[pd.Series, list[str]]:
+    """A multiclass target's labels as codes 0..k-1 (their place in `target.classes`), and
+    those classes; DataError for a label the spec does not list, or a single class."""
+    classes = spec.target.classes or []
+    present = set(target.unique())
+    unknown = sorted(present - set(classes))
+    if unknown:
+        raise DataError(
+            f"{origin}: target {spec.target.name!r} has labels {unknown} that are not in "
+            f"target.classes {classes}"
+        )
+    if len(present) < 2:
+        raise DataError(
+            f"{origin}: target {spec.target.name!r} has {len(present)} class {sorted(present)} "
+            "in the training window; multiclass classification needs at least two"
+        )
+    codes = target.map({label: code for code, label in enumerate(classes)}).astype("int64")
+    return codes, classes
 
 
 def window_bounds(
@@ -257,7 +282,11 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 def write_snapshot(
-    frame: pd.DataFrame, spec: ModelSpec, settings: Settings, source: str
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    settings: Settings,
+    source: str,
+    classes: list[str] | None = None,
 ) -> DataVersion:
     """Write once: a snapshot with the same content is reused, never rewritten."""
     digest = content_hash(frame)
@@ -273,6 +302,7 @@ def write_snapshot(
         start=ts.min().isoformat(),
         end=ts.max().isoformat(),
         source=source,
+        classes=classes,
     )
     if not path.exists():
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
@@ -294,7 +324,10 @@ def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) ->
         raise DataError(f"{origin}: no rows in the training window [{start}, {end})")
     if spec.task == "binary_classification" and frame[spec.target.name].nunique() < 2:
         raise DataError(f"{origin}: target {spec.target.name!r} has a single class in the window")
-    return write_snapshot(frame.reset_index(drop=True), spec, settings, origin)
+    frame, classes = frame.reset_index(drop=True), None
+    if spec.multiclass:
+        frame[spec.target.name], classes = encode_classes(frame[spec.target.name], spec, origin)
+    return write_snapshot(frame, spec, settings, origin, classes)
 
 
 def load_snapshot(version: dict) -> pd.DataFrame:

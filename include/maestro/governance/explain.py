@@ -32,48 +32,68 @@ EXACT = {"lightgbm", "xgboost", "catboost", *SCALED}  # families with exact SHAP
 PERMUTATION_ROWS = 1000  # the sample a model-agnostic explanation permutes
 
 
-def column_contributions(model: Any, family: str, X: pd.DataFrame) -> pd.DataFrame:
-    """SHAP values per encoded column, one row per row of X."""
+def column_contributions(model: Any, family: str, X: pd.DataFrame) -> list[pd.DataFrame]:
+    """SHAP values per encoded column, one row per row of X: one frame for a binary classifier
+    or a regressor, one per class (of its probability's log-odds) for a multiclass model."""
     prep, estimator = model[:-1], model[-1]
     encoded = prep.transform(X)
+    width = encoded.shape[1]
     if family == "lightgbm":
-        values = estimator.booster_.predict(encoded, pred_contrib=True)[:, :-1]
+        values = estimator.booster_.predict(encoded, pred_contrib=True)
+        values = values.reshape(len(X), -1, width + 1)[:, :, :-1]
     elif family == "xgboost":
         import xgboost as xgb
 
         matrix = xgb.DMatrix(
             encoded, feature_types=estimator.feature_types, enable_categorical=True
         )
-        values = estimator.get_booster().predict(matrix, pred_contribs=True)[:, :-1]
+        values = estimator.get_booster().predict(matrix, pred_contribs=True)
+        values = values.reshape(len(X), -1, width + 1)[:, :, :-1]
     elif family == "catboost":
         from catboost import Pool
 
         pool = Pool(encoded, cat_features=estimator.get_param("cat_features"))
-        values = estimator.get_feature_importance(pool, type="ShapValues")[:, :-1]
+        values = estimator.get_feature_importance(pool, type="ShapValues")
+        values = values.reshape(len(X), -1, width + 1)[:, :, :-1]
     elif family in SCALED:
-        coef = np.ravel(estimator.coef_)
-        values = (encoded.to_numpy(dtype=float) - encoded.to_numpy(dtype=float).mean(axis=0)) * coef
+        coef = np.atleast_2d(estimator.coef_)
+        centred = encoded.to_numpy(dtype=float) - encoded.to_numpy(dtype=float).mean(axis=0)
+        values = centred[:, None, :] * coef[None, :, :]
     else:
         raise ValueError(f"no exact SHAP values for family {family!r}")
-    return pd.DataFrame(values, columns=list(encoded.columns), index=X.index)
+    return [
+        pd.DataFrame(values[:, k, :], columns=list(encoded.columns), index=X.index)
+        for k in range(values.shape[1])
+    ]
 
 
 def shap_importance(
-    model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: Any
+    model: Any,
+    spec: ModelSpec,
+    family: str,
+    X: pd.DataFrame,
+    y: Any,
+    classes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Mean |SHAP| per raw feature, largest first (`method` says how it was computed): exact
     for the families in EXACT, else the model-agnostic permutation importance of the spec's
-    metric on a sample of PERMUTATION_ROWS rows."""
+    metric on a sample of PERMUTATION_ROWS rows. A multiclass model's table has a column per
+    class (`class <label>`) and, as `importance`, their mean."""
     if family not in EXACT:
         table = permutation_table(model, spec, X.head(PERMUTATION_ROWS), y[: len(X)])
-    else:
-        columns = column_contributions(model, family, X)
+        return table.sort_values("importance", ascending=False, ignore_index=True)
+    per_class = []
+    for columns in column_contributions(model, family, X):
         owners = [_raw_feature(c, spec.feature_names) for c in columns.columns]
         per_feature = columns.T.groupby(owners).sum().T  # SHAP values add up across encodings
-        table = pd.DataFrame(
-            {"feature": per_feature.columns, "importance": per_feature.abs().mean().to_numpy()}
-        )
-        table["method"] = "mean |SHAP|"
+        per_class.append(per_feature.abs().mean())
+    table = pd.DataFrame({"feature": per_class[0].index})
+    if spec.multiclass:
+        labels = classes or [str(k) for k in range(len(per_class))]
+        for label, values in zip(labels, per_class, strict=True):
+            table[f"class {label}"] = values.to_numpy()
+    table["importance"] = np.mean([values.to_numpy() for values in per_class], axis=0)
+    table["method"] = "mean |SHAP|" + (" per class, averaged" if spec.multiclass else "")
     return table.sort_values("importance", ascending=False, ignore_index=True)
 
 

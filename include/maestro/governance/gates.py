@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from maestro.spec import ModelSpec
-from maestro.training.families import evaluate
+from maestro.training.families import evaluate, per_class_recall
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,24 @@ def champion_check(
     ]
 
 
+def class_recall_checks(spec: ModelSpec, recall: dict[str, float | None]) -> list[Check]:
+    """Multiclass, when the spec asks for a minimum per class: each class's recall reaches it
+    (a class with no test rows cannot show it does, and fails)."""
+    least = spec.governance.min_class_recall
+    if least is None:
+        return []
+    return [
+        Check(
+            f"class_recall:{label}",
+            value is not None and value >= least,
+            value,
+            f">= {least}",
+            "" if value is not None else "no rows of this class in the test split",
+        )
+        for label, value in recall.items()
+    ]
+
+
 def slice_columns(spec: ModelSpec, test: pd.DataFrame) -> dict[str, pd.Series]:
     """Every protected attribute and configured slice as a column of group labels."""
     columns = {
@@ -108,7 +126,19 @@ def sliced_metrics(
     )
     from sklearn import metrics as m
 
-    if spec.task == "binary_classification":
+    if spec.multiclass:
+        frame = MetricFrame(
+            metrics={
+                "count": count,
+                "accuracy": m.accuracy_score,
+                "f1_macro": lambda t, p: m.f1_score(t, p, average="macro", zero_division=0),
+            },
+            y_true=y,
+            y_pred=y_score.argmax(axis=1),
+            sensitive_features=groups.to_numpy(),
+        )
+        table = frame.by_group
+    elif spec.task == "binary_classification":
         labels = (y_score >= spec.governance.decision_threshold).astype(int)
         frame = MetricFrame(
             metrics={
@@ -144,7 +174,12 @@ def sliced_metrics(
 
 
 def fairness_checks(
-    spec: ModelSpec, attribute: str, y: np.ndarray, y_score: np.ndarray, groups: pd.Series
+    spec: ModelSpec,
+    attribute: str,
+    y: np.ndarray,
+    y_score: np.ndarray,
+    groups: pd.Series,
+    classes: list[str] | None = None,
 ) -> tuple[dict[str, float], list[Check]]:
     """Fairness metrics for one protected attribute, over groups big enough to judge."""
     from fairlearn.metrics import (
@@ -169,7 +204,9 @@ def fairness_checks(
             )
         ]
     y, y_score, g = y[judged], y_score[judged], groups[judged].to_numpy()
-    if spec.task == "binary_classification":
+    if spec.multiclass:
+        values, limits, detail = one_vs_rest_fairness(spec, y, y_score, g, classes, detail)
+    elif spec.task == "binary_classification":
         labels = (y_score >= spec.governance.decision_threshold).astype(int)
         values = {
             "demographic_parity_difference": float(
@@ -207,28 +244,88 @@ def fairness_checks(
     return values, checks
 
 
+def one_vs_rest_fairness(
+    spec: ModelSpec,
+    y: np.ndarray,
+    y_score: np.ndarray,
+    g: np.ndarray,
+    classes: list[str] | None,
+    detail: str,
+) -> tuple[dict[str, float], dict[str, tuple[str, float]], str]:
+    """Multiclass fairness as fairlearn defines it, for binary decisions: each class one
+    against the rest (predicted = most probable class), judged on its worst class; the detail
+    names that class. Classes absent from the judged rows are left out."""
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+    )
+
+    rules = spec.governance.fairness
+    predicted = y_score.argmax(axis=1)
+    per_class: dict[str, dict[int, float]] = {
+        "demographic_parity_difference": {},
+        "equalized_odds_difference": {},
+        "selection_rate_ratio": {},
+    }
+    for code in np.unique(y):
+        truth, chosen = (y == code).astype(int), (predicted == code).astype(int)
+        per_class["demographic_parity_difference"][code] = float(
+            demographic_parity_difference(truth, chosen, sensitive_features=g)
+        )
+        per_class["equalized_odds_difference"][code] = float(
+            equalized_odds_difference(truth, chosen, sensitive_features=g)
+        )
+        per_class["selection_rate_ratio"][code] = float(
+            demographic_parity_ratio(truth, chosen, sensitive_features=g)
+        )
+    worst = {
+        "demographic_parity_difference": max,
+        "equalized_odds_difference": max,
+        "selection_rate_ratio": min,
+    }
+    values, notes = {}, []
+    for name, by_class in per_class.items():
+        code = worst[name](by_class, key=lambda c: np.nan_to_num(by_class[c], nan=-np.inf))
+        values[name] = by_class[code]
+        notes.append(f"{name} worst for class {classes[code] if classes else code}")
+    limits = {
+        "demographic_parity_difference": ("<=", rules.demographic_parity_difference_max),
+        "equalized_odds_difference": ("<=", rules.equalized_odds_difference_max),
+        "selection_rate_ratio": (">=", rules.selection_rate_ratio_min),
+    }
+    note = "one class against the rest, worst class: " + "; ".join(notes)
+    return values, limits, "; ".join(filter(None, [detail, note]))
+
+
 def evaluate_challenger(
     spec: ModelSpec,
     test: pd.DataFrame,
     y_score: np.ndarray,
     champion_score: np.ndarray | None,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every gate on the test split: metrics, champion comparison, slices and fairness."""
+    """Every gate on the test split: metrics, champion comparison, per-class recall
+    (multiclass), slices and fairness."""
     y = test[spec.target.name].to_numpy()
     metrics = evaluate(spec, y, y_score)
     champion = evaluate(spec, y, champion_score) if champion_score is not None else None
     checks = threshold_checks(spec, metrics) + champion_check(spec, metrics, champion)
+    per_class = per_class_recall(y, y_score, classes or []) if spec.multiclass else {}
+    checks += class_recall_checks(spec, per_class)
     slices, fairness = {}, {}
     for name, groups in slice_columns(spec, test).items():
         slices[name] = sliced_metrics(spec, y, y_score, groups).to_dict(orient="records")
         if name in spec.protected_attributes:
-            fairness[name], found = fairness_checks(spec, name, y, y_score, groups)
+            fairness[name], found = fairness_checks(spec, name, y, y_score, groups, classes)
             checks += found
     return {
         "metrics": metrics,
         "champion_metrics": champion,
         "slices": slices,
         "fairness": fairness,
+        "per_class_recall": per_class,
+        "undefined_classes": [label for label, value in per_class.items() if value is None],
         "checks": [asdict(c) for c in checks],
         "rows": len(test),
     }

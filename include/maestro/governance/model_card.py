@@ -86,6 +86,7 @@ def to_markdown(facts: dict) -> str:
             ],
             serving_row={k: v for k, v in serving.items() if k != "error"},
             check_rows=[_check_row(c) for c in facts["checks"]],
+            class_rows=class_rows(facts),
             lineage_rows=[{"tag": k, "value": v} for k, v in sorted(facts["lineage"].items())],
             approval_row={
                 key: approval.get(key, "") for key in ("decision", "by", "at", "via", "comment")
@@ -93,6 +94,27 @@ def to_markdown(facts: dict) -> str:
         )
         .rstrip("\n")
     )
+
+
+def class_rows(facts: dict) -> list[dict]:
+    """Multiclass: each class's test recall (undefined when the test split has none of it)
+    and the features that matter most for it (mean |SHAP| of its probability)."""
+    importance = facts.get("importance") or []
+    rows = []
+    for label in facts.get("classes") or []:
+        recall = facts.get("per_class_recall", {}).get(label)
+        column = f"class {label}"
+        ranked = sorted(
+            (r for r in importance if r.get(column) is not None), key=lambda r: -r[column]
+        )
+        rows.append(
+            {
+                "class": label,
+                "test recall": "undefined (no test rows)" if recall is None else recall,
+                "top features": ", ".join(r["feature"] for r in ranked[:3]) or "(not computed)",
+            }
+        )
+    return rows
 
 
 def _check_row(check: dict) -> dict:
@@ -146,6 +168,8 @@ def card_facts(
         "checks": checks,
         "serving": serving,
         "importance": load_result(handle.evaluation_run_id, "importance")["importance"],
+        "classes": handle.classes,
+        "per_class_recall": result.get("per_class_recall", {}),
         "test_rows": result["rows"],
         "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},
         "verdict": {"status": status, "failed": failed},

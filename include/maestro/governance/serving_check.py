@@ -24,7 +24,10 @@ WARM_UP = 5
 def check_in_fresh_process(
     model_uri: str, rows: pd.DataFrame, expected: np.ndarray, tracking_uri: str
 ) -> dict:
-    """Run this module in a new interpreter; compare its scores with `expected`."""
+    """Run this module in a new interpreter; compare its scores with `expected` (a matrix of
+    class probabilities, multiclass; else one score per row)."""
+    from maestro.models import output_scores
+
     with tempfile.TemporaryDirectory(prefix="maestro-serving-check-") as tmp:
         rows_path, result_path = Path(tmp) / "rows.parquet", Path(tmp) / "result.json"
         rows.to_parquet(rows_path)
@@ -51,13 +54,16 @@ def check_in_fresh_process(
         if done.returncode != 0:
             return {"loaded": False, "error": (done.stderr or done.stdout)[-2000:]}
         result = json.loads(result_path.read_text())
-    scores = np.asarray(result.pop("scores"))
+    multiclass = expected.ndim == 2
+    scores = output_scores(result.pop("output"), classification=True, multiclass=multiclass)
     latencies = np.asarray(result.pop("latencies_ms"))
     return {
         **result,
         "loaded": True,
         "rows": len(rows),
-        "max_abs_difference": float(np.max(np.abs(scores - expected))),
+        "max_abs_difference": float(np.max(np.abs(scores - expected)))
+        if scores.shape == expected.shape
+        else float("inf"),  # another shape: nothing like offline
         "latency_p50_ms": float(np.percentile(latencies, 50)),
         "latency_p95_ms": float(np.percentile(latencies, 95)),
     }
@@ -66,14 +72,12 @@ def check_in_fresh_process(
 def main(model_uri: str, rows_path: str, result_path: str) -> None:
     import mlflow
 
-    from maestro.models import output_scores
-
     started = time.perf_counter()
     model = mlflow.pyfunc.load_model(model_uri)
     loaded = time.perf_counter() - started
     rows = pd.read_parquet(rows_path)
-    # a probability matrix gives P(positive); values stay as they are
-    scores = output_scores(model.predict(rows), classification=True)
+    output = model.predict(rows)
+    output = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output, dtype=float)
     latencies = []
     for i in range(len(rows) + WARM_UP):
         row = rows.iloc[[i % len(rows)]]
@@ -82,7 +86,7 @@ def main(model_uri: str, rows_path: str, result_path: str) -> None:
         if i >= WARM_UP:
             latencies.append((time.perf_counter() - tick) * 1000)
     Path(result_path).write_text(
-        json.dumps({"scores": scores.tolist(), "latencies_ms": latencies, "load_seconds": loaded})
+        json.dumps({"output": output.tolist(), "latencies_ms": latencies, "load_seconds": loaded})
     )
 
 

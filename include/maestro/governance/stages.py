@@ -50,7 +50,14 @@ def evaluate(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     if champion is not None and str(champion.version) != str(handle.version):
         champion_model = load_version(f"models:/{spec.name}/{champion.version}")
         champion_score = scores(champion_model, spec, X)
-    result = evaluate_challenger(spec, test, y_score, champion_score)
+    result = evaluate_challenger(spec, test, y_score, champion_score, handle.classes)
+    if result["undefined_classes"]:
+        log.warning(
+            "%s version %s: classes %s have no rows in the test split: their metrics are undefined",
+            spec.name,
+            handle.version,
+            ", ".join(result["undefined_classes"]),
+        )
     result["champion_version"] = str(champion.version) if champion_score is not None else None
     run_id = tracking.child_run(settings, handle.pipeline_run_id, "evaluate", "evaluate")
     mlc = tracking.client(settings)
@@ -129,7 +136,8 @@ def explain(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
         .get_model_version(handle.model, handle.version)
         .tags["best_family"]
     )
-    table = shap_importance(model, spec, family, test[spec.feature_names], test[spec.target.name])
+    features, truth = test[spec.feature_names], test[spec.target.name]
+    table = shap_importance(model, spec, family, features, truth, handle.classes)
     mlc = tracking.client(settings)
     with tempfile.TemporaryDirectory(prefix="maestro-shap-") as tmp:
         table.to_csv(Path(tmp) / "shap_importance.csv", index=False)

@@ -42,8 +42,8 @@ def labels_store(settings: Settings) -> Store:
 
 
 def parse_label(value: Any, spec: ModelSpec) -> float:
-    """A label as the model's target is encoded (0/1 for classifiers), or ValueError saying
-    what is accepted."""
+    """A label as the model's target is encoded (0/1 for binary classifiers, the class's code
+    for multiclass ones), or ValueError saying what is accepted."""
     if hasattr(value, "item"):  # a NumPy scalar from a file
         value = value.item()
     if spec.task == "binary_classification":
@@ -56,9 +56,21 @@ def parse_label(value: Any, spec: ModelSpec) -> float:
             return float(value.strip())
         shown = f" (1 = {positive!r})" if positive else ""
         raise ValueError(f"label must be 0 or 1{shown}, got {value!r}")
+    if spec.multiclass:
+        return float(class_code(value, spec.target.classes or []))
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"label must be a finite number, got {value!r}")
     return float(value)
+
+
+def class_code(value: Any, classes: list[str]) -> int:
+    """A multiclass label's place in the spec's classes: the label as the data has it, a string
+    (a whole number may come as one); ValueError naming the classes otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip() in classes:
+        return classes.index(value.strip())
+    raise ValueError(f"label must be one of the classes {classes}, got {value!r}")
 
 
 def store_labels(settings: Settings, model: str, labels: pd.DataFrame) -> int:

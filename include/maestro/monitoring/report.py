@@ -23,12 +23,19 @@ def _sample(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _definition(spec: ModelSpec, with_target: bool) -> Any:
-    from evidently import BinaryClassification, DataDefinition, Regression
+    from evidently import BinaryClassification, DataDefinition, MulticlassClassification, Regression
 
-    numeric = [f.name for f in spec.features if f.type != "category"] + [PREDICTION]
+    numeric = [f.name for f in spec.features if f.type != "category"]
     categorical = list(spec.categorical_features)
+    # a multiclass model's logged prediction is its predicted class (a code): a category
+    (categorical if spec.multiclass else numeric).append(PREDICTION)
     tasks = {}
-    if with_target and spec.task == "regression":
+    if with_target and spec.multiclass:
+        categorical.append(TARGET)
+        tasks["classification"] = [
+            MulticlassClassification(target=TARGET, prediction_labels=PREDICTION)
+        ]
+    elif with_target and spec.task == "regression":
         numeric.append(TARGET)
         tasks["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
     elif with_target:  # classes: the true one and the one predicted at the decision threshold
@@ -39,6 +46,16 @@ def _definition(spec: ModelSpec, with_target: bool) -> Any:
             )
         ]
     return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
+
+
+def _class_names(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """A multiclass model's logged codes (prediction, target) as its class names, which
+    Evidently counts as labels; other frames as they are."""
+    if not spec.multiclass:
+        return frame
+    names = dict(enumerate(spec.target.classes or []))
+    present = [c for c in (PREDICTION, TARGET) if c in frame.columns]
+    return frame.assign(**{c: frame[c].astype(int).map(names) for c in present})
 
 
 def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame) -> Any:
@@ -54,9 +71,10 @@ def drift_report(spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame
             ValueStats(column=PREDICTION),
         ]
     )
+    current, reference = (_class_names(spec, _sample(f[columns])) for f in (current, reference))
     return report.run(
-        Dataset.from_pandas(_sample(current[columns]), data_definition=definition),
-        Dataset.from_pandas(_sample(reference[columns]), data_definition=definition),
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
         name=f"{spec.name} drift",
     )
 
@@ -70,6 +88,9 @@ def quality_report(spec: ModelSpec, reference: pd.DataFrame, labelled: pd.DataFr
     columns = [*spec.feature_names, PREDICTION, TARGET]
     if spec.task == "regression":
         preset = RegressionPreset()
+    elif spec.multiclass:  # the logged predicted class against the true one, by name
+        preset = ClassificationPreset()
+        labelled, reference = (_class_names(spec, f) for f in (labelled, reference))
     else:  # labels at the spec's decision threshold, as the gates count them
         preset = ClassificationPreset()
         columns.append(LABEL)

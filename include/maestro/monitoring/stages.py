@@ -102,7 +102,9 @@ def champion_scores(
 
     tracking.use_tracking(settings)
     model = load_version(f"models:/{spec.name}/{version.version}")
-    return scores(model, spec, rows[spec.feature_names])
+    found = scores(model, spec, rows[spec.feature_names])
+    # multiclass: the predicted class's code, as the prediction log keeps it
+    return found.argmax(axis=1).astype("float64") if spec.multiclass else found
 
 
 def labelled_rows(current: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -137,6 +139,9 @@ def batch_labelled(
     joined = scores.merge(
         keyed[["entity", "event_timestamp", "label"]], on=["entity", "event_timestamp"]
     )
+    if spec.multiclass:  # batch scores carry labels; the log and the labels, codes
+        codes = {label: code for code, label in enumerate(spec.target.classes or [])}
+        joined[PREDICTION] = joined[PREDICTION].astype(str).map(codes).astype("float64")
     return joined.rename(columns={"label": TARGET})[[PREDICTION, TARGET]]
 
 
@@ -184,7 +189,8 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     scored = scored.assign(**{PREDICTION: champion_scores(spec, settings, version, scored)})
     if TARGET not in scored.columns:
         scored[TARGET] = scored[spec.target.name].astype("float64")
-    predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], "numeric")
+    kind = "categorical" if spec.multiclass else "numeric"  # multiclass: the predicted mix
+    predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], kind)
     labels = read_labels(settings, model)
     labelled = labelled_rows(current, labels)
     truth = pd.concat(
@@ -193,13 +199,14 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     )
     performance: dict[str, float] = {}
     if len(truth) >= spec.monitoring.min_labels:
-        from maestro.training.families import evaluate
+        from maestro.training.families import evaluate, label_metrics
 
         try:
-            performance = evaluate(
-                spec,
-                truth[TARGET].to_numpy(dtype="float64"),
-                truth[PREDICTION].to_numpy(dtype="float64"),
+            y, predicted = (truth[c].to_numpy(dtype="float64") for c in (TARGET, PREDICTION))
+            performance = (
+                label_metrics(y.astype(int), predicted.astype(int))
+                if spec.multiclass
+                else evaluate(spec, y, predicted)
             )
         except ValueError as error:  # one class only among the labels
             log.warning("%s: model quality not judged: %s", model, error)

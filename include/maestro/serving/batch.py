@@ -31,9 +31,11 @@ def read_partition(settings: Settings, model: str, day: str, source: str | None)
 
 
 def score_partition(settings: Settings, model: str, day: str, source: str | None = None) -> dict:
-    """Score the partition with the champion; write `prediction` and `model_version` beside the
-    entity key and timestamp. Returns where, how many rows and which version."""
+    """Score the partition with the champion; write `prediction` (multiclass: the label, and
+    `probability_<class>` for each class) and `model_version` beside the entity key and
+    timestamp. Returns where, how many rows and which version."""
     from maestro import registry, tracking
+    from maestro.models import predicted_labels
     from maestro.serving.records import to_columns
     from maestro.serving.scorer import load_scorer
     from maestro.spec import get_spec
@@ -54,7 +56,13 @@ def score_partition(settings: Settings, model: str, day: str, source: str | None
     table = to_columns(features.to_dict("records"), scorer.columns)
     keys = [c for c in (spec.entity.key, spec.timestamp.column) if c in frame.columns]
     out = frame[keys].copy()
-    out["prediction"] = scorer.score(table)
+    scores = scorer.score(table)
+    if scorer.classes is None:
+        out["prediction"] = scores
+    else:  # the label, and every class's probability beside it
+        out["prediction"] = predicted_labels(scores, scorer.classes)
+        for code, label in enumerate(scorer.classes):
+            out[f"probability_{label}"] = scores[:, code]
     out["model_version"] = scorer.version
     out["scored_at"] = pd.Timestamp.now(tz="UTC")
     return {

@@ -71,6 +71,7 @@ async def read(
         request.headers.get("inference-header-content-length"),
         lane.scorer.columns,
         server.settings.serving_max_rows,
+        [output["name"] for output in v2.output_metadata(lane.scorer.classes)],
     )
     return Read(table, given)
 
@@ -144,11 +145,12 @@ async def score(
         )
     elapsed = time.perf_counter() - started
     request_id = os.urandom(16).hex()  # 128 random bits; uuid4() costs 4x more
+    classes = lane.scorer.classes
     lane.ok.inc()
     lane.latency.observe(elapsed)
     lane.rows.inc(len(scores))
-    for value in scores[:100]:
-        lane.distribution.observe(value)
+    for value in scores[:100] if classes is None else scores[:100].max(axis=1):
+        lane.distribution.observe(value)  # multiclass: the top class's probability
     names = lane.scorer.names
     role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else PRIMARY
     log_scores(server, request_id, model, lane, role, elapsed, names, features, scores)
@@ -167,11 +169,13 @@ async def score(
                 "model": model,
                 "version": lane.scorer.version,
                 "request_id": request_id,
-                "predictions": scores.tolist(),
+                **records_answer(scores, classes),
             }
         )
     else:
-        answer = v2.infer_response(model, lane.scorer.version, request_id, features.given, scores)
+        answer = v2.infer_response(
+            model, lane.scorer.version, request_id, features.given, scores, classes
+        )
     shadow = routing.shadow if version is None else None
     task = (
         BackgroundTask(score_shadow, server, shadow, model, features, names, request_id)
@@ -179,6 +183,26 @@ async def score(
         else None
     )
     return Response(answer, media_type="application/json", background=task)
+
+
+def records_answer(scores: np.ndarray, classes: list[str] | None) -> dict:
+    """The predictions of the JSON protocol: one number per row; a multiclass model's are
+    labels, with each row's probability of every class beside them."""
+    if classes is None:
+        return {"predictions": scores.tolist()}
+    names = np.asarray(classes, dtype=object)
+    return {
+        "predictions": names[scores.argmax(axis=1)].tolist(),
+        "probabilities": [dict(zip(classes, row, strict=True)) for row in scores.tolist()],
+    }
+
+
+def logged_predictions(scores: np.ndarray, classes: list[str] | None) -> bytes:
+    """What the prediction log keeps per row: the score (binary, regression) or, multiclass,
+    the predicted class's index into the version's classes."""
+    if classes is None:
+        return scores.tobytes()
+    return scores.argmax(axis=1).astype(np.float64).tobytes()
 
 
 def score_shadow(
@@ -219,6 +243,6 @@ def log_scores(
             elapsed * 1000,
             names,
             features.logged,
-            scores.tobytes(),
+            logged_predictions(scores, lane.scorer.classes),
             "columns",
         )

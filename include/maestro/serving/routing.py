@@ -233,7 +233,8 @@ class Router:
         if version is not None and version not in lanes:
             raise RequestError(404, f"{model} version {version} is not in the serving plan")
         versions = [version] if version is not None else list(lanes)
-        return v2.model_metadata(model, versions, lanes[versions[0]].scorer.columns)
+        first = lanes[versions[0]].scorer
+        return v2.model_metadata(model, versions, first.columns, first.classes)
 
     def spec(self, model: str) -> ModelSpec:
         from maestro.spec import get_spec

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from maestro.models import TASK_METADATA, load_version, output_scores
+from maestro.models import CLASSES_METADATA, TASK_METADATA, load_version, output_scores
 from maestro.serving.forest import CompiledForest
 from maestro.serving.records import Column, RequestError, columns_of
 
@@ -29,7 +29,8 @@ PARALLEL_ROWS = 200  # batches this large are scored on several threads
 
 
 class Scorer:
-    """Scores columns with a model version: P(positive) for classifiers, values for regressors."""
+    """Scores columns with a model version: P(positive) for binary classifiers, a probability
+    matrix (a column per class of `classes`) for multiclass ones, values for regressors."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class Scorer:
         threads: int = 1,
         forests: Path | None = None,
         classification: bool | None = None,
+        classes: list[str] | None = None,
     ) -> None:
         self.model, self.version = model, version
         self.columns = columns
@@ -51,6 +53,7 @@ class Scorer:
         self.classification = (
             hasattr(pipeline, "predict_proba") if classification is None else classification
         )
+        self.classes = classes  # multiclass: what each probability column stands for
         self.path, self._fast = "pipeline", None
         self.fallback: str | None = None  # why a fast path that was built is not used
         label = f"{model} version {version}"
@@ -58,7 +61,7 @@ class Scorer:
             ("booster", partial(_booster_scorer, threads=threads, forests=forests, label=label)),
             ("linear", _linear_scorer),
         )
-        for path, build in builders:
+        for path, build in builders if classes is None else ():  # multiclass: the pipeline
             try:
                 fast = build(pipeline, columns, self.classification)
                 if fast is None:
@@ -104,8 +107,9 @@ class Scorer:
             if pyfunc and whole:  # pyfunc enforces its schema: a long column takes no floats
                 frame[column.name] = frame[column.name].astype("int64")
         if self.classification and hasattr(self.pipeline, "predict_proba"):
-            return self.pipeline.predict_proba(frame)[:, 1]
-        return output_scores(self._predict(frame), self.classification)
+            probabilities = self.pipeline.predict_proba(frame)
+            return probabilities if self.classes is not None else probabilities[:, 1]
+        return output_scores(self._predict(frame), self.classification, self.classes is not None)
 
     def _predict(self, frame: Any) -> Any:
         """The model's own predict; a pyfunc model's refusal of the input is the request's
@@ -342,8 +346,9 @@ def load_scorer(model: str, version: str, threads: int = 1, forests: Path | None
     pipeline = load_version(local)
     columns = columns_of(meta.signature)
     classification = is_classifier(meta, pipeline)
+    classes = (meta.metadata or {}).get(CLASSES_METADATA)
     scorer = Scorer(
-        model, str(version), pipeline, columns, example, threads, forests, classification
+        model, str(version), pipeline, columns, example, threads, forests, classification, classes
     )
     if example is not None:
         check_one_score_per_row(scorer, example)
@@ -352,10 +357,17 @@ def load_scorer(model: str, version: str, threads: int = 1, forests: Path | None
 
 def check_one_score_per_row(scorer: Scorer, example: Any) -> None:
     """Refuse, at load, a version whose answers the protocols cannot express: anything but one
-    finite score per row of its own input example."""
+    finite score per row of its own input example (multiclass: one probability per class)."""
     table = {c.name: [None if _is_nan(v) else v for v in example[c.name]] for c in scorer.columns}
     answer = np.asarray(scorer.score(table))
-    if answer.shape != (len(example),):
+    if scorer.classes is not None:
+        if answer.shape != (len(example), len(scorer.classes)):
+            raise ValueError(
+                f"{scorer.model} version {scorer.version} answers shape {answer.shape} for the "
+                f"{len(example)} rows of its input example, not one probability for each of "
+                f"its {len(scorer.classes)} classes per row; it cannot be served"
+            )
+    elif answer.shape != (len(example),):
         raise ValueError(
             f"{scorer.model} version {scorer.version} answers shape {answer.shape} for the "
             f"{len(example)} rows of its input example: the server needs one score per row "
@@ -369,7 +381,7 @@ def is_classifier(meta: Any, model: Any) -> bool:
     or a tensor of two per row (class probabilities)."""
     task = (meta.metadata or {}).get(TASK_METADATA)
     if task is not None:
-        return bool(task == "binary_classification")
+        return bool(task != "regression")
     if hasattr(model, "predict_proba"):
         return True
     outputs = meta.signature.outputs

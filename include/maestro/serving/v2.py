@@ -23,6 +23,7 @@ import orjson
 from maestro.serving.records import INT64_MAX, Column, RequestError, check_values, parse_json
 
 OUTPUT = "predictions"
+PROBABILITIES = "probabilities"  # a multiclass model's second output: rows x classes
 FLOATS = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
 INTEGERS = {
     "INT8": "i1",
@@ -45,8 +46,14 @@ DATATYPE = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": 
 LENGTH = struct.Struct("<I")
 
 
-def model_metadata(model: str, versions: Sequence[str], columns: Sequence[Column]) -> dict:
-    """`GET /v2/models/<name>`: the inputs named and typed from the MLflow signature."""
+def model_metadata(
+    model: str,
+    versions: Sequence[str],
+    columns: Sequence[Column],
+    classes: Sequence[str] | None = None,
+) -> dict:
+    """`GET /v2/models/<name>`: the inputs named and typed from the MLflow signature; the
+    outputs: the predictions, and for a multiclass model its labels and probabilities."""
     return {
         "name": model,
         "versions": list(versions),
@@ -60,12 +67,30 @@ def model_metadata(model: str, versions: Sequence[str], columns: Sequence[Column
             }
             for c in columns
         ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
+        "outputs": output_metadata(classes),
     }
 
 
+def output_metadata(classes: Sequence[str] | None) -> list[dict]:
+    if classes is None:
+        return [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}]
+    return [
+        {"name": OUTPUT, "datatype": "BYTES", "shape": [-1]},
+        {
+            "name": PROBABILITIES,
+            "datatype": "FP64",
+            "shape": [-1, len(classes)],
+            "parameters": {"classes": list(classes)},
+        },
+    ]
+
+
 def infer_request(
-    raw: bytes, header_length: str | None, columns: Sequence[Column], max_rows: int
+    raw: bytes,
+    header_length: str | None,
+    columns: Sequence[Column],
+    max_rows: int,
+    outputs: Sequence[str] = (OUTPUT,),
 ) -> tuple[dict[str, list | np.ndarray], str | None]:
     """The columns of an inference request, checked against the signature, and the request's
     `id` if it gave one; RequestError naming the input and row otherwise."""
@@ -76,7 +101,7 @@ def infer_request(
     given = body.get("id")
     if given is not None and type(given) is not str:
         raise RequestError(422, "id must be a string")
-    _check_outputs(body.get("outputs"))
+    _check_outputs(body.get("outputs"), outputs)
     tensors = _tensors(body["inputs"], binary)
     names = {c.name for c in columns}
     if len(tensors) == 1 and tensors[0].name not in names:
@@ -90,18 +115,41 @@ def infer_request(
 
 
 def infer_response(
-    model: str, version: str, request_id: str, given: str | None, scores: np.ndarray
+    model: str,
+    version: str,
+    request_id: str,
+    given: str | None,
+    scores: np.ndarray,
+    classes: Sequence[str] | None = None,
 ) -> bytes:
-    """The answer: one FP64 output; `parameters.request_id` is the id to send feedback on."""
+    """The answer: one FP64 output (a multiclass model's: each row's label as BYTES, and the
+    probabilities, rows x classes, row-major); `parameters.request_id` is the id to send
+    feedback on."""
+    if classes is not None:
+        outputs = [
+            {
+                "name": OUTPUT,
+                "datatype": "BYTES",
+                "shape": [len(scores)],
+                "data": np.asarray(classes, dtype=object)[scores.argmax(axis=1)].tolist(),
+            },
+            {
+                "name": PROBABILITIES,
+                "datatype": "FP64",
+                "shape": list(scores.shape),
+                "data": scores.ravel(),
+                "parameters": {"classes": list(classes)},
+            },
+        ]
+    else:
+        outputs = [{"name": OUTPUT, "datatype": "FP64", "shape": [len(scores)], "data": scores}]
     return orjson.dumps(
         {
             "model_name": model,
             "model_version": version,
             "id": given if given is not None else request_id,
             "parameters": {"request_id": request_id},
-            "outputs": [
-                {"name": OUTPUT, "datatype": "FP64", "shape": [len(scores)], "data": scores}
-            ],
+            "outputs": outputs,
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
@@ -124,15 +172,16 @@ def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return raw[: int(header_length)], raw[int(header_length) :]
 
 
-def _check_outputs(outputs: Any) -> None:
+def _check_outputs(outputs: Any, known: Sequence[str]) -> None:
     if outputs is None:
         return
     if type(outputs) is not list:
         raise RequestError(422, "outputs must be a list")
     for output in outputs:
         name = output.get("name") if type(output) is dict else None
-        if name != OUTPUT:
-            raise RequestError(422, f"unknown output {name!r}: this model answers {OUTPUT!r}")
+        if name not in known:
+            answers = " and ".join(map(repr, known))
+            raise RequestError(422, f"unknown output {name!r}: this model answers {answers}")
 
 
 def _tensors(inputs: list, binary: bytes) -> list[_Tensor]:

@@ -22,6 +22,7 @@ from maestro.spec.sections import (
     BUILT_IN,
     CLASSIFICATION_METRICS,
     CLASSIFIERS,
+    MULTICLASS_METRICS,
     REGRESSION_METRICS,
     REGRESSORS,
     DataChecks,
@@ -48,7 +49,7 @@ class ModelSpec(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     description: str = ""
     owner: str = "maestro"
-    task: Literal["binary_classification", "regression"]
+    task: Literal["binary_classification", "multiclass_classification", "regression"]
     source: Source
     entity: EntitySpec
     timestamp: TimestampSpec = Field(default_factory=TimestampSpec)
@@ -95,9 +96,25 @@ class ModelSpec(Strict):
         unknown = sorted(set(self.protected_attributes) - set(names))
         if unknown:
             raise ValueError(f"protected_attributes: {unknown} are not features")
-        classification = self.task == "binary_classification"
-        if classification != (self.metric.name in CLASSIFICATION_METRICS):
-            raise ValueError(f"metric.name: {self.metric.name!r} does not fit task {self.task!r}")
+        metrics = self.task_metrics
+        if self.metric.name not in metrics:
+            raise ValueError(
+                f"metric.name: {self.metric.name!r} does not fit task {self.task!r} "
+                f"(its metrics: {', '.join(sorted(metrics))})"
+            )
+        if self.task != "multiclass_classification" and self.target.classes is not None:
+            raise ValueError("target.classes: only a multiclass target lists its classes")
+        if self.multiclass and self.target.classes is None:
+            raise ValueError(
+                "target.classes: a multiclass target lists its classes (the labels as the data "
+                "has them), in the order every version's probabilities will come in"
+            )
+        if self.target.classes and len(set(self.target.classes)) < len(self.target.classes):
+            raise ValueError(f"target.classes: {self.target.classes} repeats a class")
+        if self.task != "binary_classification" and self.target.positive is not None:
+            raise ValueError("target.positive: only a binary target has a positive class")
+        if self.task != "multiclass_classification" and self.governance.min_class_recall:
+            raise ValueError("governance.min_class_recall: applies to multiclass tasks only")
         shadowed = sorted(set(self.trainers) & BUILT_IN)
         if shadowed:
             raise ValueError(f"trainers: {shadowed} are names of built-in families; pick others")
@@ -107,7 +124,7 @@ class ModelSpec(Strict):
                 f"search_space: {unknown} are neither built-in families "
                 f"({', '.join(sorted(BUILT_IN))}) nor trainers declared under `trainers`"
             )
-        allowed = (CLASSIFIERS if classification else REGRESSORS) | set(self.trainers)
+        allowed = (CLASSIFIERS if self.classification else REGRESSORS) | set(self.trainers)
         wrong = sorted(set(self.search_space) - allowed)
         if wrong:
             raise ValueError(f"search_space: families {wrong} do not support task {self.task!r}")
@@ -117,14 +134,20 @@ class ModelSpec(Strict):
                 f"trainers: {unused} are declared but not in search_space (give each its "
                 "hyperparameters there, or {} for none)"
             )
-        metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
         unknown = sorted(set(self.governance.thresholds) - metrics)
         if unknown:
             raise ValueError(
                 f"governance.thresholds: {unknown} are not metrics of {self.task!r} "
                 f"(known: {sorted(metrics)})"
             )
-        unknown = sorted(set(self.monitoring.performance) - metrics)
+        judged = {"accuracy", "f1_macro", "f1_weighted"} if self.multiclass else metrics
+        unknown = sorted(set(self.monitoring.performance) - judged)
+        if unknown and self.multiclass:
+            raise ValueError(
+                f"monitoring.performance: {unknown} need probabilities, and the prediction log "
+                "keeps a multiclass model's predicted class: limit accuracy, f1_macro or "
+                "f1_weighted"
+            )
         if unknown:
             raise ValueError(
                 f"monitoring.performance: {unknown} are not metrics of {self.task!r} "
@@ -134,6 +157,20 @@ class ModelSpec(Strict):
         if unsliceable:
             raise ValueError(f"governance.slices: {unsliceable} are not features")
         return self
+
+    @property
+    def classification(self) -> bool:
+        return self.task != "regression"
+
+    @property
+    def multiclass(self) -> bool:
+        return self.task == "multiclass_classification"
+
+    @property
+    def task_metrics(self) -> set[str]:
+        if self.multiclass:
+            return MULTICLASS_METRICS
+        return CLASSIFICATION_METRICS if self.classification else REGRESSION_METRICS
 
     @property
     def feature_names(self) -> list[str]:

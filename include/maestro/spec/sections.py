@@ -55,11 +55,28 @@ class FeatureSpec(Strict):
 
 class TargetSpec(Strict):
     name: Column
-    positive: str | None = Field(None, description="Positive class label (classification).")
+    positive: str | None = Field(None, description="Positive class label (binary).")
+    classes: list[str] | None = Field(
+        None,
+        min_length=2,
+        description="A multiclass target's classes (labels as the data has them), in the order "
+        "every version's probabilities come in: one output contract across retraining.",
+    )
 
 
 class MetricSpec(Strict):
-    name: Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
+    name: Literal[
+        "roc_auc",
+        "accuracy",
+        "f1",
+        "log_loss",
+        "f1_macro",
+        "f1_weighted",
+        "roc_auc_ovr",
+        "rmse",
+        "mae",
+        "r2",
+    ]
     direction: Literal["maximize", "minimize"]
 
 
@@ -114,6 +131,7 @@ class TrainerSpec(Strict):
 
 
 CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "log_loss"}
+MULTICLASS_METRICS = {"accuracy", "f1_macro", "f1_weighted", "log_loss", "roc_auc_ovr"}
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 
 
@@ -180,6 +198,13 @@ class GovernanceSpec(Strict):
     slices: list[SliceSpec] = []
     fairness: FairnessSpec = Field(default_factory=FairnessSpec)
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_class_recall: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Multiclass: every class's recall must reach this on the test split (a "
+        "class absent from the split then fails); default: per-class recall is reported only.",
+    )
     latency_budget_ms: float = Field(50.0, gt=0.0)
     approvers: list[str] = Field([], description="Airflow users who may decide; empty: any.")
     approval_timeout_hours: float = Field(72.0, gt=0.0)

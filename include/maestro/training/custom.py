@@ -3,7 +3,7 @@ judges and serves like its built-in families. The contract is in the README ("Yo
 training code"); `TrainingContext` is what a trainer receives.
 
 A trainer returns either a fitted object with the scikit-learn API (`predict_proba` for
-classification, `predict` for regression), logged with MLflow's scikit-learn flavour, or an
+classification, binary or multiclass, `predict` for regression), logged with MLflow's scikit-learn flavour, or an
 `mlflow.pyfunc.PythonModel`, logged as a pyfunc model. Either way its package goes into the
 logged model (`code_paths`), so the model loads wherever Maestro runs, without the project.
 Whatever goes wrong in the user's code is one `TrainerError` naming the spec and the function.
@@ -35,7 +35,8 @@ class TrainingContext:
     search space, the spec, a seed, the threads it may use, and `report(step, value)` for
     intermediate values of the spec's metric on the validation split (`validation_metric`
     computes it; Optuna prunes an unpromising trial by raising `optuna.TrialPruned` from
-    `report`, which the trainer lets through)."""
+    `report`, which the trainer lets through). A multiclass target arrives as codes
+    0..k-1 standing for `classes`; the model answers one probability per class, in that order."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
@@ -45,6 +46,7 @@ class TrainingContext:
     threads: int = 1
     final: bool = False  # True for the fit whose model is registered (nothing is pruned then)
     report: Callable[[int, float], None] = field(default=lambda step, value: None)
+    classes: list[str] | None = None  # multiclass: the label of each target code
 
     @property
     def features(self) -> list[str]:
@@ -101,7 +103,7 @@ def train(spec: ModelSpec, family: str, context: TrainingContext) -> Any:
         raise TrainerError(
             f"{_label(spec, family)}: training failed: {type(error).__name__}: {error}"
         ) from error
-    wanted = "predict_proba" if spec.task == "binary_classification" else "predict"
+    wanted = "predict_proba" if spec.classification else "predict"
     if not isinstance(model, mlflow.pyfunc.PythonModel) and not callable(
         getattr(model, wanted, None)
     ):
@@ -112,9 +114,16 @@ def train(spec: ModelSpec, family: str, context: TrainingContext) -> Any:
     return model
 
 
-def checked_scores(spec: ModelSpec, family: str, model: Any, features: pd.DataFrame) -> np.ndarray:
-    """The trainer's model's scores on `features` (P(positive), or values), checked: one
-    finite number per row, and probabilities within [0, 1]; TrainerError otherwise."""
+def checked_scores(
+    spec: ModelSpec,
+    family: str,
+    model: Any,
+    features: pd.DataFrame,
+    classes: list[str] | None = None,
+) -> np.ndarray:
+    """The trainer's model's scores on `features` (P(positive), class probabilities or
+    values), checked: one finite number per row (multiclass: one per class, summing to 1), and
+    probabilities within [0, 1]; TrainerError otherwise."""
     from maestro.models import scores
 
     try:
@@ -124,7 +133,8 @@ def checked_scores(spec: ModelSpec, family: str, model: Any, features: pd.DataFr
             f"{_label(spec, family)}: predicting {len(features)} rows failed: "
             f"{type(error).__name__}: {error}"
         ) from error
-    if values.shape != (len(features),):
+    shape = (len(features), len(classes or [])) if spec.multiclass else (len(features),)
+    if values.shape != shape:
         raise TrainerError(
             f"{_label(spec, family)}: predictions for {len(features)} rows have shape "
             f"{values.shape}; {_expected_output(spec)}"
@@ -134,16 +144,24 @@ def checked_scores(spec: ModelSpec, family: str, model: Any, features: pd.DataFr
         raise TrainerError(
             f"{_label(spec, family)}: {bad} of {len(features)} predictions are NaN or infinite"
         )
-    if spec.task == "binary_classification" and (values.min() < 0 or values.max() > 1):
+    if spec.classification and (values.min() < 0 or values.max() > 1):
         raise TrainerError(
             f"{_label(spec, family)}: probabilities outside [0, 1] "
             f"(from {values.min():.4g} to {values.max():.4g})"
+        )
+    off = np.abs(values.sum(axis=1) - 1.0).max() if spec.multiclass else 0.0
+    if off > 1e-4:
+        raise TrainerError(
+            f"{_label(spec, family)}: class probabilities of a row do not sum to 1 "
+            f"(off by up to {off:.4g})"
         )
     return values
 
 
 def _expected_output(spec: ModelSpec) -> str:
-    if spec.task == "binary_classification":
+    if spec.multiclass:
+        return "expected one probability per class per row (rows x classes)"
+    if spec.classification:
         return "expected one probability per class per row (rows x 2) or P(positive) per row"
     return "expected one value per row"
 
@@ -157,14 +175,19 @@ def code_paths(spec: ModelSpec, family: str) -> list[str]:
 
 
 def log_model(
-    spec: ModelSpec, family: str, model: Any, example: pd.DataFrame, requirements: list[str]
+    spec: ModelSpec,
+    family: str,
+    model: Any,
+    example: pd.DataFrame,
+    requirements: list[str],
+    classes: list[str] | None = None,
 ) -> Any:
     """Log the trainer's model into the active MLflow run, with signature, input example, pip
     requirements (the core's and the trainer's own) and its code."""
     import mlflow
     from mlflow.models import infer_signature
 
-    from maestro.models import TASK_METADATA, raw_output
+    from maestro.models import model_metadata, raw_output
 
     requirements = [*requirements, *spec.trainers[family].requirements]
     common = {
@@ -173,14 +196,13 @@ def log_model(
         "input_example": example,
         "pip_requirements": requirements,
         "code_paths": code_paths(spec, family),
-        "metadata": {TASK_METADATA: spec.task},
+        "metadata": model_metadata(spec, classes),
     }
     if isinstance(model, mlflow.pyfunc.PythonModel):
         return mlflow.pyfunc.log_model(python_model=model, **common)
-    classification = spec.task == "binary_classification"
     return mlflow.sklearn.log_model(
         model,
         serialization_format="cloudpickle",  # your own classes: skops trusts only known types
-        pyfunc_predict_fn="predict_proba" if classification else "predict",
+        pyfunc_predict_fn="predict_proba" if spec.classification else "predict",
         **common,
     )

@@ -88,7 +88,7 @@ def build_estimator(spec: ModelSpec, family: str, params: dict[str, Any], thread
     """An unfitted pipeline of `family` with `params`."""
     from sklearn.pipeline import Pipeline
 
-    classification = spec.task == "binary_classification"
+    classification = spec.classification
     seed = {"random_state": 0}
     if family == "lightgbm":
         import lightgbm as lgb
@@ -164,8 +164,9 @@ def fit(model: Any, spec: ModelSpec, family: str, X: pd.DataFrame, y: np.ndarray
 
 
 def evaluate(spec: ModelSpec, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
-    """Every metric of the spec's task; labels (accuracy, F1) at the spec's
-    `decision_threshold`, the threshold the fairness gates judge at."""
+    """Every metric of the spec's task; binary labels (accuracy, F1) at the spec's
+    `decision_threshold`, the threshold the fairness gates judge at; multiclass labels are
+    each row's most probable class."""
     from sklearn import metrics as m
 
     if spec.task == "binary_classification":
@@ -176,8 +177,50 @@ def evaluate(spec: ModelSpec, y_true: np.ndarray, y_score: np.ndarray) -> dict[s
             "f1": float(m.f1_score(y_true, labels, zero_division=0)),
             "log_loss": float(m.log_loss(y_true, np.clip(y_score, 1e-7, 1 - 1e-7), labels=[0, 1])),
         }
+    if spec.multiclass:
+        return multiclass_metrics(y_true, y_score)
     return {
         "rmse": float(np.sqrt(m.mean_squared_error(y_true, y_score))),
         "mae": float(m.mean_absolute_error(y_true, y_score)),
         "r2": float(m.r2_score(y_true, y_score)),
+    }
+
+
+def multiclass_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro and weighted F1, log loss and macro one-vs-rest ROC AUC of codes
+    `y_true` against a probability matrix (column i: class code i). The AUC averages the
+    classes present in `y_true`: one-vs-rest is undefined for a class with no rows."""
+    from sklearn import metrics as m
+
+    k = probabilities.shape[1]
+    clipped = np.clip(probabilities, 1e-7, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    present = [c for c in range(k) if (y_true == c).any() and not (y_true == c).all()]
+    aucs = [m.roc_auc_score(y_true == c, probabilities[:, c]) for c in present]
+    return label_metrics(y_true, probabilities.argmax(axis=1)) | {
+        "log_loss": float(m.log_loss(y_true, clipped, labels=list(range(k)))),
+        "roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+    }
+
+
+def label_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """The multiclass metrics that labels alone define (what monitoring has: the prediction
+    log keeps each row's predicted class, not its probabilities)."""
+    from sklearn import metrics as m
+
+    return {
+        "accuracy": float(m.accuracy_score(y_true, predicted)),
+        "f1_macro": float(m.f1_score(y_true, predicted, average="macro", zero_division=0)),
+        "f1_weighted": float(m.f1_score(y_true, predicted, average="weighted", zero_division=0)),
+    }
+
+
+def per_class_recall(
+    y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]
+) -> dict[str, float | None]:
+    """Each class's recall (None: the class has no rows here, so its recall is undefined)."""
+    predicted = probabilities.argmax(axis=1)
+    return {
+        label: float((predicted[y_true == code] == code).mean()) if (y_true == code).any() else None
+        for code, label in enumerate(classes)
     }

@@ -16,12 +16,12 @@ import pandas as pd
 
 from maestro import registry, tracking, vocabulary
 from maestro.config import Settings
-from maestro.errors import BadInput
 from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
-from maestro.models import TASK_METADATA, raw_output, scores
+from maestro.models import model_metadata, raw_output, scores
 from maestro.spec import ModelSpec, get_spec
 from maestro.training import custom
 from maestro.training.families import build_estimator, evaluate, fit
+from maestro.training.splits import check_class_coverage, split_by_time
 
 
 @dataclass(frozen=True)
@@ -141,21 +141,6 @@ def materialize_features(handle: TrainingRun, settings: Settings) -> TrainingRun
     return handle.updated(features=FeatureSet(**result))
 
 
-def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFrame]:
-    """Oldest rows train, then validation, newest test (frame is in time order)."""
-    n = len(frame)
-    n_test = max(1, int(n * spec.split.test))
-    n_valid = max(1, int(n * spec.split.validation))
-    n_train = n - n_valid - n_test
-    if n_train < 1:
-        raise BadInput(f"{spec.name}: {n} rows are too few to split into train/validation/test")
-    return {
-        "train": frame.iloc[:n_train],
-        "valid": frame.iloc[n_train : n_train + n_valid],
-        "test": frame.iloc[n_train + n_valid :],
-    }
-
-
 def build_training_set(handle: TrainingRun, settings: Settings) -> TrainingRun:
     """Point-in-time features from Feast, split by time, saved as parquet and as artifacts."""
     from maestro.data import features, sources
@@ -166,7 +151,10 @@ def build_training_set(handle: TrainingRun, settings: Settings) -> TrainingRun:
     folder = settings.home / "training_sets" / spec.name / handle.data["hash"]
     folder.mkdir(parents=True, exist_ok=True)
     sizes = {}
-    for name, part in split_by_time(frame, spec).items():
+    splits = split_by_time(frame, spec)
+    if handle.classes:
+        check_class_coverage(spec, splits, handle.classes)
+    for name, part in splits.items():
         part.to_parquet(folder / f"{name}.parquet", index=False)
         sizes[name] = len(part)
     (folder / "splits.json").write_text(json.dumps(sizes))
@@ -218,6 +206,7 @@ def tune_worker(handle: TrainingRun, worker: int, settings: Settings) -> int:
         handle.tune_run_id,
         tracking.experiment_id(settings, spec.name),
         worker,
+        handle.classes,
     )
 
 
@@ -252,11 +241,13 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
     assert best is not None, "train_final runs after finish_tuning"
     train, valid = load_split(handle, "train"), load_split(handle, "valid")
     test = load_split(handle, "test")
+    classes = handle.classes
     if best.family in spec.trainers:
-        model, example = fit_trainer(spec, best, train, valid), train[spec.feature_names].head(5)
+        model = fit_trainer(spec, best, train, valid, classes)
+        example = train[spec.feature_names].head(5)
     else:
         model, example = fit_family(spec, best, pd.concat([train, valid]))
-    test_scores = checked_scores(spec, best.family, model, test[spec.feature_names])
+    test_scores = checked_scores(spec, best.family, model, test[spec.feature_names], classes)
     metrics = {
         f"test_{k}": v
         for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
@@ -267,9 +258,9 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
         mlflow.log_metrics(metrics)
         if best.family in spec.trainers:
             requirements = serving_requirements(model)
-            logged = custom.log_model(spec, best.family, model, example, requirements)
+            logged = custom.log_model(spec, best.family, model, example, requirements, classes)
         else:
-            logged = log_pipeline(model, spec, example)
+            logged = log_pipeline(model, spec, example, classes)
     return handle.updated(
         model_run_id=run_id, logged_model_uri=logged.model_uri, test_metrics=metrics
     )
@@ -282,34 +273,49 @@ def fit_family(spec: ModelSpec, best: BestTrial, seen: pd.DataFrame) -> tuple[An
     return model, X.head(5)
 
 
-def fit_trainer(spec: ModelSpec, best: BestTrial, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
-    context = custom.TrainingContext(train, valid, best.params, spec, seed=0, threads=2, final=True)
+def fit_trainer(
+    spec: ModelSpec,
+    best: BestTrial,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    classes: list[str] | None,
+) -> Any:
+    context = custom.TrainingContext(
+        train, valid, best.params, spec, seed=0, threads=2, final=True, classes=classes
+    )
     return custom.train(spec, best.family, context)
 
 
-def checked_scores(spec: ModelSpec, family: str, model: Any, features: pd.DataFrame) -> Any:
+def checked_scores(
+    spec: ModelSpec,
+    family: str,
+    model: Any,
+    features: pd.DataFrame,
+    classes: list[str] | None,
+) -> Any:
     """Test-split scores; a spec's own trainer's are checked for shape and NaN first."""
     if family in spec.trainers:
-        return custom.checked_scores(spec, family, model, features)
+        return custom.checked_scores(spec, family, model, features, classes)
     return scores(model, spec, features)
 
 
-def log_pipeline(model: Any, spec: ModelSpec, example: pd.DataFrame) -> Any:
+def log_pipeline(
+    model: Any, spec: ModelSpec, example: pd.DataFrame, classes: list[str] | None = None
+) -> Any:
     """Log a fitted pipeline into the active MLflow run with its signature (what the server
     validates requests against) and input example (what smoke tests send)."""
     import mlflow
     from mlflow.models import infer_signature
 
-    classification = spec.task == "binary_classification"
     return mlflow.sklearn.log_model(
         model,
         name="model",
         signature=infer_signature(example, raw_output(model, spec, example)),
         input_example=example,
-        pyfunc_predict_fn="predict_proba" if classification else "predict",
+        pyfunc_predict_fn="predict_proba" if spec.classification else "predict",
         skops_trusted_types=own_types(model),
         pip_requirements=serving_requirements(model),
-        metadata={TASK_METADATA: spec.task},
+        metadata=model_metadata(spec, classes),
     )
 
 
@@ -376,4 +382,5 @@ def register(handle: TrainingRun, settings: Settings) -> CandidateVersion:
         test_metrics=handle.test_metrics,
         pipeline_run_id=handle.pipeline_run_id,
         training_set=handle.training_set,
+        classes=handle.classes,
     )

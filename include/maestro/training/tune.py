@@ -37,6 +37,14 @@ LIGHTGBM_METRIC = {
     "mae": "l1",
     "r2": None,
 }
+# ... and of a multiclass spec's: its multiclass AUC for the metrics to maximize.
+LIGHTGBM_MULTICLASS_METRIC = {
+    "accuracy": "auc_mu",
+    "f1_macro": "auc_mu",
+    "f1_weighted": "auc_mu",
+    "roc_auc_ovr": "auc_mu",
+    "log_loss": "multi_logloss",
+}
 
 
 def storage(settings: Settings, study_name: str) -> Any:
@@ -71,8 +79,14 @@ def open_study(spec: ModelSpec, settings: Settings, study_name: str, seed: int =
     )
 
 
-def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
-    """The objective: fit a drawn family and configuration, score it on the validation split.
+def make_objective(
+    spec: ModelSpec,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    classes: list[str] | None = None,
+) -> Any:
+    """The objective: fit a drawn family and configuration, score it on the validation split
+    (`classes`: a multiclass target's, what its codes stand for).
 
     Preprocessing does not depend on a trial's hyperparameters, so each kind is fitted once
     per worker and trials fit only the estimator: the same result, at a fraction of the cost.
@@ -96,11 +110,13 @@ def make_objective(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) ->
         family = trial.suggest_categorical("family", families)
         params = suggest(trial, family, spec.search_space[family])
         if family in spec.trainers:
-            return trained_by_trainer(spec, family, params, train, valid, trial)
+            return trained_by_trainer(spec, family, params, train, valid, trial, classes)
         estimator = build_estimator(spec, family, params)[-1]
         Xt, Xvt = features_for(family)
         extra: dict[str, Any] = estimator_fit_params(spec, family)
-        lgb_metric = LIGHTGBM_METRIC[spec.metric.name]
+        lgb_metric = (LIGHTGBM_MULTICLASS_METRIC if spec.multiclass else LIGHTGBM_METRIC)[
+            spec.metric.name
+        ]
         if family == "lightgbm" and lgb_metric and spec.pruning:
             extra |= {
                 "eval_X": Xvt,
@@ -124,6 +140,7 @@ def trained_by_trainer(
     train: pd.DataFrame,
     valid: pd.DataFrame,
     trial: Any,
+    classes: list[str] | None = None,
 ) -> float:
     """One trial of a spec's own trainer: its model's validation metric. What it reports is
     the trial's curve, pruned by the study's pruner when the spec allows pruning."""
@@ -134,12 +151,14 @@ def trained_by_trainer(
         if spec.pruning and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 
-    context = custom.TrainingContext(train, valid, params, spec, seed=0, threads=1, report=report)
+    context = custom.TrainingContext(
+        train, valid, params, spec, seed=0, threads=1, report=report, classes=classes
+    )
     started = time.perf_counter()
     model = custom.train(spec, family, context)
     trial.set_user_attr("family", family)
     trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-    predicted = custom.checked_scores(spec, family, model, valid[spec.feature_names])
+    predicted = custom.checked_scores(spec, family, model, valid[spec.feature_names], classes)
     return evaluate(spec, valid[spec.target.name].to_numpy(), predicted)[spec.metric.name]
 
 
@@ -171,6 +190,7 @@ def run_worker(
     parent_run_id: str,
     experiment_id: str,
     worker: int = 0,
+    classes: list[str] | None = None,
 ) -> int:
     """Run trials until the study holds `budget` of them; return how many this worker ran."""
     import optuna
@@ -181,7 +201,7 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)
     fail_abandoned(study, worker)
-    objective = make_objective(spec, train, valid)
+    objective = make_objective(spec, train, valid, classes)
     mlc = client(settings)
     # Parallelism comes from workers: one thread each, so two workers never fight over BLAS.
     with threadpool_limits(limits=1):

@@ -49,7 +49,7 @@ def test_tree_shap_values_add_up_to_the_raw_score(decided_by_tenure):
     spec, X, y = decided_by_tenure
     model = fit(build_estimator(spec, "lightgbm", {"n_estimators": 40}), spec, "lightgbm", X, y)
     rows = X.head(50)
-    contributions = column_contributions(model, "lightgbm", rows).sum(axis=1).to_numpy()
+    contributions = column_contributions(model, "lightgbm", rows)[0].sum(axis=1).to_numpy()
     raw = model[-1].booster_.predict(model[:-1].transform(rows), raw_score=True)
     expected_value = model[-1].booster_.predict(model[:-1].transform(rows), pred_contrib=True)[
         :, -1
@@ -65,7 +65,7 @@ def test_xgboost_and_catboost_tree_shap_adds_up_to_their_raw_score(decided_by_te
     params = {"n_estimators": 30} if family == "xgboost" else {"iterations": 30}
     model = fit(build_estimator(spec, family, params), spec, family, X, y)
     rows = X.head(50)
-    contributions = column_contributions(model, family, rows).sum(axis=1).to_numpy()
+    contributions = column_contributions(model, family, rows)[0].sum(axis=1).to_numpy()
     probability = model.predict_proba(rows)[:, 1]
     margin = contributions + expected_value(model, family, rows)
     np.testing.assert_allclose(1 / (1 + np.exp(-margin)), probability, rtol=1e-5, atol=1e-6)

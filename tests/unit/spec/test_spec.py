@@ -23,7 +23,7 @@ def write(tmp_path: Path, name: str, change) -> Path:
 
 def test_shipped_specs_load(settings):
     names = {load_spec(p).name for p in spec_paths(settings)}
-    assert names == {"demo", "adult_income", "bike_demand", "churn_mlp"}
+    assert names == {"demo", "adult_income", "bike_demand", "churn_mlp", "forest_cover"}
 
 
 def test_bike_spec_keeps_leaking_columns_out():
