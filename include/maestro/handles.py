@@ -52,7 +52,7 @@ class TrainingRun(Handle):
     airflow_run_id: str
     trigger: TrainingTrigger = TrainingTrigger(trigger="manual")
     pipeline_run_id: str  # the MLflow run that records the Airflow run
-    data: dict[str, Any]  # the data version: hash, rows, start, end, source, path, classes
+    data: dict[str, str | int]  # the data version: hash, rows, start, end, source, path
     validation: str | None = None
     features: FeatureSet | None = None
     training_set: str | None = None  # folder of the train/valid/test parquet files
@@ -66,11 +66,6 @@ class TrainingRun(Handle):
     logged_model_uri: str | None = None
     test_metrics: dict[str, float] | None = None
 
-    @property
-    def classes(self) -> list[str] | None:
-        """A multiclass target's classes (what its codes stand for); None for other tasks."""
-        return self.data.get("classes")
-
 
 class CandidateVersion(Handle):
     """A registered version (`challenger`) through evaluation, the gates and the decision."""
@@ -82,7 +77,6 @@ class CandidateVersion(Handle):
     test_metrics: dict[str, float]
     pipeline_run_id: str
     training_set: str
-    classes: list[str] | None = None  # a multiclass target's, in its probabilities' order
     evaluation_run_id: str | None = None
     validation_status: str | None = None
     failed_checks: list[str] = []

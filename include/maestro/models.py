@@ -9,6 +9,7 @@ version's classes) for multiclass, and values for regression.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,12 +74,14 @@ def scores(model: Any, spec: ModelSpec, features: pd.DataFrame) -> np.ndarray:
     return output_scores(raw_output(model, spec, features), spec.classification, spec.multiclass)
 
 
-def model_metadata(spec: ModelSpec, classes: list[str] | None) -> dict[str, Any]:
-    """What a logged version says of itself: its task and, multiclass, its classes."""
-    return {TASK_METADATA: spec.task} | ({CLASSES_METADATA: classes} if spec.multiclass else {})
+def model_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What a logged version says of itself: its task and, multiclass, its classes (what the
+    server answers by, whatever the spec says later)."""
+    classes = {CLASSES_METADATA: spec.classes} if spec.multiclass else {}
+    return {TASK_METADATA: spec.task} | classes
 
 
-def predicted_labels(probabilities: np.ndarray, classes: list[str]) -> list[str]:
+def predicted_labels(probabilities: np.ndarray, classes: Sequence[str]) -> list[str]:
     """The most probable class of each row (the first, on a tie)."""
     names = np.asarray(classes, dtype=object)
     return names[np.argmax(probabilities, axis=1)].tolist()

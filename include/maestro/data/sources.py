@@ -13,7 +13,6 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -42,9 +41,8 @@ class DataVersion:
     start: str
     end: str
     source: str
-    classes: list[str] | None = None  # a multiclass target's classes: its codes' labels
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | int]:
         return asdict(self)
 
 
@@ -241,10 +239,10 @@ def encode_target(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
     return (labels == positive).astype("int64")
 
 
-def encode_classes(target: pd.Series, spec: ModelSpec, origin: str) -> tuple[pd.Series, list[str]]:
-    """A multiclass target's labels as codes 0..k-1 (their place in `target.classes`), and
-    those classes; DataError for a label the spec does not list, or a single class."""
-    classes = spec.target.classes or []
+def encode_classes(target: pd.Series, spec: ModelSpec, origin: str) -> pd.Series:
+    """A multiclass target's labels as codes 0..k-1, their place in `target.classes`;
+    DataError for a label the spec does not list, or a single class."""
+    classes = spec.classes
     present = set(target.unique())
     unknown = sorted(present - set(classes))
     if unknown:
@@ -257,8 +255,7 @@ def encode_classes(target: pd.Series, spec: ModelSpec, origin: str) -> tuple[pd.
             f"{origin}: target {spec.target.name!r} has {len(present)} class {sorted(present)} "
             "in the training window; multiclass classification needs at least two"
         )
-    codes = target.map({label: code for code, label in enumerate(classes)}).astype("int64")
-    return codes, classes
+    return target.map({label: code for code, label in enumerate(classes)}).astype("int64")
 
 
 def window_bounds(
@@ -286,7 +283,6 @@ def write_snapshot(
     spec: ModelSpec,
     settings: Settings,
     source: str,
-    classes: list[str] | None = None,
 ) -> DataVersion:
     """Write once: a snapshot with the same content is reused, never rewritten."""
     digest = content_hash(frame)
@@ -302,7 +298,6 @@ def write_snapshot(
         start=ts.min().isoformat(),
         end=ts.max().isoformat(),
         source=source,
-        classes=classes,
     )
     if not path.exists():
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
@@ -324,10 +319,10 @@ def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) ->
         raise DataError(f"{origin}: no rows in the training window [{start}, {end})")
     if spec.task == "binary_classification" and frame[spec.target.name].nunique() < 2:
         raise DataError(f"{origin}: target {spec.target.name!r} has a single class in the window")
-    frame, classes = frame.reset_index(drop=True), None
+    frame = frame.reset_index(drop=True)
     if spec.multiclass:
-        frame[spec.target.name], classes = encode_classes(frame[spec.target.name], spec, origin)
-    return write_snapshot(frame, spec, settings, origin, classes)
+        frame[spec.target.name] = encode_classes(frame[spec.target.name], spec, origin)
+    return write_snapshot(frame, spec, settings, origin)
 
 
 def load_snapshot(version: dict) -> pd.DataFrame:

@@ -73,7 +73,6 @@ def shap_importance(
     family: str,
     X: pd.DataFrame,
     y: Any,
-    classes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Mean |SHAP| per raw feature, largest first (`method` says how it was computed): exact
     for the families in EXACT, else the model-agnostic permutation importance of the spec's
@@ -89,8 +88,7 @@ def shap_importance(
         per_class.append(per_feature.abs().mean())
     table = pd.DataFrame({"feature": per_class[0].index})
     if spec.multiclass:
-        labels = classes or [str(k) for k in range(len(per_class))]
-        for label, values in zip(labels, per_class, strict=True):
+        for label, values in zip(spec.classes, per_class, strict=True):
             table[f"class {label}"] = values.to_numpy()
     table["importance"] = np.mean([values.to_numpy() for values in per_class], axis=0)
     table["method"] = "mean |SHAP|" + (" per class, averaged" if spec.multiclass else "")

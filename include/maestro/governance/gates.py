@@ -179,7 +179,6 @@ def fairness_checks(
     y: np.ndarray,
     y_score: np.ndarray,
     groups: pd.Series,
-    classes: list[str] | None = None,
 ) -> tuple[dict[str, float], list[Check]]:
     """Fairness metrics for one protected attribute, over groups big enough to judge."""
     from fairlearn.metrics import (
@@ -205,7 +204,7 @@ def fairness_checks(
         ]
     y, y_score, g = y[judged], y_score[judged], groups[judged].to_numpy()
     if spec.multiclass:
-        values, limits, detail = one_vs_rest_fairness(spec, y, y_score, g, classes, detail)
+        values, limits, detail = one_vs_rest_fairness(spec, y, y_score, g, detail)
     elif spec.task == "binary_classification":
         labels = (y_score >= spec.governance.decision_threshold).astype(int)
         values = {
@@ -249,7 +248,6 @@ def one_vs_rest_fairness(
     y: np.ndarray,
     y_score: np.ndarray,
     g: np.ndarray,
-    classes: list[str] | None,
     detail: str,
 ) -> tuple[dict[str, float], dict[str, tuple[str, float]], str]:
     """Multiclass fairness as fairlearn defines it, for binary decisions: each class one
@@ -288,7 +286,7 @@ def one_vs_rest_fairness(
     for name, by_class in per_class.items():
         code = worst[name](by_class, key=lambda c: np.nan_to_num(by_class[c], nan=-np.inf))
         values[name] = by_class[code]
-        notes.append(f"{name} worst for class {classes[code] if classes else code}")
+        notes.append(f"{name} worst for class {spec.classes[code]}")
     limits = {
         "demographic_parity_difference": ("<=", rules.demographic_parity_difference_max),
         "equalized_odds_difference": ("<=", rules.equalized_odds_difference_max),
@@ -303,7 +301,6 @@ def evaluate_challenger(
     test: pd.DataFrame,
     y_score: np.ndarray,
     champion_score: np.ndarray | None,
-    classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Every gate on the test split: metrics, champion comparison, per-class recall
     (multiclass), slices and fairness."""
@@ -311,13 +308,13 @@ def evaluate_challenger(
     metrics = evaluate(spec, y, y_score)
     champion = evaluate(spec, y, champion_score) if champion_score is not None else None
     checks = threshold_checks(spec, metrics) + champion_check(spec, metrics, champion)
-    per_class = per_class_recall(y, y_score, classes or []) if spec.multiclass else {}
+    per_class = per_class_recall(y, y_score, spec.classes) if spec.multiclass else {}
     checks += class_recall_checks(spec, per_class)
     slices, fairness = {}, {}
     for name, groups in slice_columns(spec, test).items():
         slices[name] = sliced_metrics(spec, y, y_score, groups).to_dict(orient="records")
         if name in spec.protected_attributes:
-            fairness[name], found = fairness_checks(spec, name, y, y_score, groups, classes)
+            fairness[name], found = fairness_checks(spec, name, y, y_score, groups)
             checks += found
     return {
         "metrics": metrics,

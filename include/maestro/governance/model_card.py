@@ -168,7 +168,7 @@ def card_facts(
         "checks": checks,
         "serving": serving,
         "importance": load_result(handle.evaluation_run_id, "importance")["importance"],
-        "classes": handle.classes,
+        "classes": spec.classes,
         "per_class_recall": result.get("per_class_recall", {}),
         "test_rows": result["rows"],
         "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},

@@ -50,7 +50,7 @@ def evaluate(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
     if champion is not None and str(champion.version) != str(handle.version):
         champion_model = load_version(f"models:/{spec.name}/{champion.version}")
         champion_score = scores(champion_model, spec, X)
-    result = evaluate_challenger(spec, test, y_score, champion_score, handle.classes)
+    result = evaluate_challenger(spec, test, y_score, champion_score)
     if result["undefined_classes"]:
         log.warning(
             "%s version %s: classes %s have no rows in the test split: their metrics are undefined",
@@ -137,7 +137,7 @@ def explain(handle: CandidateVersion, settings: Settings) -> CandidateVersion:
         .tags["best_family"]
     )
     features, truth = test[spec.feature_names], test[spec.target.name]
-    table = shap_importance(model, spec, family, features, truth, handle.classes)
+    table = shap_importance(model, spec, family, features, truth)
     mlc = tracking.client(settings)
     with tempfile.TemporaryDirectory(prefix="maestro-shap-") as tmp:
         table.to_csv(Path(tmp) / "shap_importance.csv", index=False)

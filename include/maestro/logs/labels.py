@@ -57,7 +57,7 @@ def parse_label(value: Any, spec: ModelSpec) -> float:
         shown = f" (1 = {positive!r})" if positive else ""
         raise ValueError(f"label must be 0 or 1{shown}, got {value!r}")
     if spec.multiclass:
-        return float(class_code(value, spec.target.classes or []))
+        return float(class_code(value, spec.classes))
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"label must be a finite number, got {value!r}")
     return float(value)

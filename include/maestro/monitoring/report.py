@@ -53,7 +53,7 @@ def _class_names(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
     Evidently counts as labels; other frames as they are."""
     if not spec.multiclass:
         return frame
-    names = dict(enumerate(spec.target.classes or []))
+    names = dict(enumerate(spec.classes))
     present = [c for c in (PREDICTION, TARGET) if c in frame.columns]
     return frame.assign(**{c: frame[c].astype(int).map(names) for c in present})
 

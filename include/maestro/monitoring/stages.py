@@ -140,7 +140,7 @@ def batch_labelled(
         keyed[["entity", "event_timestamp", "label"]], on=["entity", "event_timestamp"]
     )
     if spec.multiclass:  # batch scores carry labels; the log and the labels, codes
-        codes = {label: code for code, label in enumerate(spec.target.classes or [])}
+        codes = {label: code for code, label in enumerate(spec.classes)}
         joined[PREDICTION] = joined[PREDICTION].astype(str).map(codes).astype("float64")
     return joined.rename(columns={"label": TARGET})[[PREDICTION, TARGET]]
 

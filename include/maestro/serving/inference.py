@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
+from maestro.models import predicted_labels
 from maestro.serving import v2
 from maestro.serving.deps import RECORDS, Protocol, authorized, body, records, refuse, unauthorized
 from maestro.serving.log_pipe import columns_body
@@ -71,7 +72,7 @@ async def read(
         request.headers.get("inference-header-content-length"),
         lane.scorer.columns,
         server.settings.serving_max_rows,
-        [output["name"] for output in v2.output_metadata(lane.scorer.classes)],
+        v2.output_names(lane.scorer.classes),
     )
     return Read(table, given)
 
@@ -190,9 +191,8 @@ def records_answer(scores: np.ndarray, classes: list[str] | None) -> dict:
     labels, with each row's probability of every class beside them."""
     if classes is None:
         return {"predictions": scores.tolist()}
-    names = np.asarray(classes, dtype=object)
     return {
-        "predictions": names[scores.argmax(axis=1)].tolist(),
+        "predictions": predicted_labels(scores, classes),
         "probabilities": [dict(zip(classes, row, strict=True)) for row in scores.tolist()],
     }
 

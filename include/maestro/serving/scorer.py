@@ -61,7 +61,7 @@ class Scorer:
             ("booster", partial(_booster_scorer, threads=threads, forests=forests, label=label)),
             ("linear", _linear_scorer),
         )
-        for path, build in builders if classes is None else ():  # multiclass: the pipeline
+        for path, build in builders:
             try:
                 fast = build(pipeline, columns, self.classification)
                 if fast is None:
@@ -175,6 +175,7 @@ def _booster_scorer(
     booster = model.booster_
     n_numeric = len(numeric)
     one_row = SingleRowPredictor(booster, n_numeric + len(categorical))
+    outputs = booster.num_model_per_iteration()  # multiclass: one probability per class
     forest = CompiledForest(booster, forests, threads, label) if forests else None
 
     def score(table: dict[str, list]) -> np.ndarray:
@@ -182,7 +183,8 @@ def _booster_scorer(
         if n == 1:  # a list of the row's values: no per-column arrays for one number each
             row = [table[name][0] for name in numeric]
             row += [codes.get(table[name][0], -1.0) for name, codes in categorical]
-            return one_row(row)
+            answer = one_row(row)
+            return answer if outputs == 1 else answer.reshape(1, outputs)
         matrix = np.empty((n, n_numeric + len(categorical)), dtype=np.float64)
         matrix[:, :n_numeric] = _numeric(table, numeric)
         for j, (name, codes) in enumerate(categorical, start=n_numeric):
@@ -228,7 +230,7 @@ class SingleRowPredictor:
             )
         )
         self._row = np.empty(n_features, dtype=np.float64)
-        self._out = np.empty(1, dtype=np.float64)
+        self._out = np.empty(booster.num_model_per_iteration(), dtype=np.float64)
         self._length = ctypes.c_int64(0)
         self._row_pointer = self._row.ctypes.data_as(ctypes.c_void_p)
         self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
@@ -236,7 +238,8 @@ class SingleRowPredictor:
         self._lock = threading.Lock()
 
     def __call__(self, values: list) -> np.ndarray:
-        """The prediction for one row, given as its feature values in order (None: missing)."""
+        """The prediction for one row, given as its feature values in order (None: missing):
+        one value, or a multiclass model's probability per class."""
         with self._lock:
             self._row[:] = values
             self._check(
@@ -261,7 +264,8 @@ def _unknown_and_missing_are_minus_one(encoder: Any) -> bool:
 def _linear_scorer(pipeline: Any, columns: list[Column], classification: bool) -> Any:
     """A linear model behind column-wise preprocessing (impute, scale, one-hot) is a sum of one
     term per input column: a slope per numeric column (and a term for its nulls), a term per
-    category. The terms are read off the pipeline itself by scoring probe rows once."""
+    category; a multiclass logistic regression has one such sum per class, and a softmax. The
+    terms are read off the pipeline itself by scoring probe rows once."""
     import pandas as pd
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -269,9 +273,10 @@ def _linear_scorer(pipeline: Any, columns: list[Column], classification: bool) -
     prep = pipeline.named_steps.get("prep") if model is not None else None
     if not isinstance(model, LogisticRegression | Ridge) or prep is None:
         return None
-    if np.ravel(model.intercept_).size != 1:
+    weights = np.atleast_2d(model.coef_).T  # features x (1, or one per class)
+    bias = np.ravel(model.intercept_)
+    if bias.size != weights.shape[1]:
         return None
-    weights, bias = np.ravel(model.coef_), float(np.ravel(model.intercept_)[0])
     numeric = [c.name for c in columns if c.kind in ("number", "integer")]
     found = {c.name: _categories(prep, c.name) for c in columns if c.kind == "string"}
     categorical = {name: cats for name, cats in found.items() if cats is not None}
@@ -285,9 +290,10 @@ def _linear_scorer(pipeline: Any, columns: list[Column], classification: bool) -
         probes += [{**base, name: c} for c in [*cats, None, "\x00unknown"]]
     frame = pd.DataFrame(probes, columns=[c.name for c in columns])
     frame[numeric] = frame[numeric].astype("float64")
-    decision = prep.transform(frame) @ weights + bias
+    decision = np.asarray(prep.transform(frame) @ weights + bias)  # probes x outputs
     origin, rest = decision[0], iter(decision[1:] - decision[0])
-    slopes, null_terms = np.empty(len(numeric)), np.empty(len(numeric))
+    slopes = np.empty((len(numeric), bias.size))
+    null_terms = np.empty((len(numeric), bias.size))
     for j in range(len(numeric)):
         slopes[j], null_terms[j] = next(rest), next(rest)
     terms = {}
@@ -301,7 +307,10 @@ def _linear_scorer(pipeline: Any, columns: list[Column], classification: bool) -
         z = origin + np.where(nulls, 0.0, x) @ slopes + nulls @ null_terms
         for name, (by_value, unknown) in terms.items():
             z += np.array([by_value.get(v, unknown) for v in table[name]])
-        return 1.0 / (1.0 + np.exp(-z)) if classification else z
+        if bias.size > 1:  # softmax over the classes
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-z[:, 0])) if classification else z[:, 0]
 
     return score
 
@@ -360,18 +369,17 @@ def check_one_score_per_row(scorer: Scorer, example: Any) -> None:
     finite score per row of its own input example (multiclass: one probability per class)."""
     table = {c.name: [None if _is_nan(v) else v for v in example[c.name]] for c in scorer.columns}
     answer = np.asarray(scorer.score(table))
-    if scorer.classes is not None:
-        if answer.shape != (len(example), len(scorer.classes)):
-            raise ValueError(
-                f"{scorer.model} version {scorer.version} answers shape {answer.shape} for the "
-                f"{len(example)} rows of its input example, not one probability for each of "
-                f"its {len(scorer.classes)} classes per row; it cannot be served"
-            )
-    elif answer.shape != (len(example),):
+    rows, classes = len(example), scorer.classes
+    wanted = (rows,) if classes is None else (rows, len(classes))
+    if answer.shape != wanted:
+        needs = (
+            "one score per row (P(positive) for a classifier, a value otherwise)"
+            if classes is None
+            else f"one probability for each of its {len(classes)} classes per row"
+        )
         raise ValueError(
             f"{scorer.model} version {scorer.version} answers shape {answer.shape} for the "
-            f"{len(example)} rows of its input example: the server needs one score per row "
-            "(P(positive) for a classifier, a value otherwise); it cannot be served"
+            f"{rows} rows of its input example: the server needs {needs}; it cannot be served"
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from maestro.models import predicted_labels
 from maestro.serving.records import INT64_MAX, Column, RequestError, check_values, parse_json
 
 OUTPUT = "predictions"
@@ -69,6 +70,11 @@ def model_metadata(
         ],
         "outputs": output_metadata(classes),
     }
+
+
+def output_names(classes: Sequence[str] | None) -> tuple[str, ...]:
+    """The outputs a request may ask for: a multiclass model answers two."""
+    return (OUTPUT,) if classes is None else (OUTPUT, PROBABILITIES)
 
 
 def output_metadata(classes: Sequence[str] | None) -> list[dict]:
@@ -131,7 +137,7 @@ def infer_response(
                 "name": OUTPUT,
                 "datatype": "BYTES",
                 "shape": [len(scores)],
-                "data": np.asarray(classes, dtype=object)[scores.argmax(axis=1)].tolist(),
+                "data": predicted_labels(scores, classes),
             },
             {
                 "name": PROBABILITIES,

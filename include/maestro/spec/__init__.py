@@ -22,6 +22,7 @@ from maestro.spec.sections import (
     BUILT_IN,
     CLASSIFICATION_METRICS,
     CLASSIFIERS,
+    MULTICLASS_LABEL_METRICS,
     MULTICLASS_METRICS,
     REGRESSION_METRICS,
     REGRESSORS,
@@ -102,7 +103,7 @@ class ModelSpec(Strict):
                 f"metric.name: {self.metric.name!r} does not fit task {self.task!r} "
                 f"(its metrics: {', '.join(sorted(metrics))})"
             )
-        if self.task != "multiclass_classification" and self.target.classes is not None:
+        if not self.multiclass and self.target.classes is not None:
             raise ValueError("target.classes: only a multiclass target lists its classes")
         if self.multiclass and self.target.classes is None:
             raise ValueError(
@@ -113,7 +114,7 @@ class ModelSpec(Strict):
             raise ValueError(f"target.classes: {self.target.classes} repeats a class")
         if self.task != "binary_classification" and self.target.positive is not None:
             raise ValueError("target.positive: only a binary target has a positive class")
-        if self.task != "multiclass_classification" and self.governance.min_class_recall:
+        if not self.multiclass and self.governance.min_class_recall:
             raise ValueError("governance.min_class_recall: applies to multiclass tasks only")
         shadowed = sorted(set(self.trainers) & BUILT_IN)
         if shadowed:
@@ -140,7 +141,7 @@ class ModelSpec(Strict):
                 f"governance.thresholds: {unknown} are not metrics of {self.task!r} "
                 f"(known: {sorted(metrics)})"
             )
-        judged = {"accuracy", "f1_macro", "f1_weighted"} if self.multiclass else metrics
+        judged = MULTICLASS_LABEL_METRICS if self.multiclass else metrics
         unknown = sorted(set(self.monitoring.performance) - judged)
         if unknown and self.multiclass:
             raise ValueError(
@@ -165,6 +166,11 @@ class ModelSpec(Strict):
     @property
     def multiclass(self) -> bool:
         return self.task == "multiclass_classification"
+
+    @property
+    def classes(self) -> list[str]:
+        """A multiclass target's classes, in the order of its codes and probabilities."""
+        return self.target.classes or []
 
     @property
     def task_metrics(self) -> set[str]:

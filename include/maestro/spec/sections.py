@@ -131,7 +131,8 @@ class TrainerSpec(Strict):
 
 
 CLASSIFICATION_METRICS = {"roc_auc", "accuracy", "f1", "log_loss"}
-MULTICLASS_METRICS = {"accuracy", "f1_macro", "f1_weighted", "log_loss", "roc_auc_ovr"}
+MULTICLASS_LABEL_METRICS = {"accuracy", "f1_macro", "f1_weighted"}  # what labels alone define
+MULTICLASS_METRICS = MULTICLASS_LABEL_METRICS | {"log_loss", "roc_auc_ovr"}
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
 
 

@@ -46,7 +46,6 @@ class TrainingContext:
     threads: int = 1
     final: bool = False  # True for the fit whose model is registered (nothing is pruned then)
     report: Callable[[int, float], None] = field(default=lambda step, value: None)
-    classes: list[str] | None = None  # multiclass: the label of each target code
 
     @property
     def features(self) -> list[str]:
@@ -55,6 +54,11 @@ class TrainingContext:
     @property
     def target(self) -> str:
         return self.spec.target.name
+
+    @property
+    def classes(self) -> list[str]:
+        """Multiclass: the label of each target code."""
+        return self.spec.classes
 
     def validation_metric(self, scores: np.ndarray) -> float:
         """The spec's metric of `scores` (P(positive), or values) on the validation split: the
@@ -119,7 +123,6 @@ def checked_scores(
     family: str,
     model: Any,
     features: pd.DataFrame,
-    classes: list[str] | None = None,
 ) -> np.ndarray:
     """The trainer's model's scores on `features` (P(positive), class probabilities or
     values), checked: one finite number per row (multiclass: one per class, summing to 1), and
@@ -133,7 +136,7 @@ def checked_scores(
             f"{_label(spec, family)}: predicting {len(features)} rows failed: "
             f"{type(error).__name__}: {error}"
         ) from error
-    shape = (len(features), len(classes or [])) if spec.multiclass else (len(features),)
+    shape = (len(features), len(spec.classes)) if spec.multiclass else (len(features),)
     if values.shape != shape:
         raise TrainerError(
             f"{_label(spec, family)}: predictions for {len(features)} rows have shape "
@@ -180,7 +183,6 @@ def log_model(
     model: Any,
     example: pd.DataFrame,
     requirements: list[str],
-    classes: list[str] | None = None,
 ) -> Any:
     """Log the trainer's model into the active MLflow run, with signature, input example, pip
     requirements (the core's and the trainer's own) and its code."""
@@ -196,7 +198,7 @@ def log_model(
         "input_example": example,
         "pip_requirements": requirements,
         "code_paths": code_paths(spec, family),
-        "metadata": model_metadata(spec, classes),
+        "metadata": model_metadata(spec),
     }
     if isinstance(model, mlflow.pyfunc.PythonModel):
         return mlflow.pyfunc.log_model(python_model=model, **common)

@@ -27,14 +27,12 @@ def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.DataFram
     }
 
 
-def check_class_coverage(
-    spec: ModelSpec, splits: dict[str, pd.DataFrame], classes: list[str]
-) -> None:
+def check_class_coverage(spec: ModelSpec, splits: dict[str, pd.DataFrame]) -> None:
     """A class the training split lacks cannot be learnt: BadInput. One the validation or test
     split lacks cannot be evaluated there: said in the log (the card says it too)."""
     for name, part in splits.items():
         present = set(part[spec.target.name].unique())
-        absent = [label for code, label in enumerate(classes) if code not in present]
+        absent = [label for code, label in enumerate(spec.classes) if code not in present]
         if absent and name == "train":
             raise BadInput(
                 f"{spec.name}: classes {absent} have no rows in the training split "

@@ -152,8 +152,8 @@ def build_training_set(handle: TrainingRun, settings: Settings) -> TrainingRun:
     folder.mkdir(parents=True, exist_ok=True)
     sizes = {}
     splits = split_by_time(frame, spec)
-    if handle.classes:
-        check_class_coverage(spec, splits, handle.classes)
+    if spec.multiclass:
+        check_class_coverage(spec, splits)
     for name, part in splits.items():
         part.to_parquet(folder / f"{name}.parquet", index=False)
         sizes[name] = len(part)
@@ -206,7 +206,6 @@ def tune_worker(handle: TrainingRun, worker: int, settings: Settings) -> int:
         handle.tune_run_id,
         tracking.experiment_id(settings, spec.name),
         worker,
-        handle.classes,
     )
 
 
@@ -241,13 +240,12 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
     assert best is not None, "train_final runs after finish_tuning"
     train, valid = load_split(handle, "train"), load_split(handle, "valid")
     test = load_split(handle, "test")
-    classes = handle.classes
     if best.family in spec.trainers:
-        model = fit_trainer(spec, best, train, valid, classes)
+        model = fit_trainer(spec, best, train, valid)
         example = train[spec.feature_names].head(5)
     else:
         model, example = fit_family(spec, best, pd.concat([train, valid]))
-    test_scores = checked_scores(spec, best.family, model, test[spec.feature_names], classes)
+    test_scores = checked_scores(spec, best.family, model, test[spec.feature_names])
     metrics = {
         f"test_{k}": v
         for k, v in evaluate(spec, test[spec.target.name].to_numpy(), test_scores).items()
@@ -258,9 +256,9 @@ def train_final(handle: TrainingRun, settings: Settings) -> TrainingRun:
         mlflow.log_metrics(metrics)
         if best.family in spec.trainers:
             requirements = serving_requirements(model)
-            logged = custom.log_model(spec, best.family, model, example, requirements, classes)
+            logged = custom.log_model(spec, best.family, model, example, requirements)
         else:
-            logged = log_pipeline(model, spec, example, classes)
+            logged = log_pipeline(model, spec, example)
     return handle.updated(
         model_run_id=run_id, logged_model_uri=logged.model_uri, test_metrics=metrics
     )
@@ -278,11 +276,8 @@ def fit_trainer(
     best: BestTrial,
     train: pd.DataFrame,
     valid: pd.DataFrame,
-    classes: list[str] | None,
 ) -> Any:
-    context = custom.TrainingContext(
-        train, valid, best.params, spec, seed=0, threads=2, final=True, classes=classes
-    )
+    context = custom.TrainingContext(train, valid, best.params, spec, seed=0, threads=2, final=True)
     return custom.train(spec, best.family, context)
 
 
@@ -291,17 +286,14 @@ def checked_scores(
     family: str,
     model: Any,
     features: pd.DataFrame,
-    classes: list[str] | None,
 ) -> Any:
     """Test-split scores; a spec's own trainer's are checked for shape and NaN first."""
     if family in spec.trainers:
-        return custom.checked_scores(spec, family, model, features, classes)
+        return custom.checked_scores(spec, family, model, features)
     return scores(model, spec, features)
 
 
-def log_pipeline(
-    model: Any, spec: ModelSpec, example: pd.DataFrame, classes: list[str] | None = None
-) -> Any:
+def log_pipeline(model: Any, spec: ModelSpec, example: pd.DataFrame) -> Any:
     """Log a fitted pipeline into the active MLflow run with its signature (what the server
     validates requests against) and input example (what smoke tests send)."""
     import mlflow
@@ -315,7 +307,7 @@ def log_pipeline(
         pyfunc_predict_fn="predict_proba" if spec.classification else "predict",
         skops_trusted_types=own_types(model),
         pip_requirements=serving_requirements(model),
-        metadata=model_metadata(spec, classes),
+        metadata=model_metadata(spec),
     )
 
 
@@ -382,5 +374,4 @@ def register(handle: TrainingRun, settings: Settings) -> CandidateVersion:
         test_metrics=handle.test_metrics,
         pipeline_run_id=handle.pipeline_run_id,
         training_set=handle.training_set,
-        classes=handle.classes,
     )

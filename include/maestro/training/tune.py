@@ -83,10 +83,8 @@ def make_objective(
     spec: ModelSpec,
     train: pd.DataFrame,
     valid: pd.DataFrame,
-    classes: list[str] | None = None,
 ) -> Any:
-    """The objective: fit a drawn family and configuration, score it on the validation split
-    (`classes`: a multiclass target's, what its codes stand for).
+    """The objective: fit a drawn family and configuration, score it on the validation split.
 
     Preprocessing does not depend on a trial's hyperparameters, so each kind is fitted once
     per worker and trials fit only the estimator: the same result, at a fraction of the cost.
@@ -110,7 +108,7 @@ def make_objective(
         family = trial.suggest_categorical("family", families)
         params = suggest(trial, family, spec.search_space[family])
         if family in spec.trainers:
-            return trained_by_trainer(spec, family, params, train, valid, trial, classes)
+            return trained_by_trainer(spec, family, params, train, valid, trial)
         estimator = build_estimator(spec, family, params)[-1]
         Xt, Xvt = features_for(family)
         extra: dict[str, Any] = estimator_fit_params(spec, family)
@@ -140,7 +138,6 @@ def trained_by_trainer(
     train: pd.DataFrame,
     valid: pd.DataFrame,
     trial: Any,
-    classes: list[str] | None = None,
 ) -> float:
     """One trial of a spec's own trainer: its model's validation metric. What it reports is
     the trial's curve, pruned by the study's pruner when the spec allows pruning."""
@@ -151,14 +148,12 @@ def trained_by_trainer(
         if spec.pruning and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 
-    context = custom.TrainingContext(
-        train, valid, params, spec, seed=0, threads=1, report=report, classes=classes
-    )
+    context = custom.TrainingContext(train, valid, params, spec, seed=0, threads=1, report=report)
     started = time.perf_counter()
     model = custom.train(spec, family, context)
     trial.set_user_attr("family", family)
     trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-    predicted = custom.checked_scores(spec, family, model, valid[spec.feature_names], classes)
+    predicted = custom.checked_scores(spec, family, model, valid[spec.feature_names])
     return evaluate(spec, valid[spec.target.name].to_numpy(), predicted)[spec.metric.name]
 
 
@@ -190,7 +185,6 @@ def run_worker(
     parent_run_id: str,
     experiment_id: str,
     worker: int = 0,
-    classes: list[str] | None = None,
 ) -> int:
     """Run trials until the study holds `budget` of them; return how many this worker ran."""
     import optuna
@@ -201,7 +195,7 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec, settings, study_name, seed=worker)
     fail_abandoned(study, worker)
-    objective = make_objective(spec, train, valid, classes)
+    objective = make_objective(spec, train, valid)
     mlc = client(settings)
     # Parallelism comes from workers: one thread each, so two workers never fight over BLAS.
     with threadpool_limits(limits=1):

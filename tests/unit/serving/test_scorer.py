@@ -147,3 +147,43 @@ def test_batches_move_to_the_compiled_forest_once_it_is_built_and_checked(demo, 
         rtol=1e-9,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "path"),
+    [
+        ("lightgbm", {"n_estimators": 40, "num_leaves": 15}, "booster"),
+        ("logistic_regression", {"C": 1.0}, "linear"),
+    ],
+)
+def test_multiclass_fast_paths_answer_every_class_probability_like_the_pipeline(
+    demo, family, params, path, tmp_path
+):
+    """A three-class model: the booster (and its compiled forest) and the linear path (one sum
+    per class, then a softmax) answer the pipeline's probability matrix, a row per request row
+    and a column per class, one row at a time and in batches."""
+    spec, X, _ = demo
+    y = np.digitize(X["balance"].fillna(0), np.quantile(X["balance"].fillna(0), [1 / 3, 2 / 3]))
+    pipeline = fit(build_estimator(spec, family, params), spec, family, X, y)
+    example = X.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]
+    scorer = Scorer(
+        "demo", "1", pipeline, columns, example, 2, tmp_path, True, classes=["lo", "mid", "hi"]
+    )
+    assert scorer.path == path
+
+    records = requests(X, PARALLEL_ROWS + 50)
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    expected = pipeline.predict_proba(pd.DataFrame(records).astype(dict.fromkeys(numeric, float)))
+    assert expected.shape == (len(records), 3)
+    np.testing.assert_allclose(scorer.score(to_columns(records, columns)), expected, rtol=1e-9)
+    for record, want in zip(records[:25], expected[:25], strict=True):
+        one = scorer.score(to_columns([record], columns))
+        assert one.shape == (1, 3)
+        np.testing.assert_allclose(one[0], want, rtol=1e-9, atol=1e-12)
+    if scorer.forest is not None:
+        assert compiled(scorer.forest) == "ready"
+        np.testing.assert_allclose(
+            scorer.score(to_columns(records, columns)), expected, rtol=1e-9, atol=1e-12
+        )
