@@ -13,16 +13,18 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def scratch_platform(demo_rows: int, trials: int, governance: dict | None = None) -> Path:
-    """Point the platform at a fresh state folder and a copy of the specs with a resized demo
-    (and `governance` fields changed); bring Airflow's metadata database up. Call before
-    anything imports Airflow."""
+def scratch_platform(
+    demo_rows: int, trials: int, governance: dict | None = None, model: str = "demo"
+) -> Path:
+    """Point the platform at a fresh state folder and a copy of the specs with `model` (a spec
+    on generated data: `demo`, `churn_mlp`) resized (and `governance` fields changed); bring
+    Airflow's metadata database up. Call before anything imports Airflow."""
     home = Path(tempfile.mkdtemp(prefix="maestro-bench-"))
     specs = home / "specs"
     specs.mkdir()
     for path in (PROJECT / "include" / "specs").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
-        if raw["name"] == "demo":
+        if raw["name"] == model:
             raw["source"]["rows"] = demo_rows
             raw["trials"] = trials
             raw["schedule"] = None  # runs only when a benchmark triggers one

@@ -1,6 +1,8 @@
-"""Wall time of the `demo` training DAG and its orchestration overhead.
+"""Wall time of a training DAG and its orchestration overhead.
 
-Trains the demo (50,000 rows, 20 trials, two tuning workers) twice on one scratch state folder,
+Trains `demo` (built-in families; or `--model churn_mlp`, the PyTorch trainer of
+include/trainers/, a spec's own training code) on 50,000 rows, 20 trials, two tuning workers,
+twice (three times) on one scratch state folder,
 the whole pipeline through evaluation, approval and promotion:
 - `dag.test()`: the run in one process, watched as `maestro demo` watches it;
 - platform: `maestro up` (api-server, scheduler, dag-processor, triggerer, LocalExecutor), the
@@ -15,7 +17,7 @@ Overhead = wall time (queued to finished) - the time during which at least one t
 running (waiting for the approver counts as running), i.e. the time spent on nothing but
 orchestration. Goal: at most 15% of wall time.
 
-    .venv/bin/python bench/training_overhead.py [--rows 50000] [--trials 20] [--smoke]
+    .venv/bin/python bench/training_overhead.py [--model demo] [--rows 50000] [--trials 20] [--smoke]
 
 The celery run needs the PostgreSQL and Redis servers; `--smoke` leaves it out.
 """
@@ -46,7 +48,9 @@ def busy_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
     return total
 
 
-def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, datetime, datetime]]]:
+def with_dag_test(
+    model: str, conf: dict, home: Path
+) -> tuple[float, list[tuple[str, datetime, datetime]]]:
     from airflow.models import DagRun
     from airflow.utils.session import create_session
 
@@ -55,13 +59,14 @@ def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
     from maestro.platform.runs import approval_hint
 
     settings = get_settings()
-    approve = approval_hint("demo", settings, approve_as="admin")
-    done = watch_dag_test("train_demo", settings, conf, home / "dag-test.log", _quiet, approve)
+    approve = approval_hint(model, settings, approve_as="admin")
+    dag = f"train_{model}"
+    done = watch_dag_test(dag, settings, conf, home / "dag-test.log", _quiet, approve)
     with create_session() as session:
-        run = session.query(DagRun).filter_by(dag_id="train_demo", run_id=done.run_id).one()
+        run = session.query(DagRun).filter_by(dag_id=dag, run_id=done.run_id).one()
         instances = run.get_task_instances(session=session)
         _check_finished(
-            str(run.state), {task_label(t.task_id, t.map_index): t.state for t in instances}
+            dag, str(run.state), {task_label(t.task_id, t.map_index): t.state for t in instances}
         )
         tasks = [
             (task_label(t.task_id, t.map_index), t.start_date, t.end_date)
@@ -73,7 +78,7 @@ def with_dag_test(conf: dict, home: Path) -> tuple[float, list[tuple[str, dateti
 
 
 def with_platform(
-    conf: dict, home: Path, settings: dict[str, str] | None = None
+    model: str, conf: dict, home: Path, settings: dict[str, str] | None = None
 ) -> tuple[float, list[tuple[str, datetime, datetime]]]:
     from maestro.config import get_settings
     from maestro.platform.airflow_api import AirflowClient
@@ -99,15 +104,16 @@ def with_platform(
             assert platform.poll() is None, f"maestro up failed: see {home / 'up.log'}"
             time.sleep(1)
         airflow = AirflowClient(f"http://127.0.0.1:{ports.airflow}", "admin", admin_password(home))
-        while "train_demo" not in airflow.dag_ids():
+        dag = f"train_{model}"
+        while dag not in airflow.dag_ids():
             time.sleep(1)
-        airflow.unpause("train_demo")
-        run_id = airflow.trigger("train_demo", conf)
-        approve = approval_hint("demo", get_settings(), approve_as="admin")
-        run = airflow.wait("train_demo", run_id, timeout=1800, poll=0.5, on_state=approve)
-        instances = airflow.task_instances("train_demo", run_id)
+        airflow.unpause(dag)
+        run_id = airflow.trigger(dag, conf)
+        approve = approval_hint(model, get_settings(), approve_as="admin")
+        run = airflow.wait(dag, run_id, timeout=1800, poll=0.5, on_state=approve)
+        instances = airflow.task_instances(dag, run_id)
         states = {task_label(t["task_id"], t["map_index"]): t["state"] for t in instances}
-        _check_finished(run["state"], states)
+        _check_finished(dag, run["state"], states)
         wall = (_time(run["end_date"]) - _time(run["queued_at"])).total_seconds()
         tasks = [
             (task_label(t["task_id"], t["map_index"]), _time(t["start_date"]), _time(t["end_date"]))
@@ -147,10 +153,10 @@ def celery_settings():
         admin.close()
 
 
-def _check_finished(state: str, tasks: dict[str, str]) -> None:
+def _check_finished(dag: str, state: str, tasks: dict[str, str]) -> None:
     """The run must have gone the whole way: gates passed, approved, promoted."""
     if state != "success" or tasks.get("promote") != "success":
-        raise SystemExit(f"train_demo did not reach promote: run {state}, tasks {tasks}")
+        raise SystemExit(f"{dag} did not reach promote: run {state}, tasks {tasks}")
 
 
 def _quiet(line: str) -> None:
@@ -164,6 +170,7 @@ def _time(value: str) -> datetime:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=("demo", "churn_mlp"), default="demo")
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument(
@@ -175,14 +182,17 @@ def main() -> None:
     os.environ["MAESTRO_APPROVAL_POLL_SECONDS"] = "1"
     # the serving check's latency gate judges the machine, not orchestration: a loaded
     # machine must not stop the run before approval
-    home = scratch_platform(args.rows, args.trials, {"latency_budget_ms": 500})
+    home = scratch_platform(args.rows, args.trials, {"latency_budget_ms": 500}, args.model)
     conf = {"trials": args.trials, "workers": 2}
-    results = {"dag.test()": with_dag_test(conf, home), "platform": with_platform(conf, home)}
+    results = {
+        "dag.test()": with_dag_test(args.model, conf, home),
+        "platform": with_platform(args.model, conf, home),
+    }
     if not args.smoke:  # the smoke check leaves Celery to tests/integration/test_platform.py
         with celery_settings() as celery:
-            results["celery"] = with_platform(conf, home, celery)
+            results["celery"] = with_platform(args.model, conf, home, celery)
 
-    print(f"\ntrain_demo: {args.rows} rows, {args.trials} trials, 2 tuning workers")
+    print(f"\ntrain_{args.model}: {args.rows} rows, {args.trials} trials, 2 tuning workers")
     labels = [label for label, _, _ in sorted(results["platform"][1], key=lambda t: t[1])]
     print(f"{'task':<30}" + "".join(f"{mode:>14}" for mode in results))
     for label in labels:

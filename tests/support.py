@@ -56,6 +56,19 @@ def needs_torch() -> None:
         pytest.skip(message + "; set MAESTRO_REQUIRE_TORCH to fail instead")
 
 
+def forest_cover_frame(settings: Any) -> Any:
+    """UCI Covertype as forest_cover's spec reads it: its keys, its types, the cover types
+    as class codes."""
+    from maestro.data import sources
+    from maestro.spec import get_spec
+
+    spec = get_spec("forest_cover", settings)
+    raw = sources.add_keys(sources.read_source(spec, settings), spec, "covtype")
+    frame = sources.conform(raw, spec, "covtype")
+    frame[spec.target.name] = sources.encode_classes(frame[spec.target.name], spec, "covtype")
+    return frame
+
+
 def fit_lightgbm(spec: Any, frame: Any, params: dict, threads: int = 1) -> Any:
     """A LightGBM pipeline of `spec` fitted on `frame` (its features and target)."""
     from maestro.training.families import build_estimator, fit
@@ -65,19 +78,30 @@ def fit_lightgbm(spec: Any, frame: Any, params: dict, threads: int = 1) -> Any:
 
 
 def register_version(
-    settings: Any, spec: Any, pipeline: Any, frame: Any, alias: str | None = "champion"
+    settings: Any,
+    spec: Any,
+    pipeline: Any,
+    frame: Any,
+    alias: str | None = "champion",
+    trainer: str | None = None,
 ) -> str:
     """Log `pipeline` as the training DAG does (signature, input example from `frame`'s first
-    complete rows), register it as a version of `spec`'s model, point `alias` at it (unless
-    None), and return the version."""
+    complete rows; a model from the spec's `trainer`, with its code and requirements), register
+    it as a version of `spec`'s model, point `alias` at it (unless None), and return the
+    version."""
     import mlflow
 
     from maestro import tracking
-    from maestro.training.stages import log_pipeline
+    from maestro.training import custom
+    from maestro.training.stages import log_pipeline, serving_requirements
 
     example = frame[spec.feature_names].dropna().head(5)
     with mlflow.start_run(experiment_id=tracking.experiment_id(settings, spec.name)):
-        logged = log_pipeline(pipeline, spec, example)
+        if trainer is None:
+            logged = log_pipeline(pipeline, spec, example)
+        else:
+            requirements = serving_requirements(pipeline)
+            logged = custom.log_model(spec, trainer, pipeline, example, requirements)
     version = str(mlflow.register_model(logged.model_uri, spec.name).version)
     if alias is not None:
         tracking.client(settings).set_registered_model_alias(spec.name, alias, version)

@@ -32,6 +32,12 @@ def load_version(uri: str) -> Any:
     return mlflow.pyfunc.load_model(local)
 
 
+def library(model: Any) -> str:
+    """The top-level package of a model's class (a pipeline's: its last step's)."""
+    final = model[-1] if hasattr(model, "steps") else model
+    return type(final).__module__.split(".")[0]
+
+
 def raw_output(model: Any, spec: ModelSpec, features: pd.DataFrame) -> Any:
     """What the model answers for `features`, before it becomes scores (what its logged
     signature describes): class probabilities for classifiers, values for regressors."""

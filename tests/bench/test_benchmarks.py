@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support import PROJECT, needs_shared_data, redis_databases
+from tests.support import PROJECT, needs_shared_data, needs_torch, redis_databases
 
 pytestmark = pytest.mark.slow
 NUMBER = r"[\d,]+(?:\.\d+)?"
@@ -110,6 +110,20 @@ def test_serving_reports_every_server_and_goal():
         section = output.split(f"### prediction log, {sink}")[1].split("###")[0]
         for load in ("| single rows |", "| 1,000-row batches |"):
             assert_row(section, load, 7)
+
+
+def test_any_model_serves_a_multiclass_and_a_pyfunc_model_beside_mlflow():
+    needs_shared_data("covtype.csv")
+    needs_torch()
+    output = run_benchmark("any_model.py", timeout=600)
+    for model in ("forest_cover", "churn_mlp"):
+        section = output.split(f"| {model} |")[1].split("\n\n")[0]
+        for server in ("maestro", "maestro V2", "mlflow models serve"):
+            for size in ("single", "batch"):
+                found = assert_row(section, f"| {server}, {size} |", 5)
+                assert found[-1] == "0", f"{model}: {server} answered errors: {section}"
+            assert_row(section, "| maestro @200/s |", 4)
+        assert_row(section, "goal: p99 at most 10 ms at 200 requests/s (maestro V2):", 1)
 
 
 def test_drift_compares_both_engines_and_reads_the_prediction_log():

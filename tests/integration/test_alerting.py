@@ -24,7 +24,7 @@ from maestro import tracking
 from maestro.config import Settings
 from maestro.web import answers, client, free_port
 from tests.integration.test_serving import ROW, register_versions, server
-from tests.support import PROJECT, webhook_receiver
+from tests.support import PROJECT, needs_shared_data, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,17 @@ def compressed_rules(target: Path) -> None:
     target.write_text(text)
 
 
-def prometheus_config(folder: Path, serving: int, pushgateway: int, alertmanager: int) -> Path:
+def prometheus_config(
+    folder: Path, serving: list[int], pushgateway: int, alertmanager: int
+) -> Path:
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
         f"127.0.0.1:{alertmanager}"
     ]
     for job in config["scrape_configs"]:
-        port = serving if job["job_name"] == "maestro-serving" else pushgateway
-        job["static_configs"][0]["targets"] = [f"127.0.0.1:{port}"]
+        ports = serving if job["job_name"] == "maestro-serving" else [pushgateway]
+        job["static_configs"][0]["targets"] = [f"127.0.0.1:{port}" for port in ports]
         job.pop("authorization", None)  # the test's model server has no token
     (folder / "rules").mkdir()
     compressed_rules(folder / "rules" / "maestro.rules.yml")
@@ -74,8 +76,10 @@ def webhook():
 
 @pytest.fixture
 def stack(tmp_path, use_specs, prometheus_tools, monkeypatch, webhook):
-    """Webhook receiver, Pushgateway, Alertmanager, the model server (demo version 3) and
-    Prometheus, each on a free loopback port."""
+    """Webhook receiver, Pushgateway, Alertmanager, the model servers (demo version 3, and a
+    multiclass forest_cover for the panels only such models have) and Prometheus, each on a
+    free loopback port."""
+    needs_shared_data("covtype.csv")
     ports = {name: free_port() for name in ("pushgateway", "alertmanager", "prometheus")}
     monkeypatch.setenv("MAESTRO_PUSHGATEWAY_URL", f"127.0.0.1:{ports['pushgateway']}")
     settings = use_specs(
@@ -89,6 +93,7 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch, webhook):
     )
     register_versions(settings)
     reference_of_version_3(settings)
+    register_forest_cover(settings)
     processes = []
 
     def start(*command: str) -> None:
@@ -108,8 +113,13 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch, webhook):
     )
     for name in ("pushgateway", "alertmanager"):
         wait_for(lambda name=name: ready(ports[name]), 30, f"{name} to be ready")
-    with server(settings.home, MAESTRO_SPECS_DIR=str(settings.specs_dir)) as (_, target):
-        serving = int(target.base_url.rsplit(":", 1)[1])
+    specs = {"MAESTRO_SPECS_DIR": str(settings.specs_dir)}
+    with (
+        server(settings.home, **specs) as (_, target),
+        server(settings.home, "forest_cover", **specs) as (_, multiclass),
+    ):
+        answer_forest_cover(settings, multiclass)
+        serving = [int(t.base_url.rsplit(":", 1)[1]) for t in (target, multiclass)]
         config = prometheus_config(tmp_path, serving, ports["pushgateway"], ports["alertmanager"])
         start(
             str(prometheus_tools["prometheus"]),
@@ -129,6 +139,31 @@ def stack(tmp_path, use_specs, prometheus_tools, monkeypatch, webhook):
             for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def register_forest_cover(settings) -> None:
+    """A small LightGBM model of the seven cover types, forest_cover's champion."""
+    from maestro.spec import get_spec
+    from tests.support import fit_lightgbm, forest_cover_frame, register_version
+
+    spec = get_spec("forest_cover", settings)
+    frame = forest_cover_frame(settings)
+    model = fit_lightgbm(spec, frame, {"n_estimators": 10, "num_leaves": 15})
+    register_version(settings, spec, model, frame)
+
+
+def answer_forest_cover(settings, target) -> None:
+    """Some rows answered, so that its class counters exist."""
+    from maestro.spec import get_spec
+    from tests.support import forest_cover_frame
+
+    spec = get_spec("forest_cover", settings)
+    frame = forest_cover_frame(settings).tail(300)
+    rows = json.loads(frame[spec.feature_names].to_json(orient="records"))
+    for start in range(0, len(rows), 100):
+        part = rows[start : start + 100]
+        status, body = target.request("POST", "/v1/models/forest_cover/predict", part)
+        assert status == 200, body
 
 
 def ready(port: int) -> bool:
@@ -240,7 +275,7 @@ def test_alerts_fire_and_resolve_and_every_dashboard_panel_returns_a_series(stac
     prometheus = client(stack.prometheus)
     wait_for(
         lambda: (
-            len(prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]) == 2
+            len(prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]) == 3
             and all(
                 t["health"] == "up"
                 for t in prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]

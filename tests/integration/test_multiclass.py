@@ -17,6 +17,7 @@ from maestro.models import CLASSES_METADATA, load_version, predicted_labels, sco
 from maestro.monitoring import stages as monitoring
 from maestro.serving.batch import score_partition
 from maestro.spec import get_spec
+from maestro.waiting import wait_for
 from tests.integration.test_serving import server
 from tests.integration.test_training_dag import assert_traceable_challenger, run_training
 from tests.support import needs_shared_data
@@ -54,6 +55,22 @@ def traffic_with_feedback(target, spec, traffic: pd.DataFrame) -> dict:
     status, body = target.request("POST", "/v1/models/forest_cover/feedback", sent)
     assert status == 200, body
     return json.loads(body)
+
+
+def predicted_class_counts(target) -> dict[str, int]:
+    """Rows per predicted class, from the server's /metrics (what the dashboard's class mix
+    panel reads)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = target.request("GET", "/metrics")
+    assert status == 200, body
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "maestro_predicted_class_total":
+                label = sample.labels["class"]
+                counts[label] = counts.get(label, 0) + int(sample.value)
+    return counts
 
 
 def test_forest_cover_is_trained_judged_per_class_and_served_with_its_labels(use_specs):
@@ -104,6 +121,14 @@ def test_forest_cover_is_trained_judged_per_class_and_served_with_its_labels(use
         refused, why = target.request("POST", "/v2/models/forest_cover/infer", bad)
         traffic = full_test.iloc[30:330]
         feedback = traffic_with_feedback(target, spec, traffic)
+        class_mix = wait_for(
+            lambda: (
+                (found := predicted_class_counts(target)) and sum(found.values()) >= 360 and found
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the predicted-class counters to count the 360 rows answered",
+        )
     assert answer["predictions"] == predicted_labels(offline, CLASSES)
     served = np.array([[row[label] for label in CLASSES] for row in answer["probabilities"]])
     np.testing.assert_allclose(served, offline, rtol=1e-9)
@@ -130,6 +155,9 @@ def test_forest_cover_is_trained_judged_per_class_and_served_with_its_labels(use
     offline_traffic = scores(load_version(f"models:/forest_cover/{version.version}"), spec, traffic)
     expected = (offline_traffic.argmax(axis=1) == truth).mean()
     assert verdict.performance["accuracy"] == pytest.approx(expected)
+    answered = np.concatenate([offline, offline, offline_traffic]).argmax(axis=1)
+    counts = np.bincount(answered, minlength=7)
+    assert class_mix == {CLASSES[k]: int(n) for k, n in enumerate(counts)}
     assert verdict.prediction_drift is not None
     artifacts = {a.path for a in mlc.list_artifacts(verdict.run_id, "monitoring")}
     assert {"monitoring/drift.html", "monitoring/quality.html"} <= artifacts

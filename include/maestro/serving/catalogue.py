@@ -78,6 +78,12 @@ class Metrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+        self.classes = Counter(
+            "maestro_predicted_class",
+            "Rows answered per predicted class, of multiclass models",
+            ["model", "version", "class"],
+            registry=r,
+        )
         self.values = Histogram(
             "maestro_prediction_value",
             "Predicted values of regressors",

@@ -152,6 +152,11 @@ async def score(
     lane.rows.inc(len(scores))
     for value in scores[:100] if classes is None else scores[:100].max(axis=1):
         lane.distribution.observe(value)  # multiclass: the top class's probability
+    if lane.classes is not None:
+        predicted = np.bincount(scores.argmax(axis=1), minlength=len(lane.classes))
+        for counter, rows in zip(lane.classes, predicted.tolist(), strict=True):
+            if rows:
+                counter.inc(rows)
     names = lane.scorer.names
     role = SMOKE if request.headers.get(TRAFFIC_HEADER) == SMOKE else PRIMARY
     log_scores(server, request_id, model, lane, role, elapsed, names, features, scores)

@@ -48,6 +48,7 @@ class Lane:
     latency: Any = None
     distribution: Any = None
     rows: Any = None
+    classes: list[Any] | None = None  # multiclass: a counter per class, in the scores' order
 
 
 @dataclass
@@ -161,6 +162,7 @@ class Router:
         scorer = self._scorers[(model, version)]
         m = self.metrics
         histogram = m.scores if scorer.classification else m.values
+        classes = scorer.classes
         return Lane(
             scorer,
             share,
@@ -168,6 +170,9 @@ class Router:
             latency=m.latency.labels(model, version),
             distribution=histogram.labels(model, version),
             rows=m.rows.labels(model, version, PRIMARY if share > 0 else SHADOW),
+            classes=None
+            if classes is None
+            else [m.classes.labels(model, version, c) for c in classes],
         )
 
     def reload_if_changed(self) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 from maestro import registry, tracking, vocabulary
 from maestro.config import Settings
 from maestro.handles import BestTrial, CandidateVersion, FeatureSet, TrainingRun, TrainingTrigger
-from maestro.models import model_metadata, raw_output, scores
+from maestro.models import library, model_metadata, raw_output, scores
 from maestro.spec import ModelSpec, get_spec
 from maestro.training import custom
 from maestro.training.families import build_estimator, evaluate, fit
@@ -320,10 +320,9 @@ def serving_requirements(model: Any) -> list[str]:
     the core's, and the library of its final estimator (a pipeline's last step)."""
     from importlib.metadata import version
 
-    final = model[-1] if hasattr(model, "steps") else model
-    library = type(final).__module__.split(".")[0]
+    package = LIBRARY_PACKAGES.get(library(model))
     packages = ["mlflow", "scikit-learn", "pandas", "numpy", "skops", "cloudpickle"]
-    packages += [LIBRARY_PACKAGES[library]] if library in LIBRARY_PACKAGES else []
+    packages += [package] if package else []
     return [f"{name}=={version(name)}" for name in packages]
 
 

@@ -4,6 +4,8 @@ missing values and a category the model never saw."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +13,9 @@ from mlflow.models import infer_signature
 
 from maestro.config import Settings
 from maestro.data.synthetic import generate
+from maestro.serving.fast_paths import PARALLEL_ROWS
 from maestro.serving.records import Column, columns_of, to_columns
-from maestro.serving.scorer import PARALLEL_ROWS, Scorer
+from maestro.serving.scorer import Scorer
 from maestro.spec import get_spec
 from maestro.training.families import build_estimator, fit
 from maestro.waiting import wait_for
@@ -47,6 +50,8 @@ def pipeline_scores(pipeline, records: list[dict], numeric: list[str]) -> np.nda
     ("family", "params", "path"),
     [
         ("lightgbm", {"n_estimators": 60, "num_leaves": 15}, "booster"),
+        ("xgboost", {"n_estimators": 40, "max_depth": 4}, "xgboost"),
+        ("catboost", {"iterations": 40, "depth": 4}, "catboost"),
         ("logistic_regression", {"C": 1.0}, "linear"),
     ],
 )
@@ -153,14 +158,17 @@ def test_batches_move_to_the_compiled_forest_once_it_is_built_and_checked(demo, 
     ("family", "params", "path"),
     [
         ("lightgbm", {"n_estimators": 40, "num_leaves": 15}, "booster"),
+        ("xgboost", {"n_estimators": 30, "max_depth": 4}, "xgboost"),
+        ("catboost", {"iterations": 30, "depth": 4}, "catboost"),
         ("logistic_regression", {"C": 1.0}, "linear"),
     ],
 )
 def test_multiclass_fast_paths_answer_every_class_probability_like_the_pipeline(
     demo, family, params, path, tmp_path
 ):
-    """A three-class model: the booster (and its compiled forest) and the linear path (one sum
-    per class, then a softmax) answer the pipeline's probability matrix, a row per request row
+    """A three-class model: LightGBM's booster (and its compiled forest), XGBoost's and
+    CatBoost's paths and the linear one (one sum per class, then a softmax) answer the
+    pipeline's probability matrix, a row per request row
     and a column per class, one row at a time and in batches."""
     spec, X, _ = demo
     y = np.digitize(X["balance"].fillna(0), np.quantile(X["balance"].fillna(0), [1 / 3, 2 / 3]))
@@ -187,3 +195,51 @@ def test_multiclass_fast_paths_answer_every_class_probability_like_the_pipeline(
         np.testing.assert_allclose(
             scorer.score(to_columns(records, columns)), expected, rtol=1e-9, atol=1e-12
         )
+
+
+@pytest.mark.parametrize(
+    ("family", "path"),
+    [("lightgbm", "booster"), ("xgboost", "xgboost"), ("catboost", "catboost")],
+)
+def test_a_model_without_categories_gets_its_fast_path_too(demo, family, path):
+    """Numbers only (UCI Covertype's kind): the pipeline's encoder of no columns is left
+    unfitted, and is no reason to refuse the fast path."""
+    spec, X, y = demo
+    numbers = spec.model_copy(
+        update={"features": [f for f in spec.features if f.type != "category"]}
+    )
+    X = X[numbers.feature_names]
+    pipeline = fit(build_estimator(numbers, family, {}), numbers, family, X, y)
+    signature = infer_signature(X.head(5), pipeline.predict_proba(X.head(5)))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]
+    scorer = Scorer("demo", "1", pipeline, columns, X.head(5))
+    assert (scorer.path, scorer.fallback) == (path, None)
+    records = json.loads(X.tail(50).to_json(orient="records"))
+    records[0]["income"] = None
+    expected = pipeline_scores(pipeline, records, numbers.feature_names)
+    np.testing.assert_allclose(scorer.score(to_columns(records, columns)), expected, rtol=1e-9)
+    one = scorer.score(to_columns(records[:1], columns))
+    np.testing.assert_allclose(one, expected[:1], rtol=1e-9, atol=1e-12)
+
+
+def test_a_binary_model_on_its_pipeline_answers_a_v2_batch(demo):
+    """A random forest has no fast path: its P(positive) is a column of the pipeline's
+    probability matrix, which the V2 answer serialises for every row of a batch."""
+    import orjson
+
+    from maestro.serving import v2
+
+    spec, X, y = demo
+    params = {"n_estimators": 10}
+    pipeline = fit(build_estimator(spec, "random_forest", params), spec, "random_forest", X, y)
+    example = X.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    columns = [Column(c.name, c.kind, False) for c in columns_of(signature)]
+    scorer = Scorer("demo", "1", pipeline, columns, example)
+    assert scorer.path == "pipeline"
+    records = requests(X, 40)
+    scores = scorer.score(to_columns(records, columns))
+    answer = orjson.loads(v2.infer_response("demo", "1", "r", None, scores))
+    numeric = [c.name for c in columns if c.kind in ("number", "integer")]
+    expected = pipeline_scores(pipeline, records, numeric)
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-12)

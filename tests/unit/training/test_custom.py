@@ -198,6 +198,7 @@ def test_a_python_model_is_logged_as_pyfunc_and_served_with_its_task(tmp_path, s
     meta = Model.load(mlflow.artifacts.download_artifacts(f"models:/elsewhere/{version}"))
     assert is_classifier(meta, None)  # two columns of probabilities, no Maestro metadata
     scorer = load_scorer("elsewhere", str(version))
+    assert (scorer.path, scorer.fallback) == ("python_model", None)  # its predict, checked
     assert [c.name for c in scorer.columns] == [c.name for c in columns_of(meta.signature)]
     answer = scorer.score({"age": [30, 80], "plan": ["basic", "plus"]})
     np.testing.assert_allclose(answer, [0.3, 0.8])
