@@ -186,8 +186,13 @@ def measure(model: str, urls: dict[str, str], payloads: dict, tmp: Path, a) -> d
         for name in names[i % len(names) :] + names[: i % len(names)]:
             url, body, connections = runs[name]
             found[name].append(wrk(url, body, tmp, a.seconds, connections))
-    pooled = {
-        name: {key: float(np.mean([r[key] for r in results])) for key in results[0]}
+    pooled = {  # figures averaged over the rounds, errors counted over all of them
+        name: {
+            key: sum(r[key] for r in results)
+            if key == "errors"
+            else float(np.mean([r[key] for r in results]))
+            for key in results[0]
+        }
         for name, results in found.items()
     }
     for protocol, server in (("records", "maestro"), ("v2", "maestro V2")):

@@ -12,13 +12,14 @@ it trains or predicts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from maestro.training.custom import TrainingContext
+if TYPE_CHECKING:  # the module is logged with the model: it loads where maestro is absent
+    from maestro.training.custom import TrainingContext
 
 PATIENCE = 5  # epochs without a better validation loss before training stops
 
