@@ -19,8 +19,10 @@ Servers, one process each, on loopback:
 - `mlflow models serve` of each version (--env-manager local, one worker), sent
   `dataframe_records`.
 Every server is loaded by Debian's `wrk` (one thread): single rows with 8 connections,
-1,000-row batches with 2; `--rounds` rounds, the servers' order rotated each round, figures
-averaged. wrk cannot pace, so the p99 at 200 requests/s is measured by bench/loadgen.py (open
+1,000-row batches with 2; `--rounds` rounds, the servers' order rotated each round, each run
+once every server and its children are quiet (maestro's prediction log writer caught up),
+figures averaged. Requests/s counts answers: a request refused (maestro's 503 when its log's
+writer falls behind past its bounds) counts under errors only. wrk cannot pace, so the p99 at 200 requests/s is measured by bench/loadgen.py (open
 loop, latency counted from when each request was due), maestro only.
 
     .venv/bin/python bench/any_model.py [--seconds 10] [--rounds 3] [--smoke]
@@ -169,9 +171,12 @@ def check_same_answers(ours: str, theirs: str, body: bytes) -> None:
     np.testing.assert_allclose(mine, other, rtol=1e-6, atol=1e-9)
 
 
-def measure(model: str, urls: dict[str, str], payloads: dict, tmp: Path, a) -> dict[str, dict]:
-    """wrk on every server, single rows and batches, in rotating order; maestro's p99 at 200
-    requests/s (loadgen, open loop) in both protocols."""
+def measure(
+    urls: dict[str, tuple[str, str]], payloads: dict, pids: list[int], tmp: Path, a
+) -> dict[str, dict]:
+    """wrk on every server, single rows and batches, in rotating order, each run once the
+    servers (`pids`) are quiet; maestro's p99 at 200 requests/s (loadgen, open loop) in both
+    protocols."""
     runs = {
         f"{server}, {size}": (url, payloads[protocol][size], 8 if size == "single" else 2)
         for server, (url, protocol) in urls.items()
@@ -185,6 +190,8 @@ def measure(model: str, urls: dict[str, str], payloads: dict, tmp: Path, a) -> d
     for i in range(a.rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             url, body, connections = runs[name]
+            if not a.smoke:  # no run measured while a writer catches up on the one before
+                wait_until_quiet(pids)
             found[name].append(wrk(url, body, tmp, a.seconds, connections))
     pooled = {  # figures averaged over the rounds, errors counted over all of them
         name: {
@@ -283,7 +290,7 @@ def main() -> None:
             if model == "forest_cover":  # batches on the compiled forest, once it is built
                 wait_until_compiled(base, model, payloads["records"]["batch"])
             wait_until_quiet([proc.pid for proc in procs])
-            results[model] = measure(model, urls, payloads, tmp, a)
+            results[model] = measure(urls, payloads, [proc.pid for proc in procs], tmp, a)
             report(model, results[model])
     finally:
         for proc in procs:

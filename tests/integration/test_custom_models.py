@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -70,9 +72,13 @@ def answered(target, model: str, rows: list[dict]) -> dict:
     return json.loads(body)
 
 
-def promoted_and_served(settings, model: str, dag_run, **env: str) -> None:
+def promoted_and_served(
+    settings, model: str, dag_run, while_served: Callable | None = None, **env: str
+) -> Any:
     """The run's version passed its gates and is promoted, its card names the trainer, and the
-    model server answers with it what the registered model answers offline."""
+    model server answers with it what the registered model answers offline; then
+    `while_served(target, spec, test rows not sent yet)` runs against the same server, and what
+    it returns is returned once the server has stopped (its log written)."""
     assert dag_run.state == "success"
     result = assert_traceable_challenger(model, settings, dag_run)
     spec = get_spec(model, settings)
@@ -89,16 +95,19 @@ def promoted_and_served(settings, model: str, dag_run, **env: str) -> None:
     local = mlflow.artifacts.download_artifacts(
         run_id=version.tags["pipeline_run_id"], artifact_path="training_set"
     )
-    test = pd.read_parquet(f"{local}/test.parquet").head(20)
+    full_test = pd.read_parquet(f"{local}/test.parquet")
+    test = full_test.head(20)
     offline = scores(load_version(f"models:/{model}/{version.version}"), spec, test)
     rows = json.loads(test[spec.feature_names].to_json(orient="records"))
     env = {"MAESTRO_SPECS_DIR": str(settings.specs_dir), **env}
     with server(settings.home, model, **env) as (_, target):
         answer = answered(target, model, rows)
+        sent = while_served(target, spec, full_test.iloc[20:]) if while_served else None
     assert answer["version"] == str(version.version)
     served = answer["predictions"]
     np.testing.assert_allclose(np.asarray(served, dtype=float), offline, rtol=1e-6)
     loads_without_the_platform(f"models:/{model}/{version.version}", settings, rows)
+    return sent
 
 
 def loads_without_the_platform(uri: str, settings, rows: list[dict]) -> None:
@@ -196,5 +205,43 @@ def test_the_pytorch_spec_is_trained_gated_and_served_as_a_pyfunc_model(use_spec
         f"models:/churn_mlp/{version.version}/requirements.txt"
     )
     assert "torch==2.13.0" in requirements
-    promoted_and_served(settings, "churn_mlp", dag_run)
+    traffic = promoted_and_served(settings, "churn_mlp", dag_run, send_traffic_and_labels)
+    judged_as_any_champion(settings, get_spec("churn_mlp", settings), traffic)
     get_settings.cache_clear()
+
+
+def send_traffic_and_labels(target, spec, traffic: pd.DataFrame) -> pd.DataFrame:
+    """Production traffic answered in three requests, then every row's label by request id."""
+    traffic = traffic.head(300)
+    feedback = []
+    for start in range(0, len(traffic), 100):
+        part = traffic.iloc[start : start + 100]
+        rows = json.loads(part[spec.feature_names].to_json(orient="records"))
+        answer = answered(target, spec.name, rows)
+        feedback += [
+            {"request_id": answer["request_id"], "row": i, "label": int(label)}
+            for i, label in enumerate(part[spec.target.name])
+        ]
+    status, body = target.request("POST", f"/v1/models/{spec.name}/feedback", feedback)
+    assert status == 200 and json.loads(body)["accepted"] == len(traffic), body
+    return traffic
+
+
+def judged_as_any_champion(settings, spec, traffic: pd.DataFrame) -> None:
+    """The monitoring job judges the network from the prediction log and the labels: the rows
+    logged, their labels, and the AUC the network really had on them."""
+    from sklearn.metrics import roc_auc_score
+
+    from maestro.monitoring import stages as monitoring
+
+    version = tracking.client(settings).get_model_version_by_alias(spec.name, "champion")
+    verdict = monitoring.judge(spec.name, settings)
+    assert verdict.version == str(version.version)
+    assert verdict.rows == 20 + len(traffic) and verdict.labels == len(traffic)
+    offline = scores(load_version(f"models:/{spec.name}/{version.version}"), spec, traffic)
+    truth = traffic[spec.target.name].astype(int)
+    assert verdict.performance["roc_auc"] == pytest.approx(roc_auc_score(truth, offline))
+    assert verdict.prediction_drift is not None and verdict.drift_share is not None
+    mlc = tracking.client(settings)
+    artifacts = {a.path for a in mlc.list_artifacts(verdict.run_id, "monitoring")}
+    assert {"monitoring/drift.html", "monitoring/quality.html"} <= artifacts

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from maestro.models import library, output_scores, python_model_output
+from maestro.models import library, output_scores, python_model_predict
 from maestro.serving.forest import CompiledForest
 from maestro.serving.records import Column
 
@@ -42,9 +42,10 @@ def python_model_scorer(
     except MlflowException:  # a pyfunc model of another flavour
         return None
 
+    predict = python_model_predict(model)
+
     def score(table: dict[str, list]) -> np.ndarray:
-        output = python_model_output(model, frame(table))
-        return output_scores(output, classification, classes is not None)
+        return output_scores(predict(frame(table)), classification, classes is not None)
 
     return score
 

@@ -142,7 +142,7 @@ class Scorer:
                 if pyfunc and column.kind == "integer" and not np.isnan(values).any():
                     values = values.astype(np.int64)
             data[column.name] = values
-        return pd.DataFrame(data, columns=[c.name for c in self.columns])
+        return pd.DataFrame(data)  # in column order already: `columns=` costs 0.16 ms a call
 
     def _score_pipeline(self, table: dict[str, list]) -> np.ndarray:
         frame = self._frame(table)
