@@ -55,23 +55,24 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="h
 """
 
 
-def register(settings, model: str, frame) -> tuple[list[dict], object]:
-    """A LightGBM pipeline of `model` on `frame`, registered as its champion; returns 1,000
-    rows of its features and the pipeline."""
+def register(settings, model: str, frame, trees: int = 200) -> tuple[list[dict], object]:
+    """A LightGBM pipeline of `model` on `frame` (`trees` rounds), registered as its champion;
+    returns 1,000 rows of its features and the pipeline."""
     from maestro.spec import get_spec
     from tests.support import fit_lightgbm, register_version
 
     spec = get_spec(model, settings)
-    params = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31}
+    params = {"n_estimators": trees, "learning_rate": 0.05, "num_leaves": 31}
     pipeline = fit_lightgbm(spec, frame, params, threads=2)
     register_version(settings, spec, pipeline, frame)
     rows = frame[spec.feature_names].dropna().head(1000)
     return json.loads(rows.to_json(orient="records")), pipeline
 
 
-def register_models(settings) -> dict[str, tuple[list[dict], object]]:
+def register_models(settings, smoke: bool = False) -> dict[str, tuple[list[dict], object]]:
     """`demo` (20,000 generated rows) and `adult_income` (UCI Adult), each registered as its
-    champion (see `register`)."""
+    champion (see `register`); 20 trees instead of 200 under --smoke, quick to fit and
+    compile."""
     from maestro.data import sources
     from maestro.data.synthetic import generate
     from maestro.spec import get_spec
@@ -81,8 +82,8 @@ def register_models(settings) -> dict[str, tuple[list[dict], object]]:
         sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
     )
     return {
-        "demo": register(settings, "demo", generate(20000)),
-        "adult_income": register(settings, "adult_income", adult_frame),
+        "demo": register(settings, "demo", generate(20000), 20 if smoke else 200),
+        "adult_income": register(settings, "adult_income", adult_frame, 20 if smoke else 200),
     }
 
 
@@ -456,7 +457,7 @@ def main() -> None:
     from maestro.config import get_settings
 
     settings = get_settings()
-    registered = register_models(settings)
+    registered = register_models(settings, a.smoke)
 
     bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` runs `uvicorn` from PATH
     env = {

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+EXPORT_DELAY = 5.0  # seconds: the batch span exporter's default schedule
+EXPORT_DELAY_SMOKE = 0.5
 sys.path.insert(0, str(HERE))
 
 from serving import register_models, start, wait_until_quiet, wait_until_up, wrk  # noqa: E402
@@ -72,12 +74,14 @@ def main() -> None:
     from maestro.config import get_settings
 
     settings = get_settings()
-    rows = {model: found[0] for model, found in register_models(settings).items()}
+    rows = {model: found[0] for model, found in register_models(settings, a.smoke).items()}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.tracking_uri,
     }
+    if a.smoke:  # the exporter sends every half second, not 5: the check waits less for it
+        env["OTEL_BSP_SCHEDULE_DELAY"] = str(int(EXPORT_DELAY_SMOKE * 1000))
     receiver_port = free_port()
     receiver = start([sys.executable, "-c", RECEIVER, str(receiver_port)], env, tmp / "otlp.log")
     receiver_url = f"http://127.0.0.1:{receiver_port}"
@@ -133,7 +137,7 @@ def compare(model: str, servers: dict, body: bytes, receiver, receiver_url: str,
             wait_until_quiet(pids)
             before = spans_received(receiver_url)
             run = wrk(f"{servers[name][1]}/v1/models/{model}/predict", body, tmp, a.seconds, 8)
-            time.sleep(6)  # the batch exporter sends every 5 s
+            time.sleep(1 + (EXPORT_DELAY_SMOKE if a.smoke else EXPORT_DELAY))  # spans sent
             run["spans"] = spans_received(receiver_url) - before
             run["seconds"] = max(1, round(a.seconds))  # what wrk ran
             runs[name].append(run)
