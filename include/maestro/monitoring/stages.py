@@ -193,10 +193,9 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], kind)
     labels = read_labels(settings, model)
     labelled = labelled_rows(current, labels)
-    truth = pd.concat(
-        [labelled[[PREDICTION, TARGET]], batch_labelled(settings, spec, labels, start, end)],
-        ignore_index=True,
-    )
+    parts = [labelled[[PREDICTION, TARGET]], batch_labelled(settings, spec, labels, start, end)]
+    # an empty part would decide the columns' types (pandas' FutureWarning): left out
+    truth = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
     performance: dict[str, float] = {}
     if len(truth) >= spec.monitoring.min_labels:
         from maestro.training.families import evaluate, label_metrics
