@@ -22,8 +22,9 @@ Every server is loaded by Debian's `wrk` (one thread): single rows with 8 connec
 1,000-row batches with 2; `--rounds` rounds, the servers' order rotated each round, each run
 once every server and its children are quiet (maestro's prediction log writer caught up),
 figures averaged. Requests/s counts answers: a request refused (maestro's 503 when its log's
-writer falls behind past its bounds) counts under errors only. wrk cannot pace, so the p99 at 200 requests/s is measured by bench/loadgen.py (open
-loop, latency counted from when each request was due), maestro only.
+writer falls behind past its bounds) counts under errors only. wrk cannot pace, so the p99
+at 200 requests/s is measured by bench/loadgen.py (open loop, latency counted from when each
+request was due), maestro only.
 
     .venv/bin/python bench/any_model.py [--seconds 10] [--rounds 3] [--smoke]
 """
@@ -289,8 +290,9 @@ def main() -> None:
             wait_until_up(urls["mlflow models serve"][0], payloads["mlflow"]["single"])
             if model == "forest_cover":  # batches on the compiled forest, once it is built
                 wait_until_compiled(base, model, payloads["records"]["batch"])
-            wait_until_quiet([proc.pid for proc in procs])
-            results[model] = measure(urls, payloads, [proc.pid for proc in procs], tmp, a)
+            pids = [proc.pid for proc in procs]
+            wait_until_quiet(pids)
+            results[model] = measure(urls, payloads, pids, tmp, a)
             report(model, results[model])
     finally:
         for proc in procs:

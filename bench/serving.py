@@ -81,9 +81,10 @@ def register_models(settings, smoke: bool = False) -> dict[str, tuple[list[dict]
     adult_frame = sources.conform(
         sources.add_keys(sources.read_source(adult, settings), adult, "adult"), adult, "adult"
     )
+    trees = 20 if smoke else 200
     return {
-        "demo": register(settings, "demo", generate(20000), 20 if smoke else 200),
-        "adult_income": register(settings, "adult_income", adult_frame, 20 if smoke else 200),
+        "demo": register(settings, "demo", generate(20000), trees),
+        "adult_income": register(settings, "adult_income", adult_frame, trees),
     }
 
 
