@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,97 @@ def redis_databases(count: int):
     finally:
         for url in urls:
             redis.Redis.from_url(url).flushdb()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3-compatible server on loopback (moto's, in its own process) that checks every
+    request's signature against its IAM users: `admin` may do anything; `reader` may only read
+    the bucket `lake` under `data/` (keys are `(access key id, secret)`)."""
+
+    endpoint: str
+    admin: tuple[str, str]
+    reader: tuple[str, str]
+
+    def client(self, keys: tuple[str, str], service: str = "s3") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+        )
+
+    def connection(self, keys: tuple[str, str]) -> str:
+        """An Airflow `aws` connection for these keys, as AIRFLOW_CONN_<ID> holds it (JSON)."""
+        import json
+
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": keys[0],
+                "password": keys[1],
+                "extra": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+            }
+        )
+
+
+@contextmanager
+def s3_server():
+    """Start an `S3Server`; stopped afterwards."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # moto lets the first three requests through unsigned (making `admin`), then checks all
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # nosec B310 - loopback
+                break
+            except OSError:
+                time.sleep(0.05)
+        unsigned = S3Server(endpoint, ("bootstrap", "bootstrap"), ("", ""))
+        iam = unsigned.client(unsigned.admin, "iam")
+        everything = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        admin = _iam_user(iam, "admin", [everything])
+        iam = unsigned.client(admin, "iam")
+        unsigned.client(admin).create_bucket(Bucket="lake")
+        reads = {
+            "Effect": "Allow",
+            "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::lake", "arn:aws:s3:::lake/data/*"],
+        }
+        reader = _iam_user(iam, "reader", [reads])
+        yield S3Server(endpoint, admin, reader)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _iam_user(iam: Any, name: str, statements: list[dict]) -> tuple[str, str]:
+    import json
+
+    iam.create_user(UserName=name)
+    document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=document)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 @contextmanager

@@ -14,6 +14,10 @@ class BadInput(ValueError):
     """A spec, a source file or its data cannot be used; the message names which and why."""
 
 
+class DataError(BadInput):
+    """Source data that cannot be used; the message names the file or column and the problem."""
+
+
 @contextmanager
 def fail_fast() -> Iterator[None]:
     """In an Airflow task: turn `BadInput` into a failure without retries."""

@@ -59,10 +59,10 @@ def test_a_sql_source_reads_one_statement_in_a_read_only_transaction(use_specs, 
     assert len(read(use_specs, "SELECT * FROM customers WHERE age >= 30;")) > 0
     with pytest.raises(sources.DataError, match="one statement .* found 3"):
         read(use_specs, "COMMIT; DROP TABLE customers; SELECT 1 AS id")
-    with pytest.raises(sources.DataError, match="(?i)read.only"):
+    with pytest.raises(sources.DataError, match="a SELECT is read, not insert"):
         read(use_specs, "INSERT INTO customers (age) VALUES (1)")
     if warehouse.dialect.name == "postgresql":  # a write inside one SELECT
-        with pytest.raises(sources.DataError, match="read-only transaction"):
+        with pytest.raises(sources.DataError, match="read-only transaction|data-modifying"):
             read(use_specs, "WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d")
     assert rows(warehouse) == 300
 

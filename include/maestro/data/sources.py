@@ -10,24 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from maestro.config import Settings
-from maestro.errors import BadInput
+from maestro.errors import DataError
 from maestro.files import atomic_write, atomic_write_text
 from maestro.spec import ModelSpec
 from maestro.spec.fields import normalise_name
 from maestro.spec.sources import CsvSource, DemoSource, ParquetSource, SqlSource
 
 log = logging.getLogger(__name__)
-
-
-class DataError(BadInput):
-    """Source data that cannot be used; the message names the file or column and the problem."""
 
 
 @dataclass(frozen=True)
@@ -47,104 +42,80 @@ class DataVersion:
 
 
 def _describe_source(spec: ModelSpec, settings: Settings) -> str:
-    path = spec.source_path(settings)
-    if path is not None:
-        return str(path)
-    if isinstance(spec.source, SqlSource):
-        return f"sql query via ${spec.source.connection_env}"
-    return f"generated demo data (seed {spec.source.seed})"
-
-
-def read_source(spec: ModelSpec, settings: Settings) -> pd.DataFrame:
-    """The raw source table with normalised column names."""
     source = spec.source
+    if isinstance(source, SqlSource):
+        if source.conn_id is not None:
+            return f"sql query via connection {source.conn_id}"
+        return f"sql query via ${source.connection_env}"
+    if isinstance(source, DemoSource):
+        return f"generated demo data (seed {source.seed})"
+    return source.path if source.in_object_storage else str(spec.source_path(settings))
+
+
+Window = tuple[pd.Timestamp | None, pd.Timestamp | None]
+
+
+def read_source(spec: ModelSpec, settings: Settings, window: Window = (None, None)) -> pd.DataFrame:
+    """The raw source table with normalised column names. A SQL source and a partitioned
+    parquet source read no more than the `[start, end)` window's rows and partitions; the
+    exact window is still applied by `ingest`."""
+    source = spec.source
+    origin = _describe_source(spec, settings)
     if isinstance(source, DemoSource):
         from maestro.data.synthetic import generate
 
         frame = generate(source.rows, source.seed, source.drift, source.bias, source.noise)
     elif isinstance(source, SqlSource):
-        frame = _read_query(source)
+        from maestro.data.sql import pushdown_filter, read_query
+
+        frame = read_query(source, pushdown_filter(spec, window), origin)
     else:
-        frame = _read_file(spec.source_path(settings), source)
+        frame = _read_file(source, spec.source_path(settings), origin, window)
     if frame.empty:
-        raise DataError(f"{_describe_source(spec, settings)}: the source has no rows")
+        raise DataError(f"{origin}: the source has no rows")
     frame.columns = [normalise_name(str(c)) for c in frame.columns]
     return frame
 
 
-# how each database is told that a transaction only reads (SQLAlchemy dialect names)
-READ_ONLY = {
-    "postgresql": "SET TRANSACTION READ ONLY",
-    "mysql": "SET SESSION TRANSACTION READ ONLY",  # MariaDB too; before the query's transaction
-    "mariadb": "SET SESSION TRANSACTION READ ONLY",
-    "sqlite": "PRAGMA query_only = ON",
-}
+def _read_file(
+    source: CsvSource | ParquetSource, local: Path | None, origin: str, window: Window
+) -> pd.DataFrame:
+    """A CSV or parquet file, or a parquet folder, on the local disk or in object storage."""
+    from maestro.data.storage import describe_reach_error, open_store, reach_errors, read_partitions
 
-
-def _read_query(source: SqlSource) -> pd.DataFrame:
-    """The query's rows, read in a read-only transaction that is rolled back. One statement
-    only: a second (`COMMIT; DROP TABLE t`) could end the read-only transaction and write."""
-    import sqlalchemy
-    import sqlparse
-    from sqlalchemy.pool import NullPool
-
-    url = os.environ.get(source.connection_env)
-    if not url:
-        raise DataError(
-            f"source.connection_env: environment variable {source.connection_env} is not set"
-        )
-    statements = [s for s in sqlparse.split(source.query) if s.strip().strip(";").strip()]
-    if len(statements) != 1:
-        raise DataError(f"source.query: one statement (a SELECT) is read, found {len(statements)}")
-    query = statements[0].strip().rstrip(";")
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    fs, path = open_store(source, local)
     try:
-        with engine.connect() as conn:
-            read_only = READ_ONLY.get(engine.dialect.name)
-            if read_only is None:
-                log.warning(
-                    "source.query: no read-only transaction on %s; give the source a read-only role",
-                    engine.dialect.name,
-                )
-            else:
-                conn.exec_driver_sql(read_only)
-            try:
-                return pd.read_sql_query(sqlalchemy.text(query), conn)
-            finally:
-                conn.rollback()
-    except sqlalchemy.exc.DBAPIError as error:
-        raise DataError(
-            f"source.query via ${source.connection_env}: {type(error.orig).__name__}: "
-            f"{str(error.orig).strip().splitlines()[0]}"
-        ) from None
-    finally:
-        engine.dispose()
-
-
-def _read_file(path: Path, source: CsvSource | ParquetSource) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: source file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: source file is empty")
-    try:
-        if isinstance(source, ParquetSource):
-            return pd.read_parquet(path)
-        return pd.read_csv(
-            path,
-            na_values=source.na_values,
-            skipinitialspace=True,
-            encoding=source.encoding,
-            low_memory=False,
-        )
+        if isinstance(source, ParquetSource) and source.partition_key:
+            return read_partitions(fs, path, source.partition_key, window, origin)
+        if not fs.exists(path):
+            raise DataError(f"{origin}: source file not found")
+        if fs.isdir(path) and isinstance(source, ParquetSource):
+            return pd.read_parquet(path, filesystem=fs)
+        if fs.size(path) == 0:
+            raise DataError(f"{origin}: source file is empty")
+        with fs.open(path, "rb") as handle:
+            if isinstance(source, ParquetSource):
+                return pd.read_parquet(handle)
+            return pd.read_csv(
+                handle,
+                na_values=source.na_values,
+                skipinitialspace=True,
+                encoding=source.encoding,
+                low_memory=False,
+            )
+    except DataError:
+        raise
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{path}: cannot be decoded as {getattr(source, 'encoding', 'utf-8')} "
+            f"{origin}: cannot be decoded as {getattr(source, 'encoding', 'utf-8')} "
             f"(byte {exc.start}); set source.encoding in the spec"
         ) from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: source file has no columns or rows") from exc
-    except (pd.errors.ParserError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+        raise DataError(f"{origin}: source file has no columns or rows") from exc
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{origin}: cannot be read as {source.format}: {exc}") from exc
+    except reach_errors() as exc:
+        raise DataError(f"{origin}: {describe_reach_error(exc)}") from exc
 
 
 def add_keys(frame: pd.DataFrame, spec: ModelSpec, origin: str) -> pd.DataFrame:
@@ -308,9 +279,10 @@ def write_snapshot(
 def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) -> DataVersion:
     """Read, check and snapshot the rows of the run's window."""
     origin = _describe_source(spec, settings)
-    frame = conform(add_keys(read_source(spec, settings), spec, origin), spec, origin)
-    ts = frame[spec.timestamp.column]
     start, end = window_bounds(spec, run_end)
+    raw = read_source(spec, settings, (start, end))
+    frame = conform(add_keys(raw, spec, origin), spec, origin)
+    ts = frame[spec.timestamp.column]
     if start is not None:
         frame = frame[ts >= start]
     if end is not None:

@@ -195,9 +195,9 @@ class ModelSpec(Strict):
         return f"{self.name}_features"
 
     def source_path(self, settings: Settings) -> Path | None:
-        """The file behind a CSV or parquet source, `${VARS}` expanded, relative to the project;
-        SpecError when it lies outside the data folders (`MAESTRO_DATA_ROOTS`)."""
-        if not isinstance(self.source, CsvSource | ParquetSource):
+        """The local file behind a CSV or parquet source, `${VARS}` expanded, relative to the
+        project (None for object storage); SpecError when it lies outside the data folders (`MAESTRO_DATA_ROOTS`)."""
+        if not isinstance(self.source, CsvSource | ParquetSource) or self.source.in_object_storage:
             return None
         path = Path(os.path.expandvars(self.source.path))
         path = (path if path.is_absolute() else settings.project_dir / path).resolve()
