@@ -304,7 +304,7 @@ def test_a_bad_object_storage_source_is_one_line_naming_it_and_writes_nothing(
     put(s3, "private/churn.csv", good_frame(200).to_csv(index=False).encode())
     connection = json.loads(s3.connection(s3.reader))
     if keys == "wrong-secret":
-        connection["password"] = "not-the-secret"
+        connection["password"] = "not-the-secret"  # pragma: allowlist secret
     if keys == "unreachable":
         connection["extra"]["endpoint_url"] = "http://127.0.0.1:1"
     if keys != "undefined":
@@ -313,3 +313,27 @@ def test_a_bad_object_storage_source_is_one_line_naming_it_and_writes_nothing(
         ingest(use_specs, {"format": "csv", "path": path, "conn_id": "lake"})
     assert "\n" not in str(info.value)
     assert snapshots(get_settings()) == []
+
+
+def test_mlflow_keeps_a_versions_artifacts_in_object_storage(s3, use_specs, monkeypatch):
+    """One setting moves MLflow's artifact root to the store: a registered version's files are
+    written there and the version loads back from its registry URI."""
+    from maestro.data.synthetic import generate
+    from maestro.models import load_version
+    from tests.support import fit_lightgbm, register_version
+
+    monkeypatch.setenv("MAESTRO_MLFLOW_ARTIFACT_ROOT", "s3://lake/data/mlflow")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.reader[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.reader[1])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = use_specs({})
+    spec = get_spec("demo", settings)
+    frame = sources.conform(generate(1000, seed=3), spec, "demo")
+    pipeline = fit_lightgbm(spec, frame, {"n_estimators": 10, "num_leaves": 15})
+    version = register_version(settings, spec, pipeline, frame)
+    stored = s3.client(s3.admin).list_objects_v2(Bucket="lake", Prefix="data/mlflow/demo/")
+    assert any(o["Key"].endswith("MLmodel") for o in stored.get("Contents", []))
+    model = load_version(f"models:/demo/{version}")
+    rows = frame[spec.feature_names].head(20)
+    assert (model.predict(rows) == pipeline.predict(rows)).all()
