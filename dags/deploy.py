@@ -15,11 +15,13 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from maestro import lineage
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.orchestration.assets import champion_asset
 from maestro.orchestration.defaults import START_DATE, default_args
 from maestro.orchestration.deployer_pod import DeployerPodOperator
+from maestro.orchestration.lineage import record
 from maestro.spec import ModelSpec, loadable_specs
 from maestro.vocabulary import STRATEGIES, TARGETS
 
@@ -68,10 +70,13 @@ def build_deployment_dag(spec: ModelSpec):
             """Roll out on the local model server, through its serving plan."""
             from maestro.deploy.rollout import run_deployment
 
+            settings = get_settings()
             with fail_fast():
-                return run_deployment(
-                    get_settings(), model, choice["version"], choice["strategy"], "local", log.info
+                done = run_deployment(
+                    settings, model, choice["version"], choice["strategy"], "local", log.info
                 )
+            record(lineage.deployed(settings, model, done))
+            return done
 
         choice = choose_version()
         pulled = "ti.xcom_pull(task_ids='choose_version')"

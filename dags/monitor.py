@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from maestro import lineage
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.handles import MonitorVerdict
 from maestro.orchestration.assets import drift_asset
 from maestro.orchestration.defaults import START_DATE, default_args
+from maestro.orchestration.lineage import record
 from maestro.orchestration.notify import outcome_callbacks
 from maestro.spec import ModelSpec, loadable_specs
 
@@ -55,8 +57,11 @@ def build_monitoring_dag(spec: ModelSpec):
             from maestro.monitoring import stages
 
             end = datetime.fromisoformat(params["window_end"]) if params["window_end"] else None
+            settings = get_settings()
             with fail_fast():
-                return stages.judge(model, get_settings(), end)
+                verdict = stages.judge(model, settings, end)
+            record(lineage.monitored(settings, verdict))
+            return verdict
 
         @task.short_circuit
         def drifted(verdict: MonitorVerdict) -> bool:

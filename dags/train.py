@@ -24,11 +24,13 @@ from datetime import timedelta
 
 from airflow.sdk import TaskGroup, dag, task
 
+from maestro import lineage
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.handles import CandidateVersion, TrainingRun, TrainingTrigger
 from maestro.orchestration.assets import champion_asset
 from maestro.orchestration.defaults import START_DATE, default_args
+from maestro.orchestration.lineage import record
 from maestro.orchestration.notify import outcome_callbacks
 from maestro.orchestration.training import (
     approval_request,
@@ -71,10 +73,13 @@ def build_training_dag(spec: ModelSpec):
             from maestro.training import stages
 
             end = data_interval_end.isoformat() if data_interval_end else None
+            settings = get_settings()
             with fail_fast():
                 trigger = TrainingTrigger(**why)
                 run = stages.RunInfo(dag_run.dag_id, dag_run.run_id, end, trigger)
-                return stages.ingest(spec.name, run, get_settings())
+                handle = stages.ingest(spec.name, run, settings)
+            record((lineage.sources(spec, settings), [lineage.snapshot(handle)]))
+            return handle
 
         @task
         def start_tuning(handle: TrainingRun, params=None) -> TrainingRun:
@@ -108,9 +113,11 @@ def build_training_dag(spec: ModelSpec):
             """Move champion to the approved version; tell subscribers (deployment)."""
             from maestro.governance import decisions
 
+            settings = get_settings()
             with fail_fast():
-                done = decisions.promote_approved(get_settings(), handle.model, handle.version)
+                done = decisions.promote_approved(settings, handle.model, handle.version)
             outlet_events[champion].extra = done
+            record(([lineage.model_version(settings, handle.model, handle.version)], []))
             return done
 
         validate = stage("training", "validate_data", "Great Expectations suite; stop on failure.")

@@ -372,3 +372,105 @@ def webhook_receiver():
     import json
 
     return post_receiver(lambda body: [json.loads(body)], "/hook")
+
+
+# An OpenLineage run event as the specification defines it (spec 2-0-2, `RunEvent` and the
+# objects it holds: https://openlineage.io/spec/2-0-2/OpenLineage.json), required fields and
+# types; written out here because the published file cannot be fetched from this machine.
+_URI = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9+.-]*:"}
+_FACETS = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"_producer": _URI, "_schemaURL": _URI},
+        "required": ["_producer", "_schemaURL"],
+    },
+}
+_DATASET = {
+    "type": "object",
+    "properties": {
+        "namespace": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},
+        "facets": _FACETS,
+        "inputFacets": _FACETS,
+        "outputFacets": _FACETS,
+    },
+    "required": ["namespace", "name"],
+}
+OPENLINEAGE_RUN_EVENT = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "eventTime": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"},
+        "producer": _URI,
+        "schemaURL": _URI,
+        "eventType": {"enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]},
+        "run": {
+            "type": "object",
+            "properties": {"runId": {"type": "string", "format": "uuid"}, "facets": _FACETS},
+            "required": ["runId"],
+        },
+        "job": {
+            "type": "object",
+            "properties": {
+                "namespace": {"type": "string", "minLength": 1},
+                "name": {"type": "string", "minLength": 1},
+                "facets": _FACETS,
+            },
+            "required": ["namespace", "name"],
+        },
+        "inputs": {"type": "array", "items": _DATASET},
+        "outputs": {"type": "array", "items": _DATASET},
+    },
+    "required": ["eventTime", "producer", "schemaURL", "run", "job"],
+}
+
+
+def openlineage_to_files(folder: Path) -> dict[str, str]:
+    """The environment that makes Airflow's OpenLineage provider write every event to a file
+    of its own in `folder` (its file transport)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    transport = {"type": "file", "log_file_path": str(folder / "event"), "append": False}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "maestro-test",
+    }
+
+
+def openlineage_events(folder: Path) -> list[dict]:
+    """The events the file transport wrote, each checked against `OPENLINEAGE_RUN_EVENT`."""
+    import json
+
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(
+        OPENLINEAGE_RUN_EVENT, format_checker=jsonschema.FormatChecker()
+    )
+    events = [json.loads(p.read_text()) for p in sorted(folder.glob("event*"))]
+    for event in events:
+        validator.validate(event)
+    return events
+
+
+def lineage_path(events: list[dict], start: tuple[str, str], end: tuple[str, str]) -> list[str]:
+    """The jobs on a path of COMPLETE events from dataset `start` to dataset `end` (each a
+    (namespace, name)), joined as a lineage tool joins them: by name; [] when none joins."""
+    edges: dict[tuple[str, str], list[tuple[str, tuple[str, str]]]] = {}
+    for event in events:
+        if event.get("eventType") != "COMPLETE":
+            continue
+        for read in event.get("inputs", []):
+            for wrote in event.get("outputs", []):
+                edge = (event["job"]["name"], (wrote["namespace"], wrote["name"]))
+                edges.setdefault((read["namespace"], read["name"]), []).append(edge)
+    paths: dict[tuple[str, str], list[str]] = {start: []}
+    frontier = [start]
+    while frontier:
+        here = frontier.pop(0)
+        for job, there in edges.get(here, []):
+            if there not in paths:
+                paths[there] = [*paths[here], job]
+                frontier.append(there)
+    return paths.get(end, [])

@@ -3,7 +3,8 @@ UCI Bike Sharing: `bike_demand` is trained on 2011, approved, promoted and deplo
 asset; March and April 2012 are replayed through the model server and their true counts posted
 as feedback; `monitor_bike_demand` flags the drift and the RMSE degradation, tells a webhook,
 and its asset event starts `train_bike_demand`, whose new version says `trigger=drift`, and
-which is approved and rolled out in turn."""
+which is approved and rolled out in turn. Every task's OpenLineage events go to files, and the
+lineage they carry joins from the CSV to the monitoring run."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ from maestro.deploy.target import ServerTarget
 from maestro.platform.airflow_api import AirflowClient
 from maestro.platform.credentials import admin_password
 from tests.integration.test_platform import running_platform, wait_for
-from tests.support import deciding, needs_shared_data, webhook_receiver
+from tests.support import (
+    PROJECT,
+    deciding,
+    lineage_path,
+    needs_shared_data,
+    openlineage_events,
+    openlineage_to_files,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +78,10 @@ def closed_loop(tmp_path, rows: pd.DataFrame, url: str, received: list[dict]) ->
             "notify": {"webhook": url},
         },
     }
-    with running_platform(tmp_path, {"bike_demand": bike}) as (process, home, ports, log, env):
+    lineage = tmp_path / "lineage"
+    with running_platform(
+        tmp_path, {"bike_demand": bike}, lambda ports: openlineage_to_files(lineage)
+    ) as (process, home, ports, log, env):
         wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), 180, "the UIs", process)
         airflow = AirflowClient(f"http://127.0.0.1:{ports.airflow}", "admin", admin_password(home))
         dags = {"train_bike_demand", "deploy_bike_demand", "monitor_bike_demand"}
@@ -132,3 +144,59 @@ def closed_loop(tmp_path, rows: pd.DataFrame, url: str, received: list[dict]) ->
                 "the canary rollout of version 2",
                 process,
             )
+    lineage_joins_from_source_to_monitoring(openlineage_events(lineage), tags)
+
+
+def lineage_joins_from_source_to_monitoring(events: list[dict], tags: dict) -> None:
+    """Every task's OpenLineage events (valid run events), and a chain a lineage tool joins by
+    dataset name: the CSV, version 1's snapshot, ..., its deployment's prediction log, and the
+    monitoring run that judged it."""
+    completed = {e["job"]["name"] for e in events if e["eventType"] == "COMPLETE"}
+    train = ["check_trigger", "ingest", "validate_data", "materialize_features"]
+    train += ["build_training_set", "start_tuning", "tune", "finish_tuning", "train_final"]
+    train += ["register", "evaluation.evaluate", "evaluation.verdict", "promote"]
+    expected = {f"train_bike_demand.{task}" for task in train}
+    expected |= {"deploy_bike_demand.choose_version", "deploy_bike_demand.deploy_local"}
+    expected |= {"monitor_bike_demand.judge", "monitor_bike_demand.signal_drift"}
+    assert expected <= completed, sorted(expected - completed)
+
+    def named(name: str, version: str | None = None) -> tuple[str, str]:
+        for event in events:
+            for d in event.get("inputs", []) + event.get("outputs", []):
+                if d["name"] == name and version in (None, facet_version(d)):
+                    return d["namespace"], d["name"]
+        raise AssertionError(f"no dataset {name} (version {version}) in the events")
+
+    source = ("file", str((PROJECT / "../shared/data/bike_hour.csv").resolve()))
+    snapshot = next(
+        d for e in events for d in e.get("outputs", []) if facet_version(d) == tags["data_version"]
+    )
+    log = next(
+        (d["namespace"], d["name"])
+        for e in events
+        if e["job"]["name"] == "deploy_bike_demand.deploy_local"
+        for d in e.get("outputs", [])
+        if d["name"].endswith("/bike_demand") and "prediction_log" in d["name"]
+    )
+    assert lineage_path(events, source, (snapshot["namespace"], snapshot["name"])) == [
+        "train_bike_demand.ingest"
+    ]
+    assert lineage_path(events, source, log) == [
+        "train_bike_demand.ingest",
+        "train_bike_demand.materialize_features",
+        "train_bike_demand.build_training_set",
+        "train_bike_demand.train_final",
+        "train_bike_demand.register",
+        "deploy_bike_demand.deploy_local",
+    ]
+    report = named(f"runs/{tags['monitoring_run_id']}")
+    assert lineage_path(events, log, report) == ["monitor_bike_demand.judge"]
+    assert named("models/bike_demand", "1") and named("serving/bike_demand", "2")
+    # Feast's own emitter: its materialization joins the chain at the feature view
+    view = named("bike_demand_features")
+    feast = [e for e in events if e["job"]["name"].startswith("materialize_")]
+    assert any(view in [(d["namespace"], d["name"]) for d in e["inputs"]] for e in feast)
+
+
+def facet_version(dataset: dict) -> str | None:
+    return dataset.get("facets", {}).get("version", {}).get("datasetVersion")

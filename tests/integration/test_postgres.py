@@ -1,5 +1,6 @@
 """The training pipeline with Airflow's metadata, MLflow's tracking/registry store and Optuna's
-storage all on a real PostgreSQL server: one setting each, nothing else changed."""
+storage all on a real PostgreSQL server, one setting each, and its data read from a warehouse
+table there through an Airflow connection named by the spec."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from maestro.config import Settings
+from maestro.data.synthetic import generate
 from tests.support import deciding, postgres_databases, write_specs
 
 pytestmark = pytest.mark.slow
@@ -20,14 +23,22 @@ pytestmark = pytest.mark.slow
 def databases():
     """Fresh databases: the platform's three, and three to restore into."""
     roles = ("airflow", "mlflow", "optuna")
-    with postgres_databases(*roles, *(f"restored_{role}" for role in roles)) as urls:
+    restored = (f"restored_{role}" for role in roles)
+    with postgres_databases(*roles, *restored, "warehouse") as urls:
         yield urls
 
 
 def test_training_pipeline_on_postgres(databases, tmp_path: Path):
+    warehouse = databases["warehouse"]
+    engine = sqlalchemy.create_engine(warehouse, poolclass=sqlalchemy.pool.NullPool)
+    events = generate(8000, seed=7)
+    naive = events.assign(event_timestamp=events["event_timestamp"].dt.tz_localize(None))
+    naive.to_sql("events", engine, index=False)
+    engine.dispose()
+    source = {"format": "sql", "conn_id": "warehouse", "query": "SELECT * FROM events"}
     specs = write_specs(
         tmp_path / "specs",
-        {"demo": {"source": {"rows": 8000}, "governance": {"latency_budget_ms": 500}}},
+        {"demo": {"source": source, "governance": {"latency_budget_ms": 500}}},
     )
     airflow_url = databases["airflow"].replace("postgresql://", "postgresql+psycopg2://")
     env = {
@@ -37,6 +48,8 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url,
         "MAESTRO_MLFLOW_TRACKING_URI": databases["mlflow"],
         "MAESTRO_OPTUNA_STORAGE": databases["optuna"],
+        # the Airflow connection `warehouse`, as a deployment's environment holds it
+        "AIRFLOW_CONN_WAREHOUSE": warehouse.replace("postgresql://", "postgres://"),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
@@ -63,6 +76,7 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     )
     assert version.tags["airflow_dag_id"] == "train_demo"
     assert version.tags["validation_status"] == "passed"
+    assert version.tags["data_source"] == "sql query via connection warehouse"
     assert version.tags["approval"] == "approved" and version.tags["approval_by"] == "admin"
     study = optuna.load_study(study_name=version.tags["optuna_study"], storage=databases["optuna"])
     assert len(study.trials) == 4
@@ -112,7 +126,6 @@ def test_training_pipeline_on_postgres(databases, tmp_path: Path):
     )
     shutil.rmtree(tmp_path / "home")  # the restored copy must stand on its own
     served = mlflow.sklearn.load_model(again.get_model_version_download_uri("demo", copy.version))
-    from maestro.data.synthetic import generate
 
     rows = generate(100).drop(columns=["customer_id", "event_timestamp", "churned"])
     assert (served.predict_proba(rows) == original.predict_proba(rows)).all()

@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": BASE | {"files", "spec"},
     "logs": BASE | {"files", "spec"},
     "training": BASE | {"data", "handles", "models", "registry", "spec", "tracking"},
+    "lineage": BASE | {"data", "handles", "spec"},
     "governance": BASE | {"handles", "models", "registry", "spec", "tracking", "training"},
     "serving": BASE
     | {"data", "files", "logs", "models", "registry", "spec", "tracking", "waiting"},
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": BASE
     | {"files", "monitoring", "registry", "serving", "spec", "tracking", "waiting", "web"},
     "orchestration": BASE
-    | {"governance", "monitoring", "registry", "spec", "tracking", "training"},
+    | {"governance", "lineage", "monitoring", "registry", "spec", "tracking", "training"},
     "platform": BASE
     | {"data", "deploy", "files", "governance", "logs", "registry", "serving", "spec"}
     | {"tracking", "waiting", "web"},

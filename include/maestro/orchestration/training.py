@@ -10,22 +10,28 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
+from maestro import lineage
 from maestro.config import get_settings
 from maestro.errors import fail_fast
 from maestro.orchestration.approval import ModelApprovalOperator
 from maestro.orchestration.assets import drift_asset, event_extras
+from maestro.orchestration.lineage import record
 from maestro.spec import ModelSpec
 from maestro.vocabulary import TRIGGERS
 
 
 def stage(package: str, name: str, doc: str) -> Any:
     """A task running `maestro.<package>.stages.<name>(handle, settings)`: one typed handle in,
-    one out; bad input fails it at once, without retries."""
+    one out, and what it read and wrote to the lineage; bad input fails it at once, without
+    retries."""
 
     def run(handle: Any) -> Any:
         stages = importlib.import_module(f"maestro.{package}.stages")
+        settings = get_settings()
         with fail_fast():
-            return getattr(stages, name)(handle, get_settings())
+            result = getattr(stages, name)(handle, settings)
+        record(lineage.training_stage(name, handle, result, settings))
+        return result
 
     run.__doc__ = doc
     return task(python_callable=run, task_id=name)
