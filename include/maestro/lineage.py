@@ -10,6 +10,7 @@ them in the tasks' run events (`maestro.orchestration.lineage`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -85,8 +86,6 @@ def _tables(source: SqlSource) -> list[Dataset]:
     """The tables a SQL source's statement reads, named `database.[schema.]table` in the
     namespace of its server (`postgres://host:port`, `mysql://host:port`), as OpenLineage's
     SQL integrations name them."""
-    import os
-
     from openlineage_sql import parse
     from sqlalchemy import make_url
 
@@ -113,11 +112,9 @@ def feature_view(run: TrainingRun) -> Dataset:
     if features is None:
         raise ValueError(f"{run.model}: the run has no feature view before materialize_features")
     window = {"start": features.materialized_start, "end": features.materialized_end}
-    # as Feast's own OpenLineage emitter names it (project `maestro`, feature_repo/), so that
-    # its materialization events join this chain
-    from maestro.data.features import lineage_namespace
-
-    namespace = f"{lineage_namespace()}/maestro"
+    # as Feast's own OpenLineage emitter names it (`<namespace>/<project>`, the project of
+    # feature_repo/), so that its events join this chain where someone switches it on
+    namespace = f"{os.environ.get('AIRFLOW__OPENLINEAGE__NAMESPACE', 'default')}/maestro"
     return Dataset(namespace, features.feature_views[0], properties=window)
 
 

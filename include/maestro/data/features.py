@@ -145,25 +145,7 @@ def feature_store(settings: Settings) -> Any:
 
         connection = redis_connection_string(settings.feast_online_store)
         config.online_config = RedisOnlineStoreConfig(connection_string=connection)
-    transport = os.environ.get("AIRFLOW__OPENLINEAGE__TRANSPORT")
-    if transport:  # Airflow's OpenLineage transport: Feast's own emitter sends there too
-        from feast.repo_config import OpenLineageConfig
-
-        os.environ.setdefault("OPENLINEAGE__TRANSPORT", transport)
-        from feast.version import get_version
-
-        # OpenLineage wants a URI as the producer (Feast's default, "feast", is not one)
-        producer = f"https://github.com/feast-dev/feast/tree/v{get_version()}"
-        config.openlineage_config = OpenLineageConfig(
-            enabled=True, namespace=lineage_namespace(), producer=producer
-        )
     return FeatureStore(config=config)
-
-
-def lineage_namespace() -> str:
-    """Airflow's OpenLineage namespace, which Feast's emitter is given too; Feast names its
-    datasets in `<namespace>/<project>`."""
-    return os.environ.get("AIRFLOW__OPENLINEAGE__NAMESPACE", "default")
 
 
 def redis_connection_string(url: str) -> str:

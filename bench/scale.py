@@ -1,0 +1,145 @@
+"""How the training pipeline's time and memory grow with the data.
+
+The demo spec at 100,000, 1,000,000 and 3,000,000 rows, end to end: ingest, validation, Feast
+apply and materialization, the training set, tuning with a fixed small budget (4 trials, one
+worker), the final fit, registration and the evaluation (gates, fairness, serving check, SHAP,
+verdict). Each stage runs in a process of its own, as on an executor, so each gets its own wall
+time and peak RSS (`wait4`'s `ru_maxrss`); handles pass between them as the DAG passes them.
+Goals (issue 23): no stage above 4 GB peak RSS at 3M rows; time per row not growing from 1M to
+3M; the evaluation at most 25% of the run at 1M rows; Feast materialization at least 50,000
+rows/s.
+
+    .venv/bin/python bench/scale.py [--rows 100000 1000000 3000000] [--trials 4] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+TRAINING = ["ingest", "validate_data", "materialize_features", "build_training_set"]
+TRAINING += ["start_tuning", "tune", "finish_tuning", "train_final", "register"]
+EVALUATION = ["evaluate", "validate_serving", "explain", "verdict"]
+
+# one stage in a fresh process: the handle in, the handle out, as JSON files
+STAGE = """
+import sys
+from maestro.config import get_settings
+from maestro.governance import stages as governance
+from maestro.handles import CandidateVersion, TrainingRun
+from maestro.training import stages
+
+name, given, wanted, trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+settings = get_settings()
+text = open(given).read() if given != "-" else ""
+if name == "ingest":
+    out = stages.ingest("demo", stages.RunInfo("train_demo", "bench-scale"), settings)
+elif name == "start_tuning":
+    out = stages.start_tuning(TrainingRun.model_validate_json(text), settings, trials, 1)
+elif name == "tune":
+    out = TrainingRun.model_validate_json(text)
+    stages.tune_worker(out, 0, settings)
+elif name in ("evaluate", "validate_serving", "explain", "verdict"):
+    out = getattr(governance, name)(CandidateVersion.model_validate_json(text), settings)
+else:
+    out = getattr(stages, name)(TrainingRun.model_validate_json(text), settings)
+open(wanted, "w").write(out.model_dump_json())
+"""
+
+
+def scratch(rows: int, trials: int) -> dict[str, str]:
+    """A fresh state folder and the demo spec at `rows` rows, as an environment."""
+    home = Path(tempfile.mkdtemp(prefix="maestro-scale-"))
+    specs = home / "specs"
+    specs.mkdir()
+    for path in (PROJECT / "include" / "specs").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if raw["name"] == "demo":
+            raw["source"]["rows"] = rows
+            raw["trials"] = trials
+            raw["workers"] = 1
+            raw["governance"]["latency_budget_ms"] = 1000  # timing is not what is measured
+        (specs / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MAESTRO_", "MLFLOW_"))
+    }
+    return env | {"MAESTRO_HOME": str(home), "MAESTRO_SPECS_DIR": str(specs)}
+
+
+def run_stage(name: str, given: str, wanted: str, trials: int, env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one stage in its own process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", STAGE, name, given, wanted, str(trials)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{errors[-3000:]}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def pipeline(rows: int, trials: int) -> dict[str, tuple[float, float]]:
+    env = scratch(rows, trials)
+    folder = Path(env["MAESTRO_HOME"])
+    figures: dict[str, tuple[float, float]] = {}
+    given = "-"
+    for name in TRAINING + EVALUATION:
+        wanted = str(folder / f"{name}.json")
+        figures[name] = run_stage(name, given, wanted, trials, env)
+        given = wanted
+        print(
+            f"  {rows:>9,} rows  {name:<20} {figures[name][0]:7.1f} s  {figures[name][1]:7.0f} MB",
+            flush=True,
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="5,000 and 10,000 rows, 2 trials")
+    args = parser.parse_args()
+    sizes, trials = ([5_000, 10_000], 2) if args.smoke else (args.rows, args.trials)
+    results = {rows: pipeline(rows, trials) for rows in sizes}
+
+    print(f"\n| stage | {' | '.join(f'{r:,} rows: s, MB' for r in sizes)} |")
+    print(f"| --- | {' | '.join('---' for _ in sizes)} |")
+    for name in TRAINING + EVALUATION:
+        cells = [f"{results[r][name][0]:.1f} s, {results[r][name][1]:,.0f} MB" for r in sizes]
+        print(f"| {name} | {' | '.join(cells)} |")
+    print()
+    for rows in sizes:
+        stages = results[rows]
+        total = sum(seconds for seconds, _ in stages.values())
+        evaluation = sum(stages[name][0] for name in EVALUATION)
+        peak = max(mb for _, mb in stages.values())
+        materialize = rows / stages["materialize_features"][0]
+        print(
+            f"total {rows:,} rows: {total:.1f} s, {total / rows * 1e6:.1f} us/row, "
+            f"evaluation {evaluation / total * 100:.1f}%, peak {peak:,.0f} MB, "
+            f"materialize_features {materialize:,.0f} rows/s"
+        )
+    print(json.dumps({str(r): results[r] for r in sizes}))
+
+
+if __name__ == "__main__":
+    main()
