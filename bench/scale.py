@@ -116,9 +116,9 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="5,000 and 10,000 rows, 2 trials")
+    parser.add_argument("--smoke", action="store_true", help="3,000 rows, 2 trials")
     args = parser.parse_args()
-    sizes, trials = ([5_000, 10_000], 2) if args.smoke else (args.rows, args.trials)
+    sizes, trials = ([3_000], 2) if args.smoke else (args.rows, args.trials)
     results = {rows: pipeline(rows, trials) for rows in sizes}
 
     print(f"\n| stage | {' | '.join(f'{r:,} rows: s, MB' for r in sizes)} |")

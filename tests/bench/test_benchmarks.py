@@ -143,3 +143,10 @@ def test_tracing_compares_the_server_with_tracing_off_and_on():
     for row in ("| off |", "| on |", "| on, 10% sampled |"):
         assert_row(output, row, 4)
     assert_row(output, "on/off: requests/s", 2)
+
+
+def test_scale_reports_time_and_memory_per_stage():
+    output = run_benchmark("scale.py", timeout=900)
+    for stage in ("ingest", "materialize_features", "tune", "evaluate", "verdict"):
+        assert_row(output, f"| {stage} |", 2)  # seconds and MB
+    assert_row(output, "total 3,000 rows:", 5)
