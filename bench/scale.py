@@ -36,10 +36,12 @@ import sys
 from maestro.config import get_settings
 from maestro.governance import stages as governance
 from maestro.handles import CandidateVersion, TrainingRun
+from maestro.platform.airflow_env import apply_environment
 from maestro.training import stages
 
 name, given, wanted, trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 settings = get_settings()
+apply_environment(settings)  # as a task has it: MLflow's URIs among the rest
 text = open(given).read() if given != "-" else ""
 if name == "ingest":
     out = stages.ingest("demo", stages.RunInfo("train_demo", "bench-scale"), settings)
