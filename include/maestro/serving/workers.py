@@ -32,13 +32,14 @@ def port_socket(host: str, port: int) -> socket.socket:
 
 
 def run_worker(options: dict[str, Any]) -> None:
-    """One worker: its own listening socket, then uvicorn on it (the app from the
-    environment)."""
+    """One worker: its own socket in the port's group, then uvicorn on it (the app from the
+    environment). Uvicorn listens on it only once the app has started (its models loaded): a
+    worker that listened before would be handed its share of the connections and keep them
+    waiting while it loads, a replacement worker for as long as a model takes to load."""
     import uvicorn
 
     stop_with_supervisor()
     sock = port_socket(options["host"], options["port"])
-    sock.listen(2048)
     config = uvicorn.Config("maestro.serving.runner:app_from_environment", factory=True, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
