@@ -193,15 +193,17 @@ def apply_and_materialize(
     start: pd.Timestamp,
     end: pd.Timestamp,
 ) -> dict:
-    """`feast apply` of the model's definitions, then materialize [start, end] online."""
+    """`feast apply` of the model's definitions, then materialize [start, end) online (in
+    batches: `maestro.data.online_write`)."""
+    from maestro.data import online_write
+
     publish_snapshot(snapshot, spec, settings)
     store = feature_store(settings)
     store.apply(load_definitions(spec, settings))
-    store.materialize(
-        start_date=start.to_pydatetime(),
-        end_date=end.to_pydatetime(),
-        feature_views=[spec.feature_view],
-    )
+    columns = {spec.entity.key: spec.entity.type} | {f.name: f.type for f in spec.features}
+    view = store.get_feature_view(spec.feature_view)
+    key, ts = spec.entity.key, spec.timestamp.column
+    online_write.materialize(store, view, snapshot, columns, key, ts, start, end)
     return {
         "feature_service": spec.feature_service,
         "feature_views": [spec.feature_view],
