@@ -6,9 +6,16 @@ and the process's peak RSS, which includes reading the two parquet files): `maes
 (`maestro.monitoring.drift.dataset_drift`, the whole window) and `evidently` (a `Report` with
 `DataDriftPreset()` and its defaults). Then whether their per-column verdicts agree, and the
 prediction log's read of a day: one million rows handed over a thousand rows at a time, read
-back from the compacted day and from the same rows left as one file per handover.
+back from the compacted day and from the same rows left as one file per handover. Last, the
+monitoring job's read and drift of a logged window (`--window-rows`, default 1M and 10M rows
+of the same 20 features, written by the server's log sink in handovers of 50,000 rows) against
+a reference of 1M rows, each way in its own process: `columns` (the job: the window's
+predictions, then each feature column by column, `maestro.monitoring.stages.WindowColumns`)
+and `whole` (the window read into one DataFrame first, as the job did before); wall time and
+peak RSS.
 
-    .venv/bin/python bench/drift.py [--sizes 100000 1000000] [--smoke]
+    .venv/bin/python bench/drift.py [--sizes 100000 1000000] [--window-rows 1000000 10000000]
+                                    [--smoke]
 """
 
 from __future__ import annotations
@@ -172,18 +179,124 @@ def log_read(rows: int, handover: int, folder: Path) -> None:
         print(f"read a day, {name:<22} {count:>6,} files {seconds:>7.2f}s")
 
 
+# the monitoring job's read and drift of a logged window, one way per process
+WINDOW = """
+import datetime as dt, json, resource, sys, time
+import pandas as pd
+from maestro.config import get_settings
+from maestro.logs import predictions
+from maestro.monitoring import drift, stages
+from maestro.spec import ModelSpec
+how, spec_json, end = sys.argv[1], sys.argv[2], dt.datetime.fromisoformat(sys.argv[3])
+spec, settings = ModelSpec.model_validate_json(spec_json), get_settings()
+started = time.perf_counter()
+reference = stages.reference_set(spec, settings, None)
+numeric = [f.name for f in spec.features if f.type != "category"]
+start, meta = stages.current_window(spec, settings, end)
+if how == "columns":
+    current = stages.WindowColumns(spec, settings, (start, end), meta)
+else:
+    whole = predictions.read_log(settings.prediction_log_location, spec.name, start, end, "primary")
+    current = whole.rename(columns=lambda c: c.removeprefix("feature."))
+found = drift.dataset_drift(reference, current, numeric, spec.categorical_features, spec.monitoring.drift)
+if how == "columns":
+    current.sample()
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "peak_bytes": peak, "rows": len(current), "drifted": found.drifted_columns}))
+"""
+
+
+def window_spec(reference: Path) -> str:
+    """The demo spec with the bench's 20 features and `reference` as its reference set."""
+    import yaml
+
+    from maestro.spec import ModelSpec
+
+    raw = yaml.safe_load((PROJECT / "include" / "specs" / "demo.yaml").read_text())
+    raw["features"] = [{"name": n, "type": "float"} for n in NUMERIC] + [
+        {"name": c, "type": "category", "allowed": ["a", "b", "c"]} for c in CATEGORICAL
+    ]
+    raw["protected_attributes"], raw["governance"]["slices"] = [], []
+    raw["monitoring"]["reference"] = str(reference)
+    raw["monitoring"]["window_hours"] = 24
+    return ModelSpec.model_validate(raw).model_dump_json()
+
+
+def write_window(rows: int, handover: int, root: Path, day: pd.Timestamp) -> None:
+    """`rows` logged rows of model `demo` within `day`, as the server's sink writes them."""
+    from maestro.logs import predictions
+    from maestro.logs.parquet import ParquetStore
+
+    sink = predictions.ParquetSink(ParquetStore(root, predictions.TABLE))
+    for n, begin in enumerate(range(0, rows, handover)):
+        size = min(handover, rows - begin)
+        shifted = table(size, 100 + n, shift=True)
+        at = day + pd.Timedelta(seconds=n)
+        micros = np.full(size, int(at.timestamp() * 1e6), dtype="int64")
+        meta = {
+            "ts": micros,
+            "request_id": np.array([f"r{n}-{i // 100}" for i in range(size)]),
+            "model": np.full(size, "demo"),
+            "version": np.full(size, "1"),
+            "role": np.full(size, "primary"),
+            "latency_ms": np.ones(size),
+            "prediction": np.random.default_rng(n).random(size),
+        }
+        features = {c: shifted[c].tolist() for c in shifted.columns}
+        sink.write("demo", predictions.arrow_table(predictions.Rows(meta, features)))
+
+
+def monitoring_window(sizes: list[int], folder: Path) -> None:
+    reference = folder / "reference.parquet"
+    table(max(1_000_000 if sizes[-1] >= 1_000_000 else sizes[-1], 1), 1, False).to_parquet(
+        reference
+    )
+    spec = window_spec(reference)
+    day = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=1)
+    end = (day + pd.Timedelta(hours=23)).isoformat()
+    print(f"{'window rows':>12} {'read':<8} {'seconds':>8} {'peak RSS MB':>12}  drifted columns")
+    for rows in sizes:
+        root = folder / f"log-{rows}"
+        started = time.perf_counter()
+        write_window(rows, 50_000, root, day + pd.Timedelta(hours=1))
+        print(f"  ({rows:,} rows logged in {time.perf_counter() - started:.0f} s)")
+        for how in ("columns", "whole"):
+            env = {**os.environ, "PYTHONPATH": str(PROJECT / "include")}
+            env |= {"MAESTRO_HOME": str(folder / "home"), "MAESTRO_PREDICTION_LOG": str(root)}
+            done = subprocess.run(
+                [sys.executable, "-c", WINDOW, how, spec, end],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if done.returncode != 0:
+                print(f"{rows:>12,} {how:<8} failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            assert found["rows"] == rows, found
+            print(
+                f"{rows:>12,} {how:<8} {found['seconds']:>8.1f} "
+                f"{found['peak_bytes'] / 2**20:>12,.0f}  {', '.join(found['drifted'])}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--log-rows", type=int, default=1_000_000)
+    parser.add_argument("--window-rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it still run")
     args = parser.parse_args()
     sizes, log_rows = ([2_000, 20_000], 20_000) if args.smoke else (args.sizes, args.log_rows)
+    window_rows = [60_000] if args.smoke else args.window_rows
     sys.path.insert(0, str(PROJECT / "include"))
     with tempfile.TemporaryDirectory(prefix="maestro-drift-") as tmp:
         compare(sizes, Path(tmp))
         print()
         log_read(log_rows, 1000, Path(tmp))
+        print()
+        monitoring_window(window_rows, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,11 @@ def test_drift_compares_both_engines_and_reads_the_prediction_log():
     assert_row(output, "maestro growth from", 4)
     assert_row(output, "read a day, compacted", 2)
     assert_row(output, "read a day, one file per handover", 2)
+    for how in ("columns", "whole"):  # the monitoring job's window, both ways
+        label = f"{'60,000':>12} {how:<8}"
+        assert_row(output, label, 2)
+        line = next(line for line in output.splitlines() if line.startswith(label))
+        assert line.endswith("n0, n1, c0"), line  # the shifted columns, and only they
 
 
 def test_tracing_compares_the_server_with_tracing_off_and_on():

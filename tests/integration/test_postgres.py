@@ -211,6 +211,10 @@ def test_monitoring_reads_windows_and_keeps_labels_in_postgres(databases, tmp_pa
     start = dt.datetime.fromtimestamp(1.75e9, dt.UTC)
     window = read_log(url, "demo", start, None, role="primary")
     assert window["request_id"].tolist() == ["new", "new"]
+    # what monitoring reads of a big window: one feature at a time, and the labelled requests
+    one = read_log(url, "demo", start, None, role="primary", columns=["feature.age"])
+    assert list(one.columns) == ["ts", "feature.age"] and one["feature.age"].tolist() == [30, 41]
+    assert read_log(url, "demo", request_ids={"old"})["request_id"].tolist() == ["old", "old"]
     assert known_requests(url, "demo", ["old", "new", "nope"]) == {"old": 2, "new": 2}
 
     assert labels_store(settings).url == url

@@ -119,7 +119,14 @@ def read_files(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(f, columns=columns, filters=filters) for f in files]
+    def present(path: Path) -> list[str] | None:
+        """The wanted columns the file has (files of another signature lack some)."""
+        if columns is None:
+            return None
+        names = set(pq.read_schema(path).names)
+        return [c for c in columns if c in names]
+
+    tables = [pq.read_table(f, columns=present(f), filters=filters) for f in files]
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 

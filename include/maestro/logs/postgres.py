@@ -79,17 +79,34 @@ class PostgresStore:
             else:
                 clauses.append(f"{column} {operator} :p{i}")
                 params[f"p{i}"] = value
-        chosen = ", ".join(columns) if columns else "*"
+        chosen, aliases = self._selected(columns, params)
         # B608: constant table and clauses (checked above), bound values
         query = f"SELECT {chosen} FROM {self.table} WHERE {' AND '.join(clauses)}"  # nosec B608
         with self.engine.connect() as conn:
             frame = pd.read_sql(text(query), conn, params=params)
-        frame = frame.drop(columns=["partition"], errors="ignore")
+        frame = frame.drop(columns=["partition"], errors="ignore").rename(columns=aliases)
         if self.expand and self.expand[0] in frame.columns:
             column, prefix = self.expand
             expanded = pd.json_normalize(frame.pop(column).tolist()).add_prefix(prefix)
             frame = pd.concat([frame, expanded], axis=1)
         return frame
+
+    def _selected(
+        self, columns: list[str] | None, params: dict[str, Any]
+    ) -> tuple[str, dict[str, str]]:
+        """The SELECT list for `columns` (all: `*`): an expanded column (`feature.age`) is
+        taken out of its JSON object in the query, under an alias renamed back afterwards."""
+        if not columns:
+            return "*", {}
+        chosen, aliases = [], {}
+        for i, name in enumerate(columns):
+            if self.expand and name.startswith(self.expand[1]):
+                params[f"k{i}"] = name.removeprefix(self.expand[1])
+                chosen.append(f"{self.expand[0]} -> CAST(:k{i} AS text) AS c{i}")
+                aliases[f"c{i}"] = name
+            else:
+                chosen.append(name)
+        return ", ".join(chosen), aliases
 
     def has(self, model: str) -> bool:
         from sqlalchemy import inspect, text

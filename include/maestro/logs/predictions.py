@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -232,10 +232,12 @@ def read_log(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     role: str | None = None,
+    columns: list[str] | None = None,
+    request_ids: Collection[str] | None = None,
 ) -> Any:
     """Logged rows of `model` as a DataFrame (features as `feature.<name>` columns) in time
     order, those at or after `start` and before `end` (aware datetimes) when given, of one
-    `role` when given."""
+    `role` and of the `request_ids` when given; only `columns` (and `ts`) when given."""
     import pandas as pd
 
     where: list[Condition] = []
@@ -245,10 +247,15 @@ def read_log(
         where.append(("ts", "<", pd.Timestamp(end)))
     if role is not None:
         where.append(("role", "=", role))
+    if request_ids is not None:
+        where.append(("request_id", "in", request_ids))
     days = tuple(f"{t.astimezone(dt.UTC):%Y-%m-%d}" if t else None for t in (start, end))
-    frame = prediction_store(location).read(model, where, partitions=(days[0], days[1]))
+    if columns is not None:
+        columns = ["ts", *(c for c in columns if c != "ts")]
+    store = prediction_store(location)
+    frame = store.read(model, where, partitions=(days[0], days[1]), columns=columns)
     if frame.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns or [])
     return frame.sort_values("ts", kind="stable", ignore_index=True)
 
 

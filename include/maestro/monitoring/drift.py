@@ -11,6 +11,7 @@ the same binning) with NumPy on typed columns: a million rows by twenty columns 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -177,14 +178,24 @@ def _beyond(method: str, score: float, limit: float) -> bool:
     return bool(score <= limit) if method == "ks" else bool(score < limit)
 
 
+class Columns(Protocol):
+    """A table whose columns are taken one at a time: a DataFrame, or a window of the
+    prediction log read column by column (`maestro.monitoring.stages.WindowColumns`)."""
+
+    def __getitem__(self, name: str) -> pd.Series: ...
+
+    def __len__(self) -> int: ...
+
+
 def dataset_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference: Columns,
+    current: Columns,
     numeric: list[str],
     categorical: list[str],
     spec: DriftSpec,
 ) -> DriftResult:
-    """Every column's drift and the dataset verdict: drifted share at least `spec.share`."""
+    """Every column's drift and the dataset verdict: drifted share at least `spec.share`.
+    One column of each side is in hand at a time."""
     columns = [
         column_drift(
             name, reference[name], current[name], "numeric", spec.num_method, spec.threshold

@@ -48,7 +48,8 @@ def _champion(spec: ModelSpec, settings: Settings) -> Any:
 def current_window(
     spec: ModelSpec, settings: Settings, end: dt.datetime
 ) -> tuple[dt.datetime, pd.DataFrame]:
-    """The window's primary predictions, features under their own names."""
+    """The window's primary predictions (time and prediction only: the features are read
+    column by column, `WindowColumns`)."""
     location = settings.prediction_log_location
     if not predictions.has_log(location, spec.name):
         raise MonitorError(
@@ -56,12 +57,62 @@ def current_window(
             "serve the model (maestro serve) before monitoring it"
         )
     start = end - dt.timedelta(hours=spec.monitoring.window_hours)
-    frame = predictions.read_log(location, spec.name, start, end, role=PRIMARY)
+    meta = predictions.read_log(location, spec.name, start, end, role=PRIMARY, columns=[PREDICTION])
+    return start, meta
+
+
+def _named_features(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Logged rows with the features under their own names (one never sent: all missing)."""
     frame = frame.rename(columns=lambda c: c.removeprefix("feature."))
-    for name in spec.feature_names:  # a feature never sent in the window: all missing
-        if name not in frame.columns:
-            frame[name] = np.nan
-    return start, frame
+    missing = {name: np.nan for name in spec.feature_names if name not in frame.columns}
+    return frame.assign(**missing)
+
+
+class WindowColumns:
+    """The window's logged features, read one column at a time, so that a window of ten
+    million rows by twenty features is never in memory whole (a column is 80 MB; the whole,
+    as a DataFrame, several GB). Each column read leaves its values at a fixed random sample
+    of rows behind, which make the rows of the Evidently report (`sample`)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        window: tuple[dt.datetime, dt.datetime],
+        meta: pd.DataFrame,
+    ) -> None:
+        from maestro.monitoring.report import SAMPLE_ROWS
+
+        self.spec, self.location, self.window, self.meta = (
+            spec,
+            settings.prediction_log_location,
+            window,
+            meta,
+        )
+        chosen = np.random.default_rng(0).choice(len(meta), min(len(meta), SAMPLE_ROWS), False)
+        self.positions = np.sort(chosen)
+        self.sampled: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def __getitem__(self, name: str) -> pd.Series:
+        column = f"feature.{name}"
+        start, end = self.window
+        read = predictions.read_log(
+            self.location, self.spec.name, start, end, role=PRIMARY, columns=[column]
+        )
+        values = read[column] if column in read.columns else pd.Series(np.nan, index=read.index)
+        # rows answered while the columns are read (their time inside the window) join the
+        # later columns only: the sample takes the positions the first read had
+        self.sampled[name] = values.to_numpy()[self.positions[self.positions < len(values)]]
+        return values
+
+    def sample(self) -> pd.DataFrame:
+        """The sampled rows of every column read so far, with their predictions."""
+        rows = self.meta.iloc[self.positions].reset_index(drop=True)
+        columns = {n: pd.Series(v).reindex(range(len(rows))) for n, v in self.sampled.items()}
+        return _named_features(rows.assign(**columns), self.spec)
 
 
 def reference_set(spec: ModelSpec, settings: Settings, version: Any) -> pd.DataFrame:
@@ -107,13 +158,26 @@ def champion_scores(
     return found.argmax(axis=1).astype("float64") if spec.multiclass else found
 
 
-def labelled_rows(current: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The window's predictions that have a label, however late it came (`row` is the record's
-    place in its request)."""
+def labelled_rows(
+    spec: ModelSpec,
+    settings: Settings,
+    window: tuple[dt.datetime, dt.datetime],
+    labels: pd.DataFrame,
+) -> pd.DataFrame:
+    """The window's predictions that have a label, however late it came, with their features
+    (only the labelled requests' rows are read; `row` is the record's place in its
+    request)."""
     online = labels.dropna(subset=["request_id"])
-    if current.empty or online.empty:
-        return current.iloc[:0].assign(**{TARGET: pd.Series(dtype="float64")})
-    keyed = current.assign(row=current.groupby("request_id").cumcount())
+    start, end = window
+    ids = set(online["request_id"].astype(str))
+    location = settings.prediction_log_location
+    rows = pd.DataFrame()
+    if ids:
+        rows = predictions.read_log(location, spec.name, start, end, PRIMARY, request_ids=ids)
+    if rows.empty:
+        empty = pd.DataFrame(columns=[*spec.feature_names, PREDICTION])
+        return empty.assign(**{TARGET: pd.Series(dtype="float64")})
+    keyed = _named_features(rows, spec).assign(row=rows.groupby("request_id").cumcount())
     joined = keyed.merge(
         online[["request_id", "row", "label"]].astype({"request_id": "object"}),
         on=["request_id", "row"],
@@ -163,7 +227,8 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     spec = get_spec(model, settings)
     version = _champion(spec, settings)
     end = end or dt.datetime.now(dt.UTC)
-    start, current = current_window(spec, settings, end)
+    start, meta = current_window(spec, settings, end)
+    current = WindowColumns(spec, settings, (start, end), meta)
     base = {
         "model": model,
         "version": str(version.version),
@@ -190,9 +255,9 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
     if TARGET not in scored.columns:
         scored[TARGET] = scored[spec.target.name].astype("float64")
     kind = "categorical" if spec.multiclass else "numeric"  # multiclass: the predicted mix
-    predictions = drift.column_drift(PREDICTION, scored[PREDICTION], current[PREDICTION], kind)
+    predictions = drift.column_drift(PREDICTION, scored[PREDICTION], meta[PREDICTION], kind)
     labels = read_labels(settings, model)
-    labelled = labelled_rows(current, labels)
+    labelled = labelled_rows(spec, settings, (start, end), labels)
     parts = [labelled[[PREDICTION, TARGET]], batch_labelled(settings, spec, labels, start, end)]
     # an empty part would decide the columns' types (pandas' FutureWarning): left out
     truth = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
@@ -240,6 +305,6 @@ def judge(model: str, settings: Settings, end: dt.datetime | None = None) -> Mon
         breached=breached,
         retrain=bool(flags) and spec.monitoring.retrain,
     )
-    judged = Judged(found, predictions, scored, current, labelled)
+    judged = Judged(found, predictions, scored, current.sample(), labelled)
     run_id = record_verdict(spec, settings, verdict, judged)
     return verdict.updated(run_id=run_id)
