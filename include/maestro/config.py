@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     airflow_password: str | None = None
     # The MLflow server's admin password (production: the server runs with authentication).
     mlflow_admin_password: str | None = None
+    # Where each run's snapshot of its data is kept (content-addressed, written once): a
+    # folder (default: `<home>/snapshots`) or an object-storage URL (`s3://bucket/prefix`),
+    # reached with the credentials of the Airflow connection `snapshot_store_conn_id`.
+    snapshot_store: str | None = None
+    snapshot_store_conn_id: str | None = None
     # Model server: its serving plan file, the prediction log (a folder for partitioned
     # parquet, or a postgresql:// URL), an optional bearer token, and request limits.
     serving_plan: Path | None = None
@@ -193,8 +198,8 @@ class Settings(BaseSettings):
         return [self.project_dir.resolve(), shared.resolve(), self.home.resolve()]
 
     @property
-    def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
+    def snapshot_store_location(self) -> str:
+        return self.snapshot_store or str(self.home / "snapshots")
 
     @property
     def feast_dir(self) -> Path:

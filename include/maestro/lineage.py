@@ -77,9 +77,17 @@ def sources(
     if isinstance(source, SqlSource):
         return _tables(source)
     if source.in_object_storage:
-        parts = urlsplit(source.path)
-        return [Dataset(f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/"))]
+        return [Dataset(*_file(source.path))]
     return [Dataset("file", str(spec.source_path(settings)))]
+
+
+def _file(path: str) -> tuple[str, str]:
+    """A file's namespace and name: `file` and its path, or an object's `scheme://bucket` and
+    key."""
+    if "://" not in path:
+        return "file", path
+    parts = urlsplit(path)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
 
 
 def _tables(source: SqlSource) -> list[Dataset]:
@@ -104,7 +112,7 @@ def _tables(source: SqlSource) -> list[Dataset]:
 def snapshot(run: TrainingRun) -> Dataset:
     data = run.data
     window = {"rows": data["rows"], "start": data["start"], "end": data["end"]}
-    return Dataset("file", str(data["path"]), version=str(data["hash"]), properties=window)
+    return Dataset(*_file(str(data["path"])), version=str(data["hash"]), properties=window)
 
 
 def feature_view(run: TrainingRun) -> Dataset:

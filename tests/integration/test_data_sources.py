@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -47,11 +48,7 @@ def ingest(use_specs, source: dict, window: dict | None = None):
 
 
 def snapshots(settings) -> list:
-    return (
-        sorted((settings.snapshots_dir / "demo").glob("*.parquet"))
-        if (settings.snapshots_dir / "demo").exists()
-        else []
-    )
+    return sorted((Path(settings.snapshot_store_location) / "demo").glob("*.parquet"))
 
 
 # --- SQL through Airflow connections -------------------------------------------------------
@@ -313,6 +310,31 @@ def test_a_bad_object_storage_source_is_one_line_naming_it_and_writes_nothing(
         ingest(use_specs, {"format": "csv", "path": path, "conn_id": "lake"})
     assert "\n" not in str(info.value)
     assert snapshots(get_settings()) == []
+
+
+def test_snapshots_are_kept_in_object_storage_and_written_once(lake, use_specs, monkeypatch):
+    """One setting moves the snapshot store to a bucket (its connection another): the run's
+    snapshot is written there, read back whole, never rewritten by a run of the same data; a
+    prefix the connection may not write is one line naming the store."""
+    put(lake, "data/churn/all.parquet", parquet_bytes(good_frame(1500)))
+    source = {"format": "parquet", "path": "s3://lake/data/churn/all.parquet", "conn_id": "lake"}
+    monkeypatch.setenv("MAESTRO_SNAPSHOT_STORE", "s3://lake/data/snapshots")
+    monkeypatch.setenv("MAESTRO_SNAPSHOT_STORE_CONN_ID", "lake")
+    version, settings = ingest(use_specs, source)
+    key = f"data/snapshots/demo/{version.hash}"
+    assert version.path == f"s3://lake/{key}.parquet"
+    assert snapshots(settings) == []  # nothing on the local disk
+    read_back = sources.load_snapshot(version.to_dict(), settings)
+    assert len(read_back) == version.rows and sources.content_hash(read_back) == version.hash
+    admin = lake.client(lake.admin)
+    admin.put_object(Bucket="lake", Key=f"{key}.json", Body=b"{}")  # marks what was written
+    assert ingest(use_specs, source)[0] == version
+    assert admin.get_object(Bucket="lake", Key=f"{key}.json")["Body"].read() == b"{}"
+
+    monkeypatch.setenv("MAESTRO_SNAPSHOT_STORE", "s3://lake/private/snapshots")
+    message = r"^snapshot store s3://lake/private/snapshots: access denied .*credentials$"
+    with pytest.raises(sources.DataError, match=message):
+        ingest(use_specs, source)
 
 
 def test_mlflow_keeps_a_versions_artifacts_in_object_storage(s3, use_specs, monkeypatch):

@@ -41,7 +41,7 @@ def test_hostile_text_in_a_spec_stays_text_through_feast_apply(use_specs, tmp_pa
         compile((repo / f"{model}.py").read_text(), f"{model}.py", "exec")  # still Python
 
     spec = get_spec("demo", settings)
-    snapshot = sources.load_snapshot(sources.ingest(spec, settings, None).to_dict())
+    snapshot = sources.load_snapshot(sources.ingest(spec, settings, None).to_dict(), settings)
     start = snapshot["event_timestamp"].min()
     end = snapshot["event_timestamp"].max()
     features.apply_and_materialize(snapshot, spec, settings, start, end)

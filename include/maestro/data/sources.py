@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -255,25 +256,48 @@ def write_snapshot(
     settings: Settings,
     source: str,
 ) -> DataVersion:
-    """Write once: a snapshot with the same content is reused, never rewritten."""
+    """Write once: a snapshot with the same content is reused, never rewritten. In the
+    snapshot store's folder, or its object store (where one PUT is a whole object: a reader
+    never sees half of it, as the local write's rename ensures on disk)."""
     digest = content_hash(frame)
-    folder = settings.snapshots_dir / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.parquet"
+    location = settings.snapshot_store_location
     ts = frame[spec.timestamp.column]
+    path = f"{location.rstrip('/')}/{spec.name}/{digest}.parquet"
     version = DataVersion(
         model=spec.name,
         hash=digest,
-        path=str(path),
+        path=path,
         rows=len(frame),
         start=ts.min().isoformat(),
         end=ts.max().isoformat(),
         source=source,
     )
-    if not path.exists():
-        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        atomic_write_text(path.with_suffix(".json"), json.dumps(version.to_dict(), indent=2))
+    described = json.dumps(version.to_dict(), indent=2)
+    if "://" not in location:
+        local = Path(path)
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(local, lambda tmp: frame.to_parquet(tmp, index=False))
+            atomic_write_text(local.with_suffix(".json"), described)
+        return version
+    from maestro.data.storage import describe_reach_error, reach_errors
+
+    fs, key = _snapshot_store(path, settings)
+    try:
+        if not fs.exists(key):
+            with fs.open(key, "wb") as out:
+                frame.to_parquet(out, index=False)
+            fs.pipe_file(key.removesuffix(".parquet") + ".json", described.encode())
+    except reach_errors() as error:
+        problem = describe_reach_error(error, missing="bucket not found")
+        raise DataError(f"snapshot store {location}: {problem}") from error
     return version
+
+
+def _snapshot_store(url: str, settings: Settings) -> tuple[Any, str]:
+    from maestro.data.storage import object_store
+
+    return object_store(url, settings.snapshot_store_conn_id, "MAESTRO_SNAPSHOT_STORE_CONN_ID")
 
 
 def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) -> DataVersion:
@@ -297,5 +321,17 @@ def ingest(spec: ModelSpec, settings: Settings, run_end: pd.Timestamp | None) ->
     return write_snapshot(frame, spec, settings, origin)
 
 
-def load_snapshot(version: dict) -> pd.DataFrame:
-    return pd.read_parquet(version["path"])
+def load_snapshot(version: dict, settings: Settings) -> pd.DataFrame:
+    """A run's snapshot, from the folder or the object store it was written to."""
+    path = str(version["path"])
+    if "://" not in path:
+        return pd.read_parquet(path)
+    from maestro.data.storage import describe_reach_error, reach_errors
+
+    fs, key = _snapshot_store(path, settings)
+    try:
+        with fs.open(key, "rb") as snapshot:
+            return pd.read_parquet(snapshot)
+    except reach_errors() as error:
+        problem = describe_reach_error(error, missing="snapshot not found")
+        raise DataError(f"snapshot {path}: {problem}") from error

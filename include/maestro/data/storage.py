@@ -27,16 +27,27 @@ def open_store(source: FileSource, local: Path | None) -> tuple[AbstractFileSyst
 
     if local is not None:
         return fsspec.filesystem("file"), str(local)
+    return object_store(source.path, source.conn_id, "source.conn_id")
+
+
+def object_store(
+    url: str, conn_id: str | None, conn_setting: str
+) -> tuple[AbstractFileSystem, str]:
+    """The object store of `url`'s scheme, with the credentials of the Airflow connection
+    `conn_id` (none: the environment's; `conn_setting` names where it was given, for errors),
+    and the URL's path on it."""
+    import fsspec
+
     from maestro.data.connections import get_connection, storage_options
 
-    scheme = urlsplit(source.path).scheme
-    conn = get_connection(source.conn_id, "source.conn_id") if source.conn_id else None
+    scheme = urlsplit(url).scheme
+    conn = get_connection(conn_id, conn_setting) if conn_id else None
     try:
         # a new filesystem per read: a cached one would answer from listings of an earlier read
         fs = fsspec.filesystem(scheme, skip_instance_cache=True, **storage_options(conn, scheme))
     except (ImportError, ValueError) as error:  # gcsfs or adlfs not installed
-        raise DataError(f"{source.path}: cannot open the {scheme}:// store: {error}") from None
-    return fs, fs._strip_protocol(source.path)
+        raise DataError(f"{url}: cannot open the {scheme}:// store: {error}") from None
+    return fs, fs._strip_protocol(url)
 
 
 def reach_errors() -> tuple[type[Exception], ...]:
@@ -47,11 +58,11 @@ def reach_errors() -> tuple[type[Exception], ...]:
     return OSError, BotoCoreError
 
 
-def describe_reach_error(error: Exception) -> str:
+def describe_reach_error(error: Exception, missing: str = "source file not found") -> str:
     """What went wrong reaching a file, in one line (botocore's messages are long)."""
     first_line = str(error).strip().split("\n", 1)[0]
     if isinstance(error, FileNotFoundError):
-        return "source file not found"
+        return missing
     if isinstance(error, PermissionError):
         return f"access denied ({first_line}); check the connection's credentials"
     return f"cannot be reached: {type(error).__name__}: {first_line}"

@@ -107,7 +107,7 @@ def validate_data(handle: TrainingRun, settings: Settings) -> TrainingRun:
     from maestro.data import sources, validation
 
     spec = _spec(handle, settings)
-    frame = sources.load_snapshot(handle.data)
+    frame = sources.load_snapshot(handle.data, settings)
     mlc = tracking.client(settings)
     with tempfile.TemporaryDirectory(prefix="maestro-gx-") as tmp:
         report = validation.validate(frame, spec, Path(tmp))
@@ -131,7 +131,7 @@ def materialize_features(handle: TrainingRun, settings: Settings) -> TrainingRun
     from maestro.data import features, sources
 
     spec = _spec(handle, settings)
-    frame = sources.load_snapshot(handle.data)
+    frame = sources.load_snapshot(handle.data, settings)
     start = pd.Timestamp(handle.data["start"])
     end = pd.Timestamp(handle.data["end"]) + pd.Timedelta(seconds=1)
     result = features.apply_and_materialize(frame, spec, settings, start, end)
@@ -146,7 +146,7 @@ def build_training_set(handle: TrainingRun, settings: Settings) -> TrainingRun:
     from maestro.data import features, sources
 
     spec = _spec(handle, settings)
-    snapshot = sources.load_snapshot(handle.data)
+    snapshot = sources.load_snapshot(handle.data, settings)
     frame = features.historical_features(snapshot, spec, settings)
     folder = settings.home / "training_sets" / spec.name / handle.data["hash"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def test_definitions_follow_feast_conventions(settings):
 @pytest.mark.slow
 def test_point_in_time_join_never_sees_the_future(small_specs):
     spec = get_spec("demo", small_specs)
-    snapshot = sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())
+    snapshot = sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict(), small_specs)
     # A second observation of customer 1, later in time, with different values.
     later = snapshot.iloc[[0]].copy()
     later["event_timestamp"] += pd.Timedelta(days=30)

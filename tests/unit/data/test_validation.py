@@ -13,7 +13,9 @@ from maestro.spec import get_spec
 @pytest.fixture
 def demo(small_specs):
     spec = get_spec("demo", small_specs)
-    return spec, sources.load_snapshot(sources.ingest(spec, small_specs, None).to_dict())
+    return spec, sources.load_snapshot(
+        sources.ingest(spec, small_specs, None).to_dict(), small_specs
+    )
 
 
 @pytest.mark.slow
@@ -60,7 +62,7 @@ def test_null_fraction_within_spec_passes(settings, tmp_path):
 
     needs_shared_data("adult.csv")
     spec = get_spec("adult_income", settings)
-    frame = sources.load_snapshot(sources.ingest(spec, settings, None).to_dict())
+    frame = sources.load_snapshot(sources.ingest(spec, settings, None).to_dict(), settings)
     assert frame["occupation"].isna().mean() > 0.05  # '?' in the real data
     assert validate(frame, spec, tmp_path).success
     frame.loc[: len(frame) // 5, "occupation"] = None  # 20% > max_null_fraction 0.1
