@@ -9,7 +9,14 @@ Goals (issue 23): no stage above 4 GB peak RSS at 3M rows; time per row not grow
 3M; the evaluation at most 25% of the run at 1M rows; Feast materialization at least 50,000
 rows/s.
 
-    .venv/bin/python bench/scale.py [--rows 100000 1000000 3000000] [--trials 4] [--smoke]
+Then where the data lives: the ingest of the same rows (`--source-rows`, default 1M) from a
+local parquet file, from an S3 server on loopback (moto's, started here, through an Airflow
+connection) and from PostgreSQL (a table in a database created here on 127.0.0.1:5432, through
+an Airflow connection; skipped, and said, when none answers), each in its own process, with
+what each costs against the local file.
+
+    .venv/bin/python bench/scale.py [--rows 100000 1000000 3000000] [--trials 4]
+                                    [--source-rows 1000000] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -58,15 +66,16 @@ open(wanted, "w").write(out.model_dump_json())
 """
 
 
-def scratch(rows: int, trials: int) -> dict[str, str]:
-    """A fresh state folder and the demo spec at `rows` rows, as an environment."""
+def scratch(rows: int, trials: int, source: dict | None = None) -> dict[str, str]:
+    """A fresh state folder and the demo spec at `rows` rows (read from `source` when given),
+    as an environment."""
     home = Path(tempfile.mkdtemp(prefix="maestro-scale-"))
     specs = home / "specs"
     specs.mkdir()
     for path in (PROJECT / "include" / "specs").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
         if raw["name"] == "demo":
-            raw["source"]["rows"] = rows
+            raw["source"] = source or raw["source"] | {"rows": rows}
             raw["trials"] = trials
             raw["workers"] = 1
             raw["governance"]["latency_budget_ms"] = 1000  # timing is not what is measured
@@ -112,15 +121,124 @@ def pipeline(rows: int, trials: int) -> dict[str, tuple[float, float]]:
     return figures
 
 
+def source_ingests(rows: int) -> None:
+    """The ingest of `rows` demo rows from a local file, the S3 server and PostgreSQL."""
+    import io
+    import json as json_module
+    import socket
+    import uuid
+
+    import boto3
+    import sqlalchemy
+
+    sys.path.insert(0, str(PROJECT / "include"))
+    from maestro.data.synthetic import generate
+
+    frame = generate(rows, seed=7)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}  # nosec B105
+    database = f"maestro_scale_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    variants: dict[str, tuple[dict, dict]] = {}
+    try:
+        for _ in range(100):
+            try:
+                s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+                s3.create_bucket(Bucket="lake")
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.1)
+        s3.put_object(Bucket="lake", Key="churn/all.parquet", Body=buffer.getvalue())
+        lake = {
+            "conn_type": "aws",
+            "login": keys["aws_access_key_id"],
+            "password": keys["aws_secret_access_key"],
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+        variants["S3 (moto, loopback)"] = (
+            {"format": "parquet", "path": "s3://lake/churn/all.parquet", "conn_id": "lake"},
+            {"AIRFLOW_CONN_LAKE": json_module.dumps(lake)},
+        )
+        try:
+            with server.connect() as conn:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+        except sqlalchemy.exc.OperationalError as error:
+            print(f"PostgreSQL skipped: no server at 127.0.0.1:5432 ({str(error).splitlines()[0]})")
+        else:
+            url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+            copy_into_postgres(frame, url)
+            variants["PostgreSQL (conn_id)"] = (
+                {"format": "sql", "conn_id": "warehouse", "query": "SELECT * FROM churn"},
+                {"AIRFLOW_CONN_WAREHOUSE": url},
+            )
+        folder = Path(tempfile.mkdtemp(prefix="maestro-scale-sources-"))
+        (folder / "churn.parquet").write_bytes(buffer.getvalue())
+        local = {"format": "parquet", "path": str(folder / "churn.parquet")}
+        variants = {"local parquet": (local, {"MAESTRO_DATA_ROOTS": str(folder)}), **variants}
+        figures = {}
+        for name, (source, extra) in variants.items():
+            env = scratch(rows, 1, source) | extra
+            home = Path(env["MAESTRO_HOME"])
+            figures[name] = run_stage("ingest", "-", str(home / "ingest.json"), 1, env)
+            done = json_module.loads((home / "ingest.json").read_text())
+            assert done["data"]["rows"] == rows, (name, done["data"]["rows"])
+        baseline = figures["local parquet"][0]
+        print(f"\n| source ({rows:,} rows) | ingest | peak RSS | against the local file |")
+        print("| --- | --- | --- | --- |")
+        for name, (seconds, mb) in figures.items():
+            print(f"| {name} | {seconds:.1f} s | {mb:,.0f} MB | {seconds / baseline:.2f}x |")
+    finally:
+        moto.terminate()
+        if "PostgreSQL (conn_id)" in variants:
+            with server.connect() as conn:
+                conn.execute(sqlalchemy.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+        server.dispose()
+
+
+def copy_into_postgres(frame: Any, url: str) -> None:
+    """The rows as the table `churn`, by COPY."""
+    import io
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    frame.head(0).to_sql("churn", engine, index=False)
+    text = io.StringIO()
+    frame.to_csv(text, index=False, header=False)
+    text.seek(0)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            cursor.copy_expert("COPY churn FROM STDIN WITH (FORMAT csv)", text)
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--source-rows", type=int, default=1_000_000)
     parser.add_argument("--smoke", action="store_true", help="3,000 rows, 2 trials")
     args = parser.parse_args()
     sizes, trials = ([3_000], 2) if args.smoke else (args.rows, args.trials)
+    source_rows = 3_000 if args.smoke else args.source_rows
     results = {rows: pipeline(rows, trials) for rows in sizes}
 
     print(f"\n| stage | {' | '.join(f'{r:,} rows: s, MB' for r in sizes)} |")
@@ -141,6 +259,7 @@ def main() -> None:
             f"materialize_features {materialize:,.0f} rows/s"
         )
     print(json.dumps({str(r): results[r] for r in sizes}))
+    source_ingests(source_rows)
 
 
 if __name__ == "__main__":
