@@ -146,7 +146,7 @@ def source_ingests(rows: int) -> None:
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}  # nosec B105
+    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
     database = f"maestro_scale_{uuid.uuid4().hex[:8]}"
     server = sqlalchemy.create_engine(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # parquet, or a postgresql:// URL), an optional bearer token, and request limits.
     serving_plan: Path | None = None
     prediction_log: str | None = None
+    prediction_log_conn_id: str | None = None  # the Airflow connection of an object-store log
     serving_token: str | None = None
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 8 * 1024 * 1024

@@ -337,6 +337,56 @@ def test_snapshots_are_kept_in_object_storage_and_written_once(lake, use_specs, 
         ingest(use_specs, source)
 
 
+def test_the_prediction_log_is_kept_in_object_storage(lake, use_specs, monkeypatch, tmp_path):
+    """One setting moves the prediction log to a bucket (its connection another): the server's
+    log writer writes it there, a writer merges its own objects as they pile up, every row is
+    read exactly once (also when a merged part outlives its merge, as after a crash between
+    the two), and labels are kept beside it."""
+    import numpy as np
+
+    from maestro.logs import predictions
+    from maestro.logs.labels import read_labels, store_labels
+    from maestro.serving.predlog import Folders, PredictionLog
+
+    url = "s3://lake/data/prediction_log"
+    monkeypatch.setenv("MAESTRO_PREDICTION_LOG", url)
+    monkeypatch.setenv("MAESTRO_PREDICTION_LOG_CONN_ID", "lake")
+    settings = use_specs({})
+    assert not predictions.has_log(url, "demo")
+    log = PredictionLog(url, Folders.of(url, tmp_path))  # the server's writer, in its process
+    scores = np.array([0.2, 0.7]).tobytes()
+    body = b'[{"age": 30}, {"age": 41}]'
+    log.append(1.8e9, "served", "demo", "1", "primary", 1.0, ("age",), body, scores)
+    log.close()
+    assert predictions.read_log(url, "demo")["feature.age"].tolist() == [30, 41]
+
+    store = predictions.prediction_store(url)
+    sink, day = predictions.sink_for(store), "2027-01-15"
+    folder = f"data/prediction_log/model=demo/date={day}"
+    admin = lake.client(lake.admin)
+    for n in range(40):  # more writes than one merge takes (32)
+        entry = predictions.Entry(
+            1.8e9 + n, f"r{n}", "demo", "1", "primary", 1.0, ("age",), body, scores
+        )
+        sink.write("demo", predictions.arrow_table(predictions.rows_of([entry])))
+        if n == 0:
+            first = admin.list_objects_v2(Bucket="lake", Prefix=folder)["Contents"][0]["Key"]
+            kept = admin.get_object(Bucket="lake", Key=first)["Body"].read()
+    keys = [o["Key"] for o in admin.list_objects_v2(Bucket="lake", Prefix=folder)["Contents"]]
+    # 32 merged into one (the parts deleted), 8 since, and the server's writer's own object,
+    # which this writer leaves alone
+    assert sum("/l1-" in k for k in keys) == 1 and len(keys) == 1 + 8 + 1
+    admin.put_object(Bucket="lake", Key=first, Body=kept)  # a part that outlived its merge
+    read = predictions.read_log(url, "demo", role="primary")
+    assert sorted(read["request_id"]) == sorted(["served"] * 2 + [f"r{n}" for n in range(40)] * 2)
+
+    labels = pd.DataFrame({"request_id": ["r1", "r1"], "row": [0, 1], "label": [1.0, 0.0]})
+    assert store_labels(settings, "demo", labels) == 2
+    assert read_labels(settings, "demo")["label"].tolist() == [1.0, 0.0]
+    stored = admin.list_objects_v2(Bucket="lake", Prefix="data/feedback/")["Contents"]
+    assert stored  # beside the log, in the same bucket
+
+
 def test_mlflow_keeps_a_versions_artifacts_in_object_storage(s3, use_specs, monkeypatch):
     """One setting moves MLflow's artifact root to the store: a registered version's files are
     written there and the version loads back from its registry URI."""

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "registry": BASE | {"spec", "tracking"},
     "models": {"spec"},
     "data": BASE | {"files", "spec"},
-    "logs": BASE | {"files", "spec"},
+    "logs": BASE | {"data", "files", "spec"},  # data: object stores, opened as sources are
     "training": BASE | {"data", "handles", "models", "registry", "spec", "tracking"},
     "lineage": BASE | {"data", "handles", "spec"},
     "governance": BASE | {"handles", "models", "registry", "spec", "tracking", "training"},

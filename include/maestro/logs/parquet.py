@@ -70,23 +70,15 @@ class ParquetStore:
         partitions: tuple[str | None, str | None] = (None, None),
         columns: list[str] | None = None,
     ) -> pd.DataFrame:
-        import pandas as pd
-        import pyarrow as pa
 
-        check_conditions(where)
-        filters = [(c, op, set(v) if op == "in" else v) for c, op, v in where] or None
+        filters = parquet_filters(where)
         tables = []
         for folder in self._partitions(model, *partitions):
             with locked(folder, exclusive=False):
                 table = read_files(sorted(folder.glob("*.parquet")), columns, filters)
             if table is not None:
                 tables.append(table)
-        if not tables:
-            return pd.DataFrame(columns=columns or [])
-        frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-        if "model" not in frame.columns and (columns is None or "model" in columns):
-            frame.insert(0, "model", model)  # rows carry their model, as in a database
-        return frame
+        return frame_of(tables, model, columns)
 
     def has(self, model: str) -> bool:
         home = self.root / self.model_folder.format(model=model)
@@ -104,6 +96,26 @@ class ParquetStore:
         high = f"{self.partition}={last}" if last else f"{self.partition}=~"
         home = self.root / self.model_folder.format(model=model)
         return [f for f in sorted(home.glob(f"{self.partition}=*")) if low <= f.name <= high]
+
+
+def parquet_filters(where: Sequence[Condition]) -> Any:
+    """The conditions (checked) as pyarrow's filters; None for none."""
+    check_conditions(where)
+    return [(c, op, set(v) if op == "in" else v) for c, op, v in where] or None
+
+
+def frame_of(tables: list[pa.Table], model: str, columns: list[str] | None) -> pd.DataFrame:
+    """The partitions' tables as one DataFrame whose rows carry their model, as in a
+    database."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if not tables:
+        return pd.DataFrame(columns=columns or [])
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    if "model" not in frame.columns and (columns is None or "model" in columns):
+        frame.insert(0, "model", model)
+    return frame
 
 
 def new_file(folder: Path, level: int = 0) -> Path:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from maestro.logs.objects import ObjectStore
 from maestro.logs.parquet import ParquetStore
 from maestro.logs.postgres import PostgresStore
 from maestro.logs.store import Condition, Store, open_store
@@ -22,8 +23,12 @@ TABLE = "prediction_log"
 
 
 def prediction_store(location: str) -> Store:
-    """The prediction log at `location` (a folder or a `postgresql://` URL)."""
-    return open_store(location, TABLE, expand=("features", "feature."))
+    """The prediction log at `location` (a folder, a `postgresql://` URL or an object-storage
+    URL, reached with the Airflow connection `MAESTRO_PREDICTION_LOG_CONN_ID`)."""
+    from maestro.config import get_settings
+
+    conn_id = get_settings().prediction_log_conn_id
+    return open_store(location, TABLE, expand=("features", "feature."), conn_id=conn_id)
 
 
 class Entry(NamedTuple):
@@ -113,9 +118,10 @@ class ParquetSink:
     """Parquet under `model=<m>/date=<d>/`: one small file per write (a second of traffic),
     merged as they pile up, so a day under steady traffic is a few dozen files, not 86,400."""
 
-    def __init__(self, store: ParquetStore) -> None:
+    def __init__(self, store: ParquetStore | ObjectStore) -> None:
         self.store = store
-        store.root.mkdir(parents=True, exist_ok=True)
+        if isinstance(store, ParquetStore):
+            store.root.mkdir(parents=True, exist_ok=True)
 
     def prepare(self, rows: Rows) -> Any:
         return arrow_table(rows)
@@ -219,7 +225,7 @@ COPY_COLUMNS = (
 
 def sink_for(store: Store) -> ParquetSink | PostgresSink:
     """The writer's sink for the log's store: Arrow tables for parquet, COPY for PostgreSQL."""
-    if isinstance(store, ParquetStore):
+    if isinstance(store, ParquetStore | ObjectStore):
         return ParquetSink(store)
     if isinstance(store, PostgresStore):
         return PostgresSink(store)

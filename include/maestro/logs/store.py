@@ -66,15 +66,19 @@ def is_database(location: str) -> bool:
 
 
 def open_store(location: str, table: str, **options: Any) -> Store:
-    """The store at `location`: a `postgresql://` URL (table `table`) or a folder. `options`
-    are the parquet layout's (`model_folder`, `partition`, `whole_file`) and the database's
-    (`expand`), each taken by the kind it is for."""
+    """The store at `location`: a `postgresql://` URL (table `table`), an object-storage URL
+    (`s3://bucket/prefix`) or a folder. `options` are the parquet layout's (`model_folder`,
+    `partition`, `whole_file`), the database's (`expand`) and the object store's (`conn_id`,
+    its Airflow connection), each taken by the kind it is for."""
+    from maestro.logs.objects import ObjectStore
     from maestro.logs.parquet import ParquetStore
     from maestro.logs.postgres import PostgresStore
 
     if is_database(location):
         return PostgresStore(location, table, expand=options.get("expand"))
     layout = {k: options[k] for k in ("model_folder", "partition", "whole_file") if k in options}
+    if "://" in location:
+        return ObjectStore(location, table, options.get("conn_id"), **layout)
     return ParquetStore(location, table, **layout)
 
 
