@@ -9,6 +9,12 @@ Goals (issue 23): no stage above 4 GB peak RSS at 3M rows; time per row not grow
 3M; the evaluation at most 25% of the run at 1M rows; Feast materialization at least 50,000
 rows/s.
 
+Then Feast's materialization into the online store, written by the platform's batched writer
+(`maestro.data.online_write`) and by Feast's own `materialize`, on the embedded SQLite store and
+on Redis (127.0.0.1:6379; skipped, and said, when none answers): rows per second of the write
+alone (`--materialize-rows`, default 100k and 1M; Feast's own at the first size only, at 8,000
+rows/s a million rows would take two minutes a store).
+
 Then where the data lives: the ingest of the same rows (`--source-rows`, default 1M) from a
 local parquet file, from an S3 server on loopback (moto's, started here, through an Airflow
 connection) and from PostgreSQL (a table in a database created here on 127.0.0.1:5432, through
@@ -16,6 +22,7 @@ an Airflow connection; skipped, and said, when none answers), each in its own pr
 what each costs against the local file.
 
     .venv/bin/python bench/scale.py [--rows 100000 1000000 3000000] [--trials 4]
+                                    [--materialize-rows 100000 1000000]
                                     [--source-rows 1000000] [--smoke]
 """
 
@@ -119,6 +126,73 @@ def pipeline(rows: int, trials: int) -> dict[str, tuple[float, float]]:
             flush=True,
         )
     return figures
+
+
+# one materialization in a fresh process: the demo's rows into a fresh online store
+MATERIALIZE = """
+import json, sys, time
+import pandas as pd
+from maestro.config import get_settings
+from maestro.data import features, online_write, synthetic
+from maestro.spec import get_spec
+writer, rows = sys.argv[1], int(sys.argv[2])
+settings = get_settings()
+spec = get_spec("demo", settings)
+frame = synthetic.generate(rows, seed=7)
+store = features.feature_store(settings)
+store.apply(features.load_definitions(spec, settings))
+view = store.get_feature_view(spec.feature_view)
+start, end = frame.event_timestamp.min(), frame.event_timestamp.max() + pd.Timedelta(seconds=1)
+columns = {"customer_id": "int"} | {f.name: f.type for f in spec.features}
+if writer == "feast":
+    features.publish_snapshot(frame, spec, settings)
+started = time.perf_counter()
+if writer == "feast":
+    store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+else:
+    online_write.materialize(store, view, frame, columns, "customer_id", "event_timestamp", start, end)
+print(json.dumps({"seconds": time.perf_counter() - started}))
+"""
+
+
+def materializations(sizes: list[int]) -> None:
+    """Rows per second into SQLite and Redis, batched and by Feast's own materialize."""
+    import redis
+
+    stores: dict[str, str | None] = {"SQLite (embedded)": None}
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        free = [
+            n for n in range(1, 16) if client.execute_command("SELECT", n) and not client.dbsize()
+        ]
+    except redis.exceptions.ConnectionError as error:
+        print(f"Redis skipped: none answers at 127.0.0.1:6379 ({error})")
+        free = []
+    if free:
+        stores["Redis"] = f"redis://127.0.0.1:6379/{free[-1]}"
+    print(f"\n| online store | writer | {' | '.join(f'{r:,} rows' for r in sizes)} |")
+    print(f"| --- | --- | {' | '.join('---' for _ in sizes)} |")
+    for name, url in stores.items():
+        for writer in ("batched", "feast"):
+            cells = []
+            for rows in sizes if writer == "batched" else sizes[:1]:
+                env = scratch(rows, 1) | ({"MAESTRO_FEAST_ONLINE_STORE": url} if url else {})
+                try:
+                    done = subprocess.run(
+                        [sys.executable, "-c", MATERIALIZE, writer, str(rows)],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
+                finally:
+                    if url:
+                        redis.Redis.from_url(url).flushdb()
+                if done.returncode != 0:
+                    raise SystemExit(f"materialize {writer} failed:\n{done.stderr[-3000:]}")
+                seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+                cells.append(f"{rows / seconds:,.0f} rows/s")
+            cells += ["-"] * (len(sizes) - len(cells))
+            print(f"| {name} | {writer} | {' | '.join(cells)} |")
 
 
 def source_ingests(rows: int) -> None:
@@ -234,11 +308,13 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--materialize-rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--source-rows", type=int, default=1_000_000)
     parser.add_argument("--smoke", action="store_true", help="3,000 rows, 2 trials")
     args = parser.parse_args()
     sizes, trials = ([3_000], 2) if args.smoke else (args.rows, args.trials)
     source_rows = 3_000 if args.smoke else args.source_rows
+    materialize_rows = [3_000] if args.smoke else args.materialize_rows
     results = {rows: pipeline(rows, trials) for rows in sizes}
 
     print(f"\n| stage | {' | '.join(f'{r:,} rows: s, MB' for r in sizes)} |")
@@ -259,6 +335,7 @@ def main() -> None:
             f"materialize_features {materialize:,.0f} rows/s"
         )
     print(json.dumps({str(r): results[r] for r in sizes}))
+    materializations(materialize_rows)
     source_ingests(source_rows)
 
 
