@@ -128,6 +128,7 @@ def pipeline(rows: int, trials: int) -> dict[str, tuple[float, float]]:
     return figures
 
 
+REDIS = "redis://127.0.0.1:6379"
 # one materialization in a fresh process: the demo's rows into a fresh online store
 MATERIALIZE = """
 import json, sys, time
@@ -160,16 +161,13 @@ def materializations(sizes: list[int]) -> None:
     import redis
 
     stores: dict[str, str | None] = {"SQLite (embedded)": None}
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     try:
-        free = [
-            n for n in range(1, 16) if client.execute_command("SELECT", n) and not client.dbsize()
-        ]
+        free = [n for n in range(1, 16) if not redis.Redis.from_url(f"{REDIS}/{n}").dbsize()]
     except redis.exceptions.ConnectionError as error:
         print(f"Redis skipped: none answers at 127.0.0.1:6379 ({error})")
         free = []
     if free:
-        stores["Redis"] = f"redis://127.0.0.1:6379/{free[-1]}"
+        stores["Redis"] = f"{REDIS}/{free[-1]}"
     print(f"\n| online store | writer | {' | '.join(f'{r:,} rows' for r in sizes)} |")
     print(f"| --- | --- | {' | '.join('---' for _ in sizes)} |")
     for name, url in stores.items():

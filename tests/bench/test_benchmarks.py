@@ -155,5 +155,7 @@ def test_scale_reports_time_and_memory_per_stage():
     for stage in ("ingest", "materialize_features", "tune", "evaluate", "verdict"):
         assert_row(output, f"| {stage} |", 2)  # seconds and MB
     assert_row(output, "total 3,000 rows:", 5)
+    assert_row(output, "| SQLite (embedded) | batched |", 1)  # rows/s
+    assert_row(output, "| Redis | feast |", 1)
     for source in ("local parquet", "S3 (moto, loopback)", "PostgreSQL (conn_id)"):
         assert_row(output, f"| {source} |", 3)  # seconds, MB, against the local file
