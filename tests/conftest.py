@@ -86,18 +86,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Fresh MLflow/Feast/Optuna state for one test (Airflow's database stays the session's)."""
-    monkeypatch.setenv("MAESTRO_HOME", str(tmp_path / "home"))
+def fresh_state(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the platform at a fresh state folder in `folder` (`home`; Airflow's database stays
+    the session's)."""
+    monkeypatch.setenv("MAESTRO_HOME", str(folder / "home"))
     monkeypatch.setenv("MAESTRO_APPROVAL_POLL_SECONDS", "0.5")
     # a test's own source files lie in its folder: a data folder beside the default ones
-    roots = [PROJECT, SHARED_DATA, tmp_path]
+    roots = [PROJECT, SHARED_DATA, folder]
     monkeypatch.setenv("MAESTRO_DATA_ROOTS", os.pathsep.join(map(str, roots)))
     # MLflow writes the URIs a process sets into its environment: a test starts with none
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Fresh MLflow/Feast/Optuna state for one test."""
+    fresh_state(tmp_path, monkeypatch)
     yield get_settings()
     get_settings.cache_clear()
 

@@ -4,21 +4,54 @@ explicit, recorded approval."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import mlflow
 import pytest
 
 from maestro import registry, tracking
 from maestro.platform.airflow_env import load_dag
-from tests.support import deciding
+from tests.support import deciding, write_specs
 
 pytestmark = pytest.mark.slow
 
 
-def demo_specs(use_specs, name: str, demo: dict):
+def demo_overrides(demo: dict) -> dict:
     source = {"rows": 8000, **demo.pop("source", {})}  # enough test rows to judge fairness
     # a latency budget that a loaded, shared test machine still meets (the gate stays on)
     governance = {"latency_budget_ms": 500, **demo.pop("governance", {})}
-    return use_specs({"demo": {"source": source, "governance": governance, **demo}}, name)
+    return {"demo": {"source": source, "governance": governance, **demo}}
+
+
+def demo_specs(use_specs, name: str, demo: dict):
+    return use_specs(demo_overrides(demo), name)
+
+
+@pytest.fixture(scope="module")
+def champion_state(tmp_path_factory) -> Path:
+    """A state folder in which `demo` has a champion, trained and approved once for the
+    module's tests that start from one; each takes a copy (`with_champion`)."""
+    from maestro.config import get_settings
+    from tests.conftest import fresh_state
+
+    folder = tmp_path_factory.mktemp("champion")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fresh_state(folder, monkeypatch)
+        specs = write_specs(folder / "specs", demo_overrides({}))
+        monkeypatch.setenv("MAESTRO_SPECS_DIR", str(specs))
+        get_settings.cache_clear()
+        run = train(get_settings(), "approved")
+        assert states(run)["promote"] == "success", states(run)
+    get_settings.cache_clear()
+    return folder / "home"
+
+
+def with_champion(champion_state: Path, settings, use_specs, name: str, demo: dict):
+    """The test's state folder, a copy of `champion_state`; its champion's version."""
+    shutil.copytree(champion_state, settings.home, dirs_exist_ok=True)
+    settings = demo_specs(use_specs, name, demo)
+    return settings, champion_of(settings)
 
 
 def train(settings, decision: str | None = None, trials: int = 4):
@@ -34,12 +67,9 @@ def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def test_a_good_model_is_approved_by_tag_and_becomes_champion(use_specs):
-    settings = demo_specs(use_specs, "specs", {})
-    first = train(settings, "approved")
+def test_a_good_model_is_approved_by_tag_and_becomes_champion(champion_state, settings, use_specs):
+    settings, _ = with_champion(champion_state, settings, use_specs, "specs", {})
     mlc = tracking.client(settings)
-    assert first.state == "success", states(first)
-    assert states(first)["promote"] == "success"
     v1 = mlc.get_model_version_by_alias("demo", "champion")
     assert v1.tags["validation_status"] == "passed"
     assert v1.tags["approval"] == "approved" and v1.tags["approval_by"] == "admin"
@@ -61,16 +91,10 @@ def champion_of(settings) -> str | None:
     return str(champion.version) if champion else None
 
 
-def first_champion(settings) -> str:
-    run = train(settings, "approved")
-    assert states(run)["promote"] == "success", states(run)
-    return champion_of(settings)
-
-
-def test_a_biased_model_fails_fairness_and_asks_nobody(use_specs):
-    settings = demo_specs(use_specs, "fair", {})
-    champion = first_champion(settings)
-    settings = demo_specs(use_specs, "biased", {"source": {"bias": 0.6}})
+def test_a_biased_model_fails_fairness_and_asks_nobody(champion_state, settings, use_specs):
+    settings, champion = with_champion(
+        champion_state, settings, use_specs, "biased", {"source": {"bias": 0.6}}
+    )
     run = train(settings)  # nobody answers: a request would wait, and the test would time out
     assert run.state == "success"
     assert states(run)["not_promoted"] == "success"
@@ -82,10 +106,10 @@ def test_a_biased_model_fails_fairness_and_asks_nobody(use_specs):
     assert champion_of(settings) == champion
 
 
-def test_a_worse_model_fails_the_champion_comparison(use_specs):
-    settings = demo_specs(use_specs, "clean", {})
-    champion = first_champion(settings)
-    settings = demo_specs(use_specs, "noisy", {"source": {"noise": 0.9}})
+def test_a_worse_model_fails_the_champion_comparison(champion_state, settings, use_specs):
+    settings, champion = with_champion(
+        champion_state, settings, use_specs, "noisy", {"source": {"noise": 0.9}}
+    )
     run = train(settings)
     assert states(run)["not_promoted"] == "success", states(run)
     version = tracking.client(settings).get_model_version_by_alias("demo", "challenger")
@@ -113,9 +137,10 @@ def test_rejection_and_timeout_are_recorded_and_promote_nothing(use_specs):
     assert "timeout" in card
 
 
-def test_promote_refuses_unapproved_and_rollback_restores_previous(use_specs):
-    settings = demo_specs(use_specs, "manual", {})
-    v1 = first_champion(settings)
+def test_promote_refuses_unapproved_and_rollback_restores_previous(
+    champion_state, settings, use_specs
+):
+    settings, v1 = with_champion(champion_state, settings, use_specs, "manual", {})
     run = train(settings, "rejected")
     v2 = str(tracking.client(settings).get_model_version_by_alias("demo", "challenger").version)
     assert states(run)["promote"] == "skipped"
