@@ -7,7 +7,8 @@ bytes in the same layout, so that Feast's own `online_read` (and `get_online_fea
 them back unchanged:
 
 - the window's latest row per entity, as Feast's materialization keeps;
-- each entity key serialized by Feast's own function; each distinct value of a column turned
+- each entity key as Feast serializes it (Feast's prefix, then the value's bytes, checked
+  against Feast's own serialization of the first key); each distinct value of a column turned
   into its protobuf bytes once (`pd.factorize`), then spread over the rows;
 - SQLite: one `executemany` upsert per batch, in the store's primary-key order; Redis: one
   pipelined HSET per entity (after one pipelined read of the stored event times: as Feast,
