@@ -16,14 +16,20 @@ available. Instead:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from maestro.logs.parquet import LEVELS, MERGE_FAN_IN, frame_of, parquet_filters
+from maestro.logs.parquet import (
+    LEVELS,
+    MERGE_FAN_IN,
+    frame_of,
+    parquet_filters,
+    part_name,
+    read_files,
+)
 from maestro.logs.store import Condition
 
 if TYPE_CHECKING:
@@ -66,7 +72,7 @@ class ObjectStore:
     def append_table(self, model: str, partition: str, table: pa.Table) -> None:
         """PUT the table as a new object, then merge this writer's objects if enough piled up."""
         folder = self.folder(model, partition)
-        self._put(f"{folder}/{self._name(0)}", table)
+        self._put(f"{folder}/{part_name(0, self.writer)}", table)
         self._compact(folder)
 
     def replace(self, model: str, partition: str, frame: pd.DataFrame) -> str:
@@ -104,10 +110,6 @@ class ObjectStore:
             raise ValueError(f"a {self.table} in an object store needs the state folder for {name}")
         return Path(home) / f"{self.table}{name}"
 
-    def _name(self, level: int) -> str:
-        stamp = f"{dt.datetime.now(dt.UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-        return f"l{level}-{stamp}-{self.writer}.parquet"
-
     def _put(self, path: str, table: pa.Table) -> None:
         import pyarrow.parquet as pq
 
@@ -134,19 +136,9 @@ class ObjectStore:
         return [p for p in objects if PurePosixPath(p).name not in replaced]
 
     def _read_partition(self, folder: str, columns: list[str] | None, filters: Any) -> Any:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         for attempt in range(READ_ATTEMPTS):
             try:
-                tables = []
-                for path in self._live(folder):
-                    names = set(pq.read_schema(path, filesystem=self.fs).names)
-                    wanted = None if columns is None else [c for c in columns if c in names]
-                    tables.append(
-                        pq.read_table(path, filesystem=self.fs, columns=wanted, filters=filters)
-                    )
-                return pa.concat_tables(tables, promote_options="permissive") if tables else None
+                return read_files(self._live(folder), columns, filters, self.fs)
             except FileNotFoundError:  # merged away since the listing: list again
                 if attempt == READ_ATTEMPTS - 1:
                     raise
@@ -176,5 +168,5 @@ class ObjectStore:
             merged = merged.replace_schema_metadata(
                 {**(merged.schema.metadata or {}), REPLACES: json.dumps(names).encode()}
             )
-            self._put(f"{folder}/{self._name(level + 1)}", merged)
+            self._put(f"{folder}/{part_name(level + 1, self.writer)}", merged)
             self.fs.rm(own)

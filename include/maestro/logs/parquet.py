@@ -70,7 +70,6 @@ class ParquetStore:
         partitions: tuple[str | None, str | None] = (None, None),
         columns: list[str] | None = None,
     ) -> pd.DataFrame:
-
         filters = parquet_filters(where)
         tables = []
         for folder in self._partitions(model, *partitions):
@@ -118,27 +117,38 @@ def frame_of(tables: list[pa.Table], model: str, columns: list[str] | None) -> p
     return frame
 
 
-def new_file(folder: Path, level: int = 0) -> Path:
-    """A new file's name in `folder`: its merge level, then a time stamp (files sort in the
-    order written)."""
+def part_name(level: int, owner: str = "") -> str:
+    """A new part's name: its merge level, then a time stamp (parts sort in the order
+    written), then its `owner` if any."""
     stamp = f"{dt.datetime.now(dt.UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-    return folder / f"l{level}-{stamp}.parquet"
+    return f"l{level}-{stamp}{f'-{owner}' if owner else ''}.parquet"
+
+
+def new_file(folder: Path, level: int = 0) -> Path:
+    """A new file's path in `folder` (`part_name`)."""
+    return folder / part_name(level)
 
 
 def read_files(
-    files: list[Path], columns: list[str] | None = None, filters: Any = None
+    files: Sequence[Path | str],
+    columns: list[str] | None = None,
+    filters: Any = None,
+    filesystem: Any = None,
 ) -> pa.Table | None:
+    """The files' rows as one table (None for no files), on the local disk or `filesystem`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def present(path: Path) -> list[str] | None:
+    def present(path: Path | str) -> list[str] | None:
         """The wanted columns the file has (files of another signature lack some)."""
         if columns is None:
             return None
-        names = set(pq.read_schema(path).names)
+        names = set(pq.read_schema(path, filesystem=filesystem).names)
         return [c for c in columns if c in names]
 
-    tables = [pq.read_table(f, columns=present(f), filters=filters) for f in files]
+    tables = [
+        pq.read_table(f, columns=present(f), filters=filters, filesystem=filesystem) for f in files
+    ]
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 

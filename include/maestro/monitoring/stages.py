@@ -83,12 +83,8 @@ class WindowColumns:
     ) -> None:
         from maestro.monitoring.report import SAMPLE_ROWS
 
-        self.spec, self.location, self.window, self.meta = (
-            spec,
-            settings.prediction_log_location,
-            window,
-            meta,
-        )
+        self.spec, self.window, self.meta = spec, window, meta
+        self.location = settings.prediction_log_location
         chosen = np.random.default_rng(0).choice(len(meta), min(len(meta), SAMPLE_ROWS), False)
         self.positions = np.sort(chosen)
         self.sampled: dict[str, np.ndarray] = {}
