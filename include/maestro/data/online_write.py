@@ -10,9 +10,9 @@ them back unchanged:
 - each entity key as Feast serializes it (Feast's prefix, then the value's bytes, checked
   against Feast's own serialization of the first key); each distinct value of a column turned
   into its protobuf bytes once (`pd.factorize`), then spread over the rows;
-- SQLite: one `executemany` upsert per batch, in the store's primary-key order; Redis: one
-  pipelined HSET per entity (after one pipelined read of the stored event times: as Feast,
-  a row no newer than the stored one is skipped).
+- SQLite: one upsert statement per entity (all its features), in the store's primary-key
+  order; Redis: one HSET per entity, written in Redis's protocol and sent at once (after one
+  read of the stored event times: as Feast, a row no newer than the stored one is skipped).
 
 Other online stores go through Feast's `materialize`. Either way the registry records the
 materialized interval (`feast materialize-incremental` starts from it).
@@ -20,6 +20,7 @@ materialized interval (`feast materialize-incremental` starts from it).
 
 from __future__ import annotations
 
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -117,30 +118,55 @@ class _Encoded:
         self.nanos: list[int] = stamps.astype("int64").tolist()  # since the epoch
         naive = stamps.dt.tz_convert(None).to_numpy().astype("datetime64[us]")
         self.naive_utc: list[Any] = naive.tolist()  # datetime objects
-        self.values: dict[str, tuple[np.ndarray, np.ndarray]] = {
-            name: _encoded_column(batch[name], PROTO_FIELDS[kind])
+        self.values: dict[str, _Column] = {
+            name: _Column(batch[name], PROTO_FIELDS[kind])
             for name, kind in columns.items()
             if name != key
         }
 
 
-def _encoded_column(column: pd.Series, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's protobuf bytes (a null: an empty Value) and text (None for a null), each
-    distinct value serialized once."""
+class _Column:
+    """One feature's rows as codes into its distinct values, each value serialized once: its
+    protobuf bytes (a null: an empty Value) and, for SQLite's `value_text`, its text (None
+    for a null)."""
+
+    def __init__(self, column: pd.Series, field: str) -> None:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        self.codes = codes  # -1 (a null) takes the last entry
+        self.plain = [v.item() if hasattr(v, "item") else v for v in uniques.tolist()]
+        if field == "int64_val":
+            self.plain = [int(v) for v in self.plain]
+        self.encoded = _values(self.plain, field) + [b""]
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's protobuf bytes and text."""
+        text = np.array([str(v) for v in self.plain] + [None], object)
+        return np.array(self.encoded, object)[self.codes], text[self.codes]
+
+
+def _values(plain: list, field: str) -> list[bytes]:
+    """Each value's protobuf bytes. A double is a fixed tag, then its eight little-endian
+    bytes: taken from Feast's protobuf of the first value and checked against it, as entity
+    keys are (the float features of a large window are nearly all distinct)."""
     from feast.protos.feast.types.Value_pb2 import Value
 
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    plain = [v.item() if hasattr(v, "item") else v for v in uniques.tolist()]
-    if field == "int64_val":
-        plain = [int(v) for v in plain]
-    encoded = np.array([Value(**{field: v}).SerializeToString() for v in plain] + [b""], object)
-    text = np.array([str(v) for v in plain] + [None], object)
-    return encoded[codes], text[codes]  # code -1 (a null) takes the last entry
+    if field != "double_val" or not plain:
+        return [Value(**{field: v}).SerializeToString() for v in plain]
+    raw = np.asarray(plain, dtype="<f8").tobytes()
+    first = Value(double_val=plain[0]).SerializeToString()
+    tag = first[:-8]
+    if first != tag + raw[:8]:
+        return [Value(double_val=v).SerializeToString() for v in plain]
+    return [tag + raw[i : i + 8] for i in range(0, len(raw), 8)]
 
 
 def _write_sqlite(store: Any, view: Any, batch: _Encoded) -> None:
     """Upsert the batch's (entity, feature) rows into the view's table, as Feast's SQLite store
-    lays them out (value: Value bytes; value_text; event_ts; no created_ts)."""
+    lays them out (value: Value bytes; value_text; event_ts; no created_ts).
+
+    One statement per entity writes its row of every feature: the entity's key and time are
+    bound once, not once per feature (SQLite's binding of parameters, not its B-tree, was most
+    of the time of one statement per (entity, feature) row)."""
     from feast.infra.online_stores.sqlite import _table_id
 
     config = store.config
@@ -149,58 +175,110 @@ def _write_sqlite(store: Any, view: Any, batch: _Encoded) -> None:
     # as Feast's datetime adapter writes them: whole seconds of the naive UTC time, which
     # Python's `timestamp()` reads as local time (Feast's converter reads them back the same way)
     times = [int(t.timestamp()) for t in batch.naive_utc]
-    names = sorted(batch.values)
-    rows = [
-        (entity, name, value, text, when, None)
-        for entity, when, *pairs in zip(
-            batch.keys, times, *(zip(*batch.values[n], strict=True) for n in names), strict=True
-        )
-        for name, (value, text) in zip(names, pairs, strict=True)
-    ]
+    names = sorted(batch.values)  # the primary key's order within an entity
+    quoted = [name.replace("'", "''") for name in names]
+    rows = ", ".join(
+        f"(?1, '{name}', ?{3 + 2 * i}, ?{4 + 2 * i}, ?2, NULL)" for i, name in enumerate(quoted)
+    )
+    columns = [column for name in names for column in batch.values[name].rows()]
     # a page cache that holds the batch's part of the table and its index (default: 2 MB)
     conn.execute("PRAGMA cache_size = -262144")
     with conn:
         conn.executemany(
-            f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, '  # nosec B608 - Feast's own table name
-            "created_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO "
+            f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, '  # nosec B608 - Feast's own table name and the view's feature names
+            f"created_ts) VALUES {rows} ON CONFLICT(entity_key, feature_name) DO "
             "UPDATE SET value = excluded.value, value_text = excluded.value_text, "
             "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
-            rows,
+            zip(batch.keys, times, *columns, strict=True),
         )
 
 
 def _write_redis(store: Any, view: Any, batch: _Encoded) -> None:
     """HSET each entity's features and event time, as Feast's Redis store lays them out,
-    skipping an entity whose stored event time is as new or newer."""
+    skipping an entity whose stored event time is as new or newer.
+
+    The commands are written in Redis's wire protocol by joining pre-encoded pieces (each
+    distinct value encoded once) and sent on one connection: redis-py's packing of each
+    command, not Redis, was most of the time of a pipeline."""
     from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import _versioned_fv_name
-    from google.protobuf.timestamp_pb2 import Timestamp
 
     config = store.config
     options = config.online_store
     client = store.provider.online_store._get_client(options)
     name = _versioned_fv_name(view, config)
-    ts_key = f"_ts:{name}"
+    ts_key = _bulk(f"_ts:{name}".encode())
     suffix = config.project.encode("utf-8")
-    keys = [k + suffix for k in batch.keys]  # Feast's _redis_key: entity key, then project
-    fields = {feature: _mmh3(f"{name}:{feature}") for feature in batch.values}
-    with client.pipeline(transaction=False) as pipe:
-        for k in keys:
-            pipe.hget(k, ts_key)
-        stored = pipe.execute()
-    columns = [(fields[feature], values) for feature, (values, _) in batch.values.items()]
-    with client.pipeline(transaction=False) as pipe:
-        for i, (k, nanos, before) in enumerate(zip(keys, batch.nanos, stored, strict=True)):
-            if before:
-                previous = Timestamp()
-                previous.ParseFromString(before)
-                if nanos <= previous.seconds * 1_000_000_000 + previous.nanos:
-                    continue
-            stamp = Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
-            pairs: list[Any] = [ts_key, stamp.SerializeToString()]
-            for field, values in columns:
-                pairs += (field, values[i])
-            pipe.execute_command("HSET", k, *pairs)
-            if options.key_ttl_seconds:
-                pipe.expire(k, options.key_ttl_seconds)
-        pipe.execute()
+    keys = [_bulk(k + suffix) for k in batch.keys]  # Feast's _redis_key: entity key, then project
+    newer = _newer_than_stored(client, keys, ts_key, batch.nanos)
+    if not newer.any():
+        return
+    keys = [k for k, keep in zip(keys, newer, strict=True) if keep]
+    count = len(keys)
+    stamps = _timestamps(np.asarray(batch.nanos, dtype=np.int64)[newer])
+    pieces: list[Any] = [
+        repeat(b"*%d\r\n$4\r\nHSET\r\n" % (4 + 2 * len(batch.values)), count),
+        keys,
+        repeat(ts_key, count),
+        stamps,
+    ]
+    for feature, column in batch.values.items():
+        values = _bulks(column.encoded, column.codes[newer])
+        pieces += [repeat(_bulk(_mmh3(f"{name}:{feature}")), count), values]
+    replies = count
+    if options.key_ttl_seconds:
+        pieces += [repeat(b"*3\r\n$6\r\nEXPIRE\r\n", count), keys]
+        pieces.append(repeat(_bulk(str(options.key_ttl_seconds).encode()), count))
+        replies *= 2
+    _send(client, b"".join(chain.from_iterable(zip(*pieces, strict=True))), replies)
+
+
+def _newer_than_stored(client: Any, keys: list[bytes], ts_key: bytes, nanos: list[int]) -> Any:
+    """For each (encoded) key, whether its row is newer than the event time Redis holds."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    command = b"*3\r\n$4\r\nHGET\r\n"
+    stored = _send(client, b"".join(command + k + ts_key for k in keys), len(keys))
+    newer = np.ones(len(keys), dtype=bool)
+    previous = Timestamp()
+    for i, before in enumerate(stored):
+        if before:
+            previous.ParseFromString(before)
+            newer[i] = nanos[i] > previous.seconds * 1_000_000_000 + previous.nanos
+    return newer
+
+
+def _send(client: Any, payload: bytes, replies: int) -> list[Any]:
+    """Send encoded commands on one connection and read their replies; the first error is
+    raised (after the connection is dropped: its other replies are unread)."""
+    connection = client.connection_pool.get_connection()
+    try:
+        connection.send_packed_command([payload])
+        return [connection.read_response() for _ in range(replies)]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(connection)
+
+
+def _timestamps(nanos: np.ndarray) -> list[bytes]:
+    """Each time (nanoseconds since the epoch) as the bulk string of its protobuf Timestamp,
+    each distinct time encoded once."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    codes, uniques = pd.factorize(nanos)
+    encoded = [
+        Timestamp(seconds=n // 1_000_000_000, nanos=n % 1_000_000_000).SerializeToString()
+        for n in uniques.tolist()
+    ]
+    return _bulks(encoded, codes)
+
+
+def _bulks(distinct: list[bytes], codes: np.ndarray) -> Any:
+    """Each row's value (`distinct[code]`) as a Redis bulk string, each encoded once."""
+    return np.array([_bulk(v) for v in distinct], dtype=object)[codes]
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)

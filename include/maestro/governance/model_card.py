@@ -171,6 +171,7 @@ def card_facts(
         "classes": spec.classes,
         "per_class_recall": result.get("per_class_recall", {}),
         "test_rows": result["rows"],
+        "slice_rows": result["slice_rows"],
         "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},
         "verdict": {"status": status, "failed": failed},
         "approval": None,

@@ -92,3 +92,30 @@ def test_batched_writes_match_feasts_materialize(online, small_specs, monkeypatc
     # SQLite the last written; a null is a null; an unknown key has nothing
     assert batched[0][1]["plan"] == by_feast[0][1]["plan"] != b""
     assert batched[-1] == by_feast[-1]
+
+
+@pytest.mark.slow
+def test_batched_redis_writes_expire_keys_as_configured(small_specs, monkeypatch, tmp_path):
+    import redis
+
+    from maestro.config import get_settings
+
+    with redis_databases(1) as (url,):
+        monkeypatch.setenv("MAESTRO_HOME", str(tmp_path))
+        monkeypatch.setenv("MAESTRO_FEAST_ONLINE_STORE", url)
+        get_settings.cache_clear()
+        settings = get_settings()
+        spec = get_spec("demo", settings)
+        store = features.feature_store(settings)
+        store.config.online_store.key_ttl_seconds = 3600  # feature_store.yaml's key_ttl_seconds
+        store.apply(features.load_definitions(spec, settings))
+        view = store.get_feature_view(spec.feature_view)
+        frame = history()[0]
+        columns = {"customer_id": "int"} | {f.name: f.type for f in spec.features}
+        online_write.materialize(
+            store, view, frame, columns, "customer_id", "event_timestamp", *window(frame)
+        )
+        client = redis.Redis.from_url(url)
+        ttls = {client.ttl(key) for key in client.scan_iter(count=1000)}
+        assert len(online_rows(store, view, [int(frame.customer_id.iloc[0])])[0][1]) == 9
+    assert ttls and all(0 < ttl <= 3600 for ttl in ttls)

@@ -86,3 +86,31 @@ def test_the_whole_evaluation_judges_at_the_decision_threshold(demo):
     assert result["metrics"]["accuracy"] == 1.0 and result["metrics"]["f1"] == 1.0
     assert failed_names(result["checks"]) == []
     assert set(result["slices"]) == {"group", "age_band", "plan"}
+
+
+def test_a_large_split_is_sliced_on_a_fixed_sample_and_measured_whole(demo):
+    """Past SLICE_ROWS rows, slices and fairness see a fixed sample; the metrics see every
+    row (here the sample's groups differ from the whole split's only by sampling)."""
+    from maestro.governance.gates import SLICE_ROWS
+    from maestro.training.families import evaluate
+
+    rows = SLICE_ROWS + 10_000
+    rng = np.random.default_rng(1)
+    test = pd.DataFrame(
+        {
+            "group": rng.choice(["a", "b"], rows),
+            "age": rng.integers(18, 90, rows),
+            "plan": rng.choice(["basic", "plus"], rows),
+            "churned": rng.integers(0, 2, rows),
+        }
+    )
+    score = np.clip(test["churned"] * 0.5 + rng.normal(0.2, 0.2, rows), 0, 1).to_numpy()
+    result = evaluate_challenger(demo, test, score, None)
+    assert result["rows"] == rows and result["slice_rows"] == SLICE_ROWS
+    assert sum(group["count"] for group in result["slices"]["group"]) == SLICE_ROWS
+    assert result["metrics"] == evaluate(demo, test["churned"].to_numpy(), score)
+    again = evaluate_challenger(demo, test, score, None)
+    assert again["slices"] == result["slices"]  # the same sample every time
+    rates = {g["group"]: g["selection_rate"] for g in result["slices"]["group"]}
+    truth = test.assign(s=score >= 0.25).groupby("group")["s"].mean()
+    assert all(abs(rates[g] - truth[g]) < 0.01 for g in ("a", "b"))

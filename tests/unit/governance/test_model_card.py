@@ -35,6 +35,7 @@ FACTS = {
         {"feature": "region", "importance": 0.1, "method": "mean |SHAP|"},
     ],
     "test_rows": 100,
+    "slice_rows": 100,
     "lineage": {"data_version": "abc", "training_window_start": "s", "training_window_end": "e"},
     "verdict": {"status": "failed", "failed": ["fairness:group:demographic_parity_difference"]},
     "approval": None,
@@ -78,5 +79,8 @@ def test_summary_and_sections_follow_the_verdict_and_the_decision():
     }
     assert "| approved | admin | t | cli |  |" in to_markdown(decided)
     assert summary(decided).endswith("Approval: approved by admin at t.")
+    assert "fixed random sample" not in text
+    sampled = to_markdown(FACTS | {"test_rows": 60_000, "slice_rows": 50_000})
+    assert "on a fixed random sample of 50000 of the 60000 test rows" in sampled
     unloaded = passed | {"serving": {"loaded": False, "error": "no module named x"}}
     assert "Not loadable: no module named x" in to_markdown(unloaded)
