@@ -58,9 +58,9 @@ def test_online_features_compares_entity_and_full_record_requests():
     assert_row(output, "entity p99 at 200/s:", 2)
 
 
-def test_training_overhead_runs_the_whole_pipeline_on_both_modes():
+def test_training_overhead_runs_and_measures_the_whole_pipeline():
     output = run_benchmark("training_overhead.py", timeout=900)
-    assert "dag.test()" in output and "platform" in output
+    assert "dag.test()" in output
     for task in ("request_approval", "promote", "evaluation.verdict", "tune[1]"):
         assert_row(output, task, 2)
     for figure in ("wall time", "tasks running", "overhead", "overhead share"):

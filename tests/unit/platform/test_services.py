@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -66,7 +67,12 @@ def test_celery_on_a_sqlite_metadata_database_is_refused_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path}/a.db")
-    with pytest.raises(BadInput, match="AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to a PostgreSQL"):
+    # the check puts the platform's environment (the executor's too) into this process, as the
+    # CLI needs: the environment is put back as it was for the tests after this one
+    with (
+        mock.patch.dict(os.environ),
+        pytest.raises(BadInput, match="AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to a PostgreSQL"),
+    ):
         check_executor(Settings(home=tmp_path, executor="celery"))
 
 
