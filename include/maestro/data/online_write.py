@@ -11,8 +11,9 @@ them back unchanged:
   against Feast's own serialization of the first key); each distinct value of a column turned
   into its protobuf bytes once (`pd.factorize`), then spread over the rows;
 - SQLite: one upsert statement per entity (all its features), in the store's primary-key
-  order; Redis: one HSET per entity, written in Redis's protocol and sent at once (after one
-  read of the stored event times: as Feast, a row no newer than the stored one is skipped).
+  order; Redis: one HSET per entity, written in Redis's protocol and sent while the next
+  batch is encoded (after one read of the stored event times: as Feast, a row no newer than
+  the stored one is skipped).
 
 Other online stores go through Feast's `materialize`. Either way the registry records the
 materialized interval (`feast materialize-incremental` starts from it).
@@ -20,13 +21,16 @@ materialized interval (`feast materialize-incremental` starts from it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-BATCH_ROWS = 100_000
+# entities per batch: on SQLite a batch is a transaction (25,000 took a fifth longer than
+# 100,000); on Redis a batch is sent while the next is encoded, which needs several of them
+BATCH_ROWS = {"sqlite": 100_000, "redis": 25_000}
 PROTO_FIELDS = {
     "int": "int64_val",
     "float": "double_val",
@@ -63,12 +67,16 @@ def materialize(
     keys = _entity_keys(latest[key], key, PROTO_FIELDS[columns[key]], store.config)
     order = np.argsort(np.array(keys, dtype=object), kind="stable")
     latest, keys = latest.iloc[order], [keys[i] for i in order]
-    write = _write_sqlite if kind == "sqlite" else _write_redis
-    for begin in range(0, len(latest), BATCH_ROWS):
-        batch = latest.iloc[begin : begin + BATCH_ROWS]
-        write(
-            store, view, _Encoded(batch, keys[begin : begin + BATCH_ROWS], columns, key, timestamp)
-        )
+    size = BATCH_ROWS[kind]
+    batches = (
+        _Encoded(latest.iloc[b : b + size], keys[b : b + size], columns, key, timestamp)
+        for b in range(0, len(latest), size)
+    )
+    if kind == "sqlite":
+        for batch in batches:
+            _write_sqlite(store, view, batch)
+    else:
+        _write_redis(store, view, batches)
     store.registry.apply_materialization(
         view, store.project, start.to_pydatetime(), end.to_pydatetime()
     )
@@ -193,26 +201,43 @@ def _write_sqlite(store: Any, view: Any, batch: _Encoded) -> None:
         )
 
 
-def _write_redis(store: Any, view: Any, batch: _Encoded) -> None:
+def _write_redis(store: Any, view: Any, batches: Iterator[_Encoded]) -> None:
     """HSET each entity's features and event time, as Feast's Redis store lays them out,
     skipping an entity whose stored event time is as new or newer.
 
     The commands are written in Redis's wire protocol by joining pre-encoded pieces (each
-    distinct value encoded once) and sent on one connection: redis-py's packing of each
-    command, not Redis, was most of the time of a pipeline."""
-    from feast.infra.online_stores.helpers import _mmh3
+    distinct value encoded once): redis-py's packing of each command, not Redis, was most of
+    the time of a pipeline. A batch's HSETs are sent from a thread while the next batch is
+    encoded, Redis working on one core and the encoding on another; one batch at most is in
+    flight (the batches' keys are distinct, so their order does not matter)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from feast.infra.online_stores.redis import _versioned_fv_name
 
     config = store.config
-    options = config.online_store
-    client = store.provider.online_store._get_client(options)
+    client = store.provider.online_store._get_client(config.online_store)
     name = _versioned_fv_name(view, config)
+    sending: Future | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="maestro-materialize") as sender:
+        for batch in batches:
+            payload, replies = _hsets(client, config, name, batch)
+            if sending is not None:
+                sending.result()  # its error, if any, is raised here
+            sending = sender.submit(_send, client, payload, replies) if replies else None
+        if sending is not None:
+            sending.result()
+
+
+def _hsets(client: Any, config: Any, name: str, batch: _Encoded) -> tuple[bytes, int]:
+    """The batch's commands (HSET, and EXPIRE where keys expire) for the entities newer than
+    what Redis holds, and how many replies they get."""
+    from feast.infra.online_stores.helpers import _mmh3
+
+    options = config.online_store
     ts_key = _bulk(f"_ts:{name}".encode())
     suffix = config.project.encode("utf-8")
     keys = [_bulk(k + suffix) for k in batch.keys]  # Feast's _redis_key: entity key, then project
     newer = _newer_than_stored(client, keys, ts_key, batch.nanos)
-    if not newer.any():
-        return
     keys = [k for k, keep in zip(keys, newer, strict=True) if keep]
     count = len(keys)
     stamps = _timestamps(np.asarray(batch.nanos, dtype=np.int64)[newer])
@@ -230,7 +255,7 @@ def _write_redis(store: Any, view: Any, batch: _Encoded) -> None:
         pieces += [repeat(b"*3\r\n$6\r\nEXPIRE\r\n", count), keys]
         pieces.append(repeat(_bulk(str(options.key_ttl_seconds).encode()), count))
         replies *= 2
-    _send(client, b"".join(chain.from_iterable(zip(*pieces, strict=True))), replies)
+    return b"".join(chain.from_iterable(zip(*pieces, strict=True))), replies
 
 
 def _newer_than_stored(client: Any, keys: list[bytes], ts_key: bytes, nanos: list[int]) -> Any:

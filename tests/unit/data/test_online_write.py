@@ -81,6 +81,8 @@ def test_batched_writes_match_feasts_materialize(online, small_specs, monkeypatc
         get_settings.cache_clear()
         return get_settings()
 
+    # batches of 64 entities: the 400 customers take seven, several of them in flight on Redis
+    monkeypatch.setitem(online_write.BATCH_ROWS, online, 64)
     with redis_databases(2 if online == "redis" else 0) as urls:
         urls = urls or [None, None]
         assert len(urls) == 2
