@@ -21,7 +21,7 @@ materialized interval (`feast materialize-incremental` starts from it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain, repeat
 from typing import Any
 
@@ -83,11 +83,8 @@ def materialize(
 
 
 def _entity_keys(values: pd.Series, key: str, field: str, config: Any) -> list[bytes]:
-    """Each value's entity key as the online stores store it. Feast's serialization of a
-    single-key entity is a prefix, then the value's bytes (an int64: its eight little-endian
-    bytes); the prefix is taken from Feast's own serialization of the first key, and the whole
-    of that key is checked against it, else every key is serialized by Feast (a quarter of a
-    million a second)."""
+    """Each value's entity key as the online stores store it (Feast's serialization of a
+    single-key entity: a prefix, then an int64's eight little-endian bytes)."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
@@ -99,9 +96,19 @@ def _entity_keys(values: pd.Series, key: str, field: str, config: Any) -> list[b
         return bytes(serialize_entity_key(entity, version))
 
     plain = values.tolist()
-    if field != "int64_val" or not plain:
+    if field != "int64_val":
         return [by_feast(v) for v in plain]
-    raw = np.asarray(plain, dtype="<i8").tobytes()
+    return _prefixed(plain, "<i8", by_feast)
+
+
+def _prefixed(plain: list, dtype: str, by_feast: Callable[[Any], bytes]) -> list[bytes]:
+    """Feast's bytes of each value where they are a fixed prefix, then the value's eight bytes
+    as `dtype` (an int64 entity key, a double Value): the prefix is taken from Feast's bytes
+    of the first value, and the whole of those is checked against it, else Feast makes every
+    value's bytes (a quarter of a million a second)."""
+    if not plain:
+        return []
+    raw = np.asarray(plain, dtype=dtype).tobytes()
     first = by_feast(plain[0])
     prefix = first[:-8]
     if first != prefix + raw[:8]:
@@ -153,19 +160,16 @@ class _Column:
 
 
 def _values(plain: list, field: str) -> list[bytes]:
-    """Each value's protobuf bytes. A double is a fixed tag, then its eight little-endian
-    bytes: taken from Feast's protobuf of the first value and checked against it, as entity
-    keys are (the float features of a large window are nearly all distinct)."""
+    """Each value's protobuf bytes (a double: a fixed tag, then its eight little-endian bytes;
+    the float features of a large window are nearly all distinct)."""
     from feast.protos.feast.types.Value_pb2 import Value
 
-    if field != "double_val" or not plain:
-        return [Value(**{field: v}).SerializeToString() for v in plain]
-    raw = np.asarray(plain, dtype="<f8").tobytes()
-    first = Value(double_val=plain[0]).SerializeToString()
-    tag = first[:-8]
-    if first != tag + raw[:8]:
-        return [Value(double_val=v).SerializeToString() for v in plain]
-    return [tag + raw[i : i + 8] for i in range(0, len(raw), 8)]
+    def by_feast(value: Any) -> bytes:
+        return Value(**{field: value}).SerializeToString()
+
+    if field != "double_val":
+        return [by_feast(v) for v in plain]
+    return _prefixed(plain, "<f8", by_feast)
 
 
 def _write_sqlite(store: Any, view: Any, batch: _Encoded) -> None:
